@@ -1,0 +1,30 @@
+from django.contrib import admin
+
+from clinops.models import AuditEvent, WorkerHeartbeat
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Read-only: the audit trail is append-only, for administrators too."""
+
+    list_display = ["at", "actor_label", "action", "object_type", "object_id", "patient"]
+    list_filter = ["actor_type", "action"]
+    search_fields = ["actor_label", "action", "object_id"]
+    date_hierarchy = "at"
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(WorkerHeartbeat)
+class WorkerHeartbeatAdmin(admin.ModelAdmin):
+    list_display = ["probe", "worker", "beat_at", "beats"]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False

@@ -1,0 +1,36 @@
+"""Cross-cutting Celery tasks and the one way to enqueue work: after the transaction commits."""
+from __future__ import annotations
+
+import socket
+from functools import partial
+from typing import Any
+
+from celery import Task, shared_task
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from clinops.models import WorkerHeartbeat
+
+
+def enqueue_on_commit(task: Task, *args: Any, **kwargs: Any) -> None:
+    """Send `task` only once the current transaction commits (never if it rolls back).
+
+    A worker handed an id before the commit would not find the row; on rollback there is nothing
+    to do. Outside a transaction the task is sent at once.
+    """
+    transaction.on_commit(partial(task.apply_async, args=args, kwargs=kwargs))
+
+
+@shared_task(name="clinops.tasks.worker_heartbeat", ignore_result=True)
+def worker_heartbeat(probe: str = "beat") -> None:
+    """Record that a worker is alive and consuming (run by beat every 30 s; shown on /healthz)."""
+    worker = getattr(worker_heartbeat.request, "hostname", None) or socket.gethostname()
+    now = timezone.now()
+    updated = WorkerHeartbeat.objects.filter(probe=probe).update(
+        worker=worker, beat_at=now, beats=F("beats") + 1
+    )
+    if not updated:
+        WorkerHeartbeat.objects.get_or_create(
+            probe=probe, defaults={"worker": worker, "beat_at": now, "beats": 1}
+        )

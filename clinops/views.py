@@ -1,0 +1,39 @@
+"""Operational endpoints: /healthz for load balancers and operators."""
+from __future__ import annotations
+
+from django.core.cache import cache
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from clinops.models import WorkerHeartbeat
+
+# Beat sends a heartbeat every 30 s; three missed ones mean no worker is consuming.
+HEARTBEAT_STALE_AFTER_S = 90
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Database, Redis and worker liveness. 200 when the web tier can serve, 503 otherwise."""
+    checks: dict[str, object] = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - a health check reports, it does not raise
+        checks["database"] = f"error: {exc.__class__.__name__}"
+    try:
+        cache.set("healthz", "ok", 10)
+        checks["redis"] = "ok" if cache.get("healthz") == "ok" else "error: read-back failed"
+    except Exception as exc:  # noqa: BLE001
+        checks["redis"] = f"error: {exc.__class__.__name__}"
+    beat = WorkerHeartbeat.objects.filter(probe="beat").first() if checks["database"] == "ok" else None
+    if beat is None:
+        checks["worker"] = "no heartbeat yet"
+    else:
+        age = (timezone.now() - beat.beat_at).total_seconds()
+        checks["worker"] = "ok" if age <= HEARTBEAT_STALE_AFTER_S else f"stale: last beat {age:.0f} s ago"
+        checks["worker_last_beat_age_s"] = round(age, 1)
+    healthy = checks["database"] == "ok" and checks["redis"] == "ok"
+    return JsonResponse({"status": "ok" if healthy else "degraded", "checks": checks}, status=200 if healthy else 503)

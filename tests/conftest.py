@@ -1,0 +1,87 @@
+"""Shared fixtures: API clients per role, and the real Celery worker process for integration tests."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from rest_framework.test import APIClient
+
+from clinops.celery_app import app as celery_app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def api_client() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def client_for(db):
+    """An API client logged in as the given user."""
+
+    def make(user) -> APIClient:
+        client = APIClient()
+        client.force_login(user)
+        return client
+
+    return make
+
+
+def _database_url_of_test_db() -> str:
+    db = connection.settings_dict
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{db['NAME']}"
+    if db["ENGINE"] == "django.db.backends.postgresql":
+        return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    raise RuntimeError(f"No worker database URL for {db['ENGINE']}")
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker):
+    """A real `celery worker` process on the test Redis and the test database, for the session."""
+    with django_db_blocker.unblock():
+        database_url = _database_url_of_test_db()
+    log_path = settings.VAR_DIR / f"test-worker-{connection.vendor}.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed at teardown
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "clinops.settings.test", "DATABASE_URL": database_url}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "clinops", "worker", "--loglevel", "INFO",
+         "--concurrency", "1", "--pool", "prefork", "-n", f"test-{os.getpid()}@%h", "--without-gossip", "--without-mingle"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        if celery_app.control.ping(timeout=0.5):
+            break
+    else:
+        process.kill()
+    if process.poll() is not None or not celery_app.control.ping(timeout=1):
+        log.close()
+        pytest.fail(f"The Celery worker did not start; its log:\n{log_path.read_text()[-4000:]}")
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+def wait_for(predicate, *, timeout_s: float = 20.0, interval_s: float = 0.1):
+    """Poll until predicate() is truthy (for work done by the worker process); returns its value."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"condition not met within {timeout_s} s")

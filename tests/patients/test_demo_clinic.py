@@ -1,0 +1,55 @@
+"""The demo clinic: 2 clinicians, 1 admin, 6 patients with devices, printed logins, usable keys."""
+import json
+
+import pytest
+from django.core.management import call_command
+from rest_framework.test import APIClient
+
+from clinops.models import AuditEvent
+from patients.models import CareTeam, Clinician, Device, Patient, Role, User
+
+pytestmark = pytest.mark.django_db
+
+
+def test_seed_demo_creates_the_clinic_and_prints_logins(tmp_path, capsys):
+    keys_file = tmp_path / "keys.json"
+    call_command("seed_demo", keys_file=str(keys_file))
+    out = capsys.readouterr().out
+    assert Clinician.objects.count() == 2
+    assert User.objects.filter(role=Role.ADMIN).count() == 1
+    assert Patient.objects.count() == 6
+    assert all(p.devices.count() == 1 and p.user_id for p in Patient.objects.all())
+    assert CareTeam.objects.count() == 2
+    for username in ["admin", "dr.okafor", "nurse.lindqvist", "patient1", "patient6"]:
+        assert username in out
+    keys = json.loads(keys_file.read_text())
+    assert len(keys) == 6
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {keys[0]['api_key']}")
+    assert client.get("/api/v1/device/").json()["serial"] == keys[0]["serial"]
+    assert AuditEvent.objects.filter(action="patient.create").count() == 6
+
+
+def test_seeding_twice_keeps_one_clinic_and_rotates_the_device_keys(tmp_path):
+    first, second = tmp_path / "1.json", tmp_path / "2.json"
+    call_command("seed_demo", keys_file=str(first))
+    call_command("seed_demo", keys_file=str(second))
+    assert Patient.objects.count() == 6 and Device.objects.count() == 6
+    old_key = json.loads(first.read_text())[0]["api_key"]
+    new_key = json.loads(second.read_text())[0]["api_key"]
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {old_key}")
+    assert client.get("/api/v1/device/").status_code == 403
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {new_key}")
+    assert client.get("/api/v1/device/").status_code == 200
+
+
+def test_every_demo_device_replays_a_shipped_recording(tmp_path):
+    from django.conf import settings
+
+    from monitoring.recordings import challenge2015_records
+
+    keys_file = tmp_path / "keys.json"
+    call_command("seed_demo", keys_file=str(keys_file))
+    shipped = set(challenge2015_records(settings.RECORDINGS_DIR))
+    assert {device["record"] for device in json.loads(keys_file.read_text())} <= shipped
