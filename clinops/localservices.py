@@ -24,6 +24,15 @@ class LocalServiceError(RuntimeError):
     """A local server could not be found or started; the message says what to install."""
 
 
+def die_with_parent() -> None:
+    """preexec_fn for child servers: the kernel sends them SIGTERM if the starting process dies."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -70,7 +79,7 @@ def start_redis(*, port: int, data_dir: Path, log_file: Path | None = None) -> s
             "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
             "--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes",
         ],
-        stdout=log, stderr=subprocess.STDOUT,
+        stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent, process_group=0,
     )
     try:
         _wait_until(lambda: port_answers("127.0.0.1", port) or process.poll() is not None, timeout_s=15, what="Redis")

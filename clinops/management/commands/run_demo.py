@@ -1,5 +1,8 @@
 """One command for the whole demo: Redis, migrations, seed, web server, Celery worker and beat.
 
+The children run in their own process groups so that Ctrl-C reaches this command alone, which
+then stops them in order; if this command dies, the kernel stops them (PR_SET_PDEATHSIG).
+
 Ctrl-C (or SIGTERM) stops every process it started; if one of them dies, the others are stopped.
 """
 import os
@@ -39,20 +42,22 @@ class Command(BaseCommand):
             for _, process in reversed(children):
                 localservices.stop(process)
 
+        # Ctrl-C may arrive with SIGINT ignored by a non-interactive parent shell: handle it anyway.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(0)))
         try:
             call_command("migrate", interactive=False, verbosity=0)
             call_command("seed_demo")
             python = sys.executable
-            env = {**os.environ, "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"]}
+            env = dict(os.environ)
             var = settings.VAR_DIR
-            children.append(("web", subprocess.Popen([python, "manage.py", "runserver", addr, "--noreload"], env=env)))
+            children.append(("web", subprocess.Popen([python, "manage.py", "runserver", addr, "--noreload"], env=env, preexec_fn=localservices.die_with_parent, process_group=0)))
             children.append(("worker", subprocess.Popen(
                 [python, "-m", "celery", "-A", "clinops", "worker", "--loglevel", "INFO",
-                 "--concurrency", str(workers), "-n", "demo@%h"], env=env)))
+                 "--concurrency", str(workers), "-n", "demo@%h"], env=env, preexec_fn=localservices.die_with_parent, process_group=0)))
             children.append(("beat", subprocess.Popen(
                 [python, "-m", "celery", "-A", "clinops", "beat", "--loglevel", "INFO",
-                 "--schedule", str(var / "celerybeat-schedule")], env=env)))
+                 "--schedule", str(var / "celerybeat-schedule")], env=env, preexec_fn=localservices.die_with_parent, process_group=0)))
             host, _, port = addr.rpartition(":")
             deadline = time.monotonic() + 30
             while not localservices.port_answers(host or "127.0.0.1", int(port)) and time.monotonic() < deadline:

@@ -1,0 +1,53 @@
+"""`manage.py run_demo` (what `make demo` runs) brings up the whole product and Ctrl-C stops it all."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from clinops.localservices import free_port
+from tests.conftest import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def get_json(url: str):
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return json.loads(response.read())
+    except OSError:
+        return None
+
+
+def test_the_demo_runs_web_worker_and_beat_and_stops_on_ctrl_c(tmp_path):
+    web_port, redis_port = free_port(), free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE"}},
+        "CLINOPS_VAR_DIR": str(tmp_path / "var"),
+        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",  # nobody there: the demo starts its own
+    }
+    demo = subprocess.Popen(
+        [sys.executable, "manage.py", "run_demo", "--addr", f"127.0.0.1:{web_port}", "--workers", "1"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        health = wait_for(
+            lambda: (h := get_json(f"http://127.0.0.1:{web_port}/healthz")) and h["checks"]["worker"] == "ok" and h,
+            timeout_s=90, interval_s=0.5,
+        )
+        assert health["checks"] == {**health["checks"], "database": "ok", "redis": "ok", "worker": "ok"}
+        children = psutil.Process(demo.pid).children(recursive=True)
+        commands = " ".join(" ".join(child.cmdline()) for child in children)
+        for part in ["runserver", "celery -A clinops worker", "celery -A clinops beat", "redis-server"]:
+            assert part in commands
+    finally:
+        demo.send_signal(signal.SIGINT)
+        output, _ = demo.communicate(timeout=60)
+    assert "dr.okafor" in output and "key accepted" in output
+    gone, alive = psutil.wait_procs(children, timeout=20)
+    assert not alive, [p.cmdline() for p in alive]
