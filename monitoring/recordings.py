@@ -12,6 +12,11 @@ import numpy as np
 import wfdb
 
 CHALLENGE2015 = "challenge2015"
+# The challenge2015 bedside monitors record PLETH about 0.9 s late: its pulse foot trails the
+# arterial-line foot by 0.95 s (median of the 60 records, IQR 0.91-0.97 s) where a finger pulse
+# follows the arterial line by tens of ms. 0.90 s = the measured lag less ~50 ms of arterial-to-finger
+# transit (see tests/monitoring/test_signals.py, which measures it).
+CHALLENGE2015_PLETH_DELAY_S = 0.90
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,23 @@ def load_challenge2015(recordings_dir: Path, name: str) -> Recording:
         ppg_fs=fs,
         abp=None if abp is None else _fill_gaps(abp),
         abp_fs=None if abp is None else fs,
+    )
+
+
+def with_pleth_delay_removed(recording: Recording, delay_s: float = CHALLENGE2015_PLETH_DELAY_S) -> Recording:
+    """The recording as a wearable with one clock would deliver it: PPG moved delay_s (s) earlier.
+
+    The first delay_s of PPG and the last delay_s of ECG and ABP are dropped, so all channels
+    start together and last equally long.
+    """
+    ppg_shift = int(round(delay_s * recording.ppg_fs))
+    keep_s = (len(recording.ppg) - ppg_shift) / recording.ppg_fs
+    ecg_n = int(round(keep_s * recording.ecg_fs))
+    abp_n = int(round(keep_s * recording.abp_fs)) if recording.abp_fs else 0
+    return Recording(
+        name=recording.name, ecg=recording.ecg[:ecg_n], ecg_lead=recording.ecg_lead, ecg_fs=recording.ecg_fs,
+        ppg=recording.ppg[ppg_shift:], ppg_fs=recording.ppg_fs,
+        abp=None if recording.abp is None else recording.abp[:abp_n], abp_fs=recording.abp_fs,
     )
 
 
