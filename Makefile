@@ -51,7 +51,7 @@ test: venv-dev system-test-deps
 	$(PY) -m tests.run
 
 bench: venv-dev
-	@ls bench/*.py >/dev/null 2>&1 && for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

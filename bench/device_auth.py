@@ -3,7 +3,7 @@
 Every upload pays this before any signal work, so it bounds the ingest rate of one web process.
 Runs on a throwaway SQLite database; prints requests/s and latency percentiles (ms).
 
-    .venv/bin/python bench/bench_device_auth.py [--requests 2000]
+    .venv/bin/python bench/device_auth.py [--requests 2000]
 """
 from __future__ import annotations
 

@@ -18,6 +18,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
+def fresh_cache():
+    """Throttle counters must not leak between tests (ids can repeat after a rollback)."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
+@pytest.fixture
 def api_client() -> APIClient:
     return APIClient()
 

@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_api_key",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_filters",
     "rules",
     "clinops",
@@ -156,12 +157,21 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "clinops.errors.api_exception_handler",
+    "DEFAULT_THROTTLE_RATES": {"device_upload": env_str("DEVICE_UPLOAD_RATE", "120/min")},
 }
+# Largest device upload body (bytes), before and after gzip: a 100-window batch of compact
+# 30-s windows at 250 Hz is about 4 MB; JSON is about three times that.
+WINDOW_UPLOAD_MAX_BYTES = env_int("WINDOW_UPLOAD_MAX_BYTES", 16 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = WINDOW_UPLOAD_MAX_BYTES
 SPECTACULAR_SETTINGS = {
     "TITLE": "ClinOps API",
-    "DESCRIPTION": "Device ingestion and clinical decision-support API for hypertension care.",
+    "DESCRIPTION": (BASE_DIR / "clinops" / "api_description.md").read_text(),
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and ReDoc served from the sidecar package: the docs work offline, no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Logging: structured (structlog), ids only, never names or signal values ---------------------

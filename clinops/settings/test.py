@@ -3,7 +3,7 @@
 The test suite's conftest starts its own Redis and points REDIS_URL at it before Django loads.
 """
 from .base import *  # noqa: F403
-from .base import DATABASES, STATIC_ROOT, VAR_DIR
+from .base import CACHES, DATABASES, REDIS_URL, STATIC_ROOT, VAR_DIR
 
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only; never in prod
@@ -14,3 +14,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # Whitenoise serves from the finders here; the folder only has to exist (collectstatic fills it in production).
 WHITENOISE_USE_FINDERS = True
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+
+# The cache (throttle counters) gets its own Redis database so tests can clear it between tests
+# without flushing the Celery queue that the worker reads.
+CACHES["default"]["LOCATION"] = REDIS_URL.rsplit("/", 1)[0] + "/1"

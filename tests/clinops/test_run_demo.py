@@ -48,6 +48,6 @@ def test_the_demo_runs_web_worker_and_beat_and_stops_on_ctrl_c(tmp_path):
     finally:
         demo.send_signal(signal.SIGINT)
         output, _ = demo.communicate(timeout=60)
-    assert "dr.okafor" in output and "key accepted" in output
+    assert "dr.okafor" in output and "windows accepted" in output
     gone, alive = psutil.wait_procs(children, timeout=20)
     assert not alive, [p.cmdline() for p in alive]

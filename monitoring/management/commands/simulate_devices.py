@@ -1,9 +1,10 @@
-"""Device simulator: replays the real challenge2015 recordings as the demo wearables.
+"""Device simulator: the demo wearables replay the real challenge2015 recordings through the API.
 
-Until the ingestion API (POST /api/v1/windows/) exists, this is a stub on the upload side: it
-checks each device's API key against the running server (GET /api/v1/device/) and prepares the
-30-s windows it will upload, but sends none of them. The ingestion issue replaces the upload step.
+Each device uploads its record (PLETH latency removed, see recordings.py) as consecutive 30-s windows (compact int16 encoding, gzip, batch
+endpoint) timed so that the last window ends now; sequence numbers are the windows' start times
+in epoch seconds, so a rerun uploads new windows and a retried request is recognised.
 """
+import datetime as dt
 import json
 import urllib.error
 import urllib.request
@@ -11,12 +12,14 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 
-from monitoring.recordings import iter_windows, load_challenge2015
+from monitoring.devicesim import gzip_json, window_payload
+from monitoring.recordings import iter_windows, load_challenge2015, with_pleth_delay_removed
 
 
 class Command(BaseCommand):
-    help = "Replay the real recordings through the device API as the demo devices (upload is a stub)."
+    help = "Replay the real recordings through the device API as the demo devices."
 
     def add_arguments(self, parser):
         parser.add_argument("--url", default="http://127.0.0.1:8000", help="ClinOps base URL.")
@@ -28,29 +31,38 @@ class Command(BaseCommand):
         if not path.exists():
             raise CommandError(f"{path} not found: run `manage.py seed_demo` first.")
         failures = 0
+        now = timezone.now().replace(microsecond=0)
         for device in json.loads(path.read_text()):
-            status = self._check_key(url, device["api_key"])
-            recording = load_challenge2015(settings.RECORDINGS_DIR, device["record"])
+            # A wearable sends ECG and PPG on one clock: remove the ICU monitor's PLETH latency.
+            recording = with_pleth_delay_removed(load_challenge2015(settings.RECORDINGS_DIR, device["record"]))
             windows = list(iter_windows(recording, window_s=window_s))
+            start = now - dt.timedelta(seconds=window_s * len(windows))
+            payloads = []
+            for window in windows:
+                recorded_at = start + dt.timedelta(seconds=window.start_s)
+                payloads.append(window_payload(window, sequence=int(recorded_at.timestamp()), recorded_at=recorded_at))
+            status, body = self._post(url, device["api_key"], {"windows": payloads})
+            if status != 200:
+                failures += 1
+                self.stdout.write(f"device {device['serial']}: upload refused (HTTP {status}): {body}")
+                continue
             self.stdout.write(
-                f"device {device['serial']} ({device['patient_username']}): key {status}; "
-                f"{len(windows)} windows of {window_s:.0f} s from record {recording.name} "
-                f"(ECG {recording.ecg_lead} {recording.ecg_fs:.0f} Hz + PPG {recording.ppg_fs:.0f} Hz) "
-                "ready; upload arrives with the ingestion API"
+                f"device {device['serial']} ({device['patient_username']}): record {recording.name}, "
+                f"{body['accepted']} windows accepted, {body['duplicates']} duplicates, {body['rejected']} rejected"
             )
-            failures += status != "accepted"
         if failures:
-            raise CommandError(f"{failures} device key(s) were refused by {url}.")
+            raise CommandError(f"{failures} device(s) could not upload to {url}.")
 
     @staticmethod
-    def _check_key(url: str, api_key: str) -> str:
+    def _post(url: str, api_key: str, body: dict) -> tuple[int, dict | str]:
         request = urllib.request.Request(
-            f"{url.rstrip('/')}/api/v1/device/", headers={"Authorization": f"Api-Key {api_key}"}
+            f"{url.rstrip('/')}/api/v1/windows/batch/", data=gzip_json(body), method="POST",
+            headers={"Authorization": f"Api-Key {api_key}", "Content-Type": "application/json", "Content-Encoding": "gzip"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return "accepted" if response.status == 200 else f"HTTP {response.status}"
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read())
         except urllib.error.HTTPError as exc:
-            return f"refused (HTTP {exc.code})"
+            return exc.code, exc.read().decode(errors="replace")[:500]
         except urllib.error.URLError as exc:
-            return f"server unreachable ({exc.reason})"
+            return 0, f"server unreachable ({exc.reason})"

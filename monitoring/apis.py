@@ -1,0 +1,127 @@
+"""Device window API: upload one, upload a batch, read a window's status and result."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.views import APIView
+
+from clinops.permissions import DeviceAPIKeyAuthentication, DevicePrincipal, IsDevice
+from monitoring import services
+from monitoring.parsers import DeviceJSONParser, PayloadTooLarge
+from monitoring.selectors import windows_visible_to
+from monitoring.serializers import BatchInput, WindowAccepted, WindowInput, WindowOutput
+
+
+class DeviceUploadThrottle(SimpleRateThrottle):
+    """Uploads per device key, counted in the shared Redis cache (429 beyond the rate)."""
+
+    scope = "device_upload"
+
+    def get_cache_key(self, request, view):
+        if isinstance(request.user, DevicePrincipal):
+            return self.cache_format % {"scope": self.scope, "ident": request.user.device.pk}
+        return None
+
+
+class DeviceUploadApi(APIView):
+    authentication_classes = [DeviceAPIKeyAuthentication]
+    permission_classes = [IsDevice]
+    parser_classes = [DeviceJSONParser]
+    throttle_classes = [DeviceUploadThrottle]
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        # Refuse an oversized body before reading it (the parser also caps what it reads).
+        declared = request.META.get("CONTENT_LENGTH") or "0"
+        if declared.isdigit() and int(declared) > settings.WINDOW_UPLOAD_MAX_BYTES:
+            raise PayloadTooLarge(f"The request body exceeds {settings.WINDOW_UPLOAD_MAX_BYTES} bytes.")
+
+    def _accepted(self, request: Request, window) -> dict:
+        return {
+            "id": window.pk,
+            "idempotency_key": f"{request.user.device.serial}:{window.sequence}",
+            "status": window.status,
+            "status_url": request.build_absolute_uri(reverse("monitoring:window-detail", args=[window.pk])),
+        }
+
+    def _receive(self, request: Request, payload) -> tuple[dict, bool]:
+        device = request.user.device
+        data = dict(payload)
+        data.pop("serial", None) if data.get("serial") == device.serial else None
+        upload = WindowInput(data=payload, context={"device": device})
+        upload.is_valid(raise_exception=True)
+        fields = upload.validated_data
+        window, created = services.window_receive(
+            device=device,
+            upload=services.WindowUpload(
+                sequence=fields["sequence"], recorded_at=fields["recorded_at"], duration_s=fields["duration_s"],
+                encoding=fields["encoding"], channels=fields["channels"],
+            ),
+        )
+        return self._accepted(request, window), created
+
+
+class WindowUploadApi(DeviceUploadApi):
+    """Upload one window. 202 when stored and queued; 200 with the original for a repeated key."""
+
+    @extend_schema(
+        request=WindowInput,
+        responses={202: WindowAccepted, 200: WindowAccepted, 400: OpenApiResponse(description="Field-level errors"),
+                   401: OpenApiResponse(description="Unknown key"), 403: OpenApiResponse(description="Revoked device"),
+                   413: OpenApiResponse(description="Body too large"), 429: OpenApiResponse(description="Too many uploads")},
+    )
+    def post(self, request: Request) -> Response:
+        if not isinstance(request.data, dict):
+            raise serializers.ValidationError({"non_field_errors": ["The body must be a JSON object (one window)."]})
+        body, created = self._receive(request, request.data)
+        return Response(body, status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
+
+
+class WindowBatchUploadApi(DeviceUploadApi):
+    """Upload up to 100 windows; each is accepted, recognised as a duplicate, or rejected on its own."""
+
+    @extend_schema(
+        request=BatchInput,
+        responses={200: inline_serializer("BatchResult", {
+            "accepted": serializers.IntegerField(), "duplicates": serializers.IntegerField(),
+            "rejected": serializers.IntegerField(),
+            "results": serializers.ListField(child=serializers.DictField()),
+        })},
+    )
+    def post(self, request: Request) -> Response:
+        batch = BatchInput(data=request.data if isinstance(request.data, dict) else {})
+        batch.is_valid(raise_exception=True)
+        results, counts = [], {"accepted": 0, "duplicate": 0, "rejected": 0}
+        for index, payload in enumerate(batch.validated_data["windows"]):
+            try:
+                body, created = self._receive(request, payload)
+            except serializers.ValidationError as exc:
+                counts["rejected"] += 1
+                results.append({"index": index, "result": "rejected", "errors": exc.detail})
+                continue
+            outcome = "accepted" if created else "duplicate"
+            counts[outcome] += 1
+            results.append({"index": index, "result": outcome, **body})
+        return Response({"accepted": counts["accepted"], "duplicates": counts["duplicate"],
+                         "rejected": counts["rejected"], "results": results})
+
+
+class WindowDetailApi(APIView):
+    """A window's status and, once processed, its quality verdict and features.
+
+    The uploading device and the patient's care team only; anyone else gets 404.
+    """
+
+    authentication_classes = [DeviceAPIKeyAuthentication, SessionAuthentication]
+
+    @extend_schema(responses=WindowOutput)
+    def get(self, request: Request, window_id: int) -> Response:
+        window = get_object_or_404(windows_visible_to(request.user), pk=window_id)
+        return Response(WindowOutput(window).data)

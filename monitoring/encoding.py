@@ -1,0 +1,116 @@
+"""Signal-window encodings on the wire and at rest (no Django inside).
+
+On the wire each channel is either
+- JSON: {"fs": 250, "samples": [0.12, -0.03, null, ...]}  (null marks a missing sample), or
+- compact: {"fs": 250, "dtype": "int16" | "float32", "data": "<base64, little-endian>"}
+  (int16 -32768 marks a missing sample; float32 must be finite),
+with an optional "scale" and "offset": physical value = raw * scale + offset (e.g. mV, or the
+PPG's arbitrary units). At rest a window is one compressed .npz holding each channel exactly as
+received (int16 stays int16), so every result can be recomputed from the stored bytes.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+INT16_MISSING = -32768
+DTYPES = {"int16": np.dtype("<i2"), "float32": np.dtype("<f4")}
+
+
+class EncodingError(ValueError):
+    """The channel payload cannot be decoded; the message says what is wrong, in words."""
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One channel as received: raw values (int16 or float32), rate (Hz), and scale/offset."""
+
+    fs: float
+    raw: np.ndarray
+    scale: float = 1.0
+    offset: float = 0.0
+
+    def physical(self) -> np.ndarray:
+        """Values in physical units as float64; missing samples are NaN."""
+        values = self.raw.astype(np.float64) * self.scale + self.offset
+        if self.raw.dtype == DTYPES["int16"]:
+            values[self.raw == INT16_MISSING] = np.nan
+        return values
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.raw) / self.fs
+
+
+def decode_json_samples(samples: list) -> np.ndarray:
+    """JSON numbers -> float32 array; null -> NaN (missing). Non-finite numbers are refused."""
+    try:
+        values = np.array([np.nan if v is None else v for v in samples], dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise EncodingError("samples must be numbers (or null for a missing sample)") from exc
+    if values.ndim != 1:
+        raise EncodingError("samples must be a flat list of numbers")
+    present = values[~np.isnan(values)] if len(values) else values
+    if not np.all(np.isfinite(present)) or _has_literal_nan(samples):
+        raise EncodingError("samples hold NaN or infinite values; mark a missing sample with null")
+    if len(present) and np.max(np.abs(present)) > np.finfo(np.float32).max:
+        raise EncodingError("samples exceed the float32 range")
+    return values.astype(np.float32)
+
+
+def _has_literal_nan(samples: list) -> bool:
+    # A float NaN that came through JSON (Python's json accepts the NaN literal) is not a null.
+    return any(isinstance(v, float) and v != v for v in samples)
+
+
+def decode_compact(data: str, dtype: str) -> np.ndarray:
+    """base64 little-endian int16/float32 -> array of that dtype."""
+    if dtype not in DTYPES:
+        raise EncodingError(f"dtype must be one of {sorted(DTYPES)}")
+    try:
+        buffer = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise EncodingError("data is not valid base64") from exc
+    itemsize = DTYPES[dtype].itemsize
+    if len(buffer) % itemsize:
+        raise EncodingError(f"data length {len(buffer)} bytes is not a multiple of {itemsize} ({dtype})")
+    values = np.frombuffer(buffer, dtype=DTYPES[dtype]).copy()
+    if dtype == "float32" and not np.all(np.isfinite(values)):
+        raise EncodingError("data holds NaN or infinite values")
+    return values
+
+
+def encode_compact(values: np.ndarray, dtype: str) -> str:
+    """Array -> base64 little-endian int16/float32 (what a device sends)."""
+    return base64.b64encode(np.ascontiguousarray(values, dtype=DTYPES[dtype]).tobytes()).decode("ascii")
+
+
+def pack_window(channels: dict[str, Channel]) -> bytes:
+    """Channels -> compressed .npz bytes (raw values as received, with rates, scales, offsets)."""
+    arrays: dict[str, np.ndarray] = {}
+    for name, channel in channels.items():
+        arrays[f"{name}_raw"] = channel.raw
+        arrays[f"{name}_meta"] = np.array([channel.fs, channel.scale, channel.offset], dtype=np.float64)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def unpack_window(blob: bytes) -> dict[str, Channel]:
+    """Inverse of pack_window. Never unpickles: object arrays are refused."""
+    with np.load(io.BytesIO(blob), allow_pickle=False) as archive:
+        names = sorted({key.rsplit("_", 1)[0] for key in archive.files})
+        channels = {}
+        for name in names:
+            fs, scale, offset = archive[f"{name}_meta"].tolist()
+            channels[name] = Channel(fs=fs, raw=archive[f"{name}_raw"], scale=scale, offset=offset)
+    return channels
+
+
+def sha256_hex(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()

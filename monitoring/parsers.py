@@ -1,0 +1,47 @@
+"""JSON request bodies for device uploads: gzip accepted, size capped (413), before and after unzip."""
+from __future__ import annotations
+
+import json
+import zlib
+from typing import Any
+
+from django.conf import settings
+from rest_framework import exceptions, status
+from rest_framework.parsers import BaseParser
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request body is too large."
+    default_code = "payload_too_large"
+
+
+def _reject_nan_literals(token: str) -> Any:
+    # Python's json accepts NaN/Infinity literals that JSON does not; a device sending them is wrong.
+    raise exceptions.ParseError(f"JSON holds the non-standard literal {token}; send finite numbers or null.")
+
+
+class DeviceJSONParser(BaseParser):
+    """application/json, optionally with Content-Encoding: gzip; at most WINDOW_UPLOAD_MAX_BYTES."""
+
+    media_type = "application/json"
+
+    def parse(self, stream, media_type=None, parser_context=None) -> Any:
+        limit = settings.WINDOW_UPLOAD_MAX_BYTES
+        request = (parser_context or {}).get("request")
+        meta = request.META if request is not None else {}
+        body = stream.read(limit + 1) if stream is not None else b""
+        if len(body) > limit:
+            raise PayloadTooLarge(f"The request body exceeds {limit} bytes.")
+        if meta.get("HTTP_CONTENT_ENCODING", "").strip().lower() == "gzip":
+            inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+            try:
+                body = inflater.decompress(body, limit + 1)
+            except zlib.error as exc:
+                raise exceptions.ParseError("The body is not valid gzip.") from exc
+            if len(body) > limit or inflater.unconsumed_tail:
+                raise PayloadTooLarge(f"The unzipped request body exceeds {limit} bytes.")
+        try:
+            return json.loads(body.decode("utf-8"), parse_constant=_reject_nan_literals)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise exceptions.ParseError(f"The body is not valid JSON: {exc}") from exc

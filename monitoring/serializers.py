@@ -1,0 +1,134 @@
+"""Input and output shapes of the device window API, with field-level validation."""
+from __future__ import annotations
+
+import math
+
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from monitoring import ingest
+from monitoring.encoding import DTYPES, Channel, EncodingError, decode_compact, decode_json_samples
+from monitoring.models import SignalWindow, WindowAnalysis
+
+
+class ChannelInput(serializers.Serializer):
+    """One channel: `samples` (JSON numbers, null = missing) or `data` + `dtype` (base64 little-endian)."""
+
+    fs = serializers.FloatField(min_value=ingest.MIN_FS_HZ, max_value=ingest.MAX_FS_HZ, help_text="Sampling rate (Hz), 125-1000.")
+    samples = serializers.ListField(child=serializers.FloatField(allow_null=True), required=False, allow_empty=False,
+                                    help_text="JSON encoding: the samples; null marks a missing sample.")
+    data = serializers.CharField(required=False, trim_whitespace=False,
+                                 help_text="Compact encoding: base64 of little-endian int16 or float32 samples.")
+    dtype = serializers.ChoiceField(choices=sorted(DTYPES), required=False, help_text="Compact encoding: int16 (-32768 = missing) or float32.")
+    scale = serializers.FloatField(required=False, default=1.0, help_text="Physical value = raw x scale + offset.")
+    offset = serializers.FloatField(required=False, default=0.0)
+
+    def to_internal_value(self, data):
+        # Decode the raw list ourselves: DRF's FloatField would accept "NaN" strings and be slow.
+        if isinstance(data, dict) and isinstance(data.get("samples"), list):
+            samples = data["samples"]
+            data = {k: v for k, v in data.items() if k != "samples"}
+            validated = super().to_internal_value(data)
+            try:
+                validated["raw"] = decode_json_samples(samples)
+            except EncodingError as exc:
+                raise serializers.ValidationError({"samples": [str(exc)]}) from exc
+            if len(validated["raw"]) == 0:
+                raise serializers.ValidationError({"samples": ["must not be empty"]})
+            validated["encoding"] = "json"
+        else:
+            validated = super().to_internal_value(data)
+        return validated
+
+    def validate(self, attrs):
+        has_data = "data" in attrs or "dtype" in attrs
+        if "raw" in attrs and has_data:
+            raise serializers.ValidationError("Send either samples, or data with dtype, not both.")
+        if "raw" not in attrs:
+            if not ("data" in attrs and "dtype" in attrs):
+                raise serializers.ValidationError(
+                    {"samples": ["Send samples (JSON numbers), or data with dtype (compact encoding)."]}
+                )
+            try:
+                attrs["raw"] = decode_compact(attrs.pop("data"), attrs.pop("dtype"))
+            except EncodingError as exc:
+                raise serializers.ValidationError({"data": [str(exc)]}) from exc
+            if len(attrs["raw"]) == 0:
+                raise serializers.ValidationError({"data": ["must not be empty"]})
+            attrs["encoding"] = "compact"
+        for name in ("scale", "offset"):
+            if not math.isfinite(attrs[name]):
+                raise serializers.ValidationError({name: ["must be a finite number"]})
+        if attrs["scale"] == 0:
+            raise serializers.ValidationError({"scale": ["must not be zero"]})
+        return attrs
+
+
+class WindowInput(serializers.Serializer):
+    """A synchronised ECG + PPG window. `serial` + `sequence` is the idempotency key."""
+
+    sequence = serializers.IntegerField(min_value=0, max_value=2**63 - 1, help_text="The device's sequence number for this window.")
+    serial = serializers.CharField(required=False, max_length=80, help_text="Optional: the device serial; must match the key.")
+    recorded_at = serializers.DateTimeField(help_text="UTC time of the first sample (ISO 8601 with zone).")
+    duration_s = serializers.FloatField(min_value=ingest.MIN_WINDOW_S, max_value=ingest.MAX_WINDOW_S, help_text="Window length (s), 8-120.")
+    ecg = ChannelInput()
+    ppg = ChannelInput()
+
+    def validate(self, attrs):
+        errors: dict[str, list[str]] = {}
+        device = self.context.get("device")
+        if device is not None and attrs.get("serial") not in (None, device.serial):
+            errors["serial"] = ["does not match the device this API key belongs to"]
+        problem = ingest.recorded_at_problem(recorded_at=attrs["recorded_at"], now=timezone.now())
+        if problem:
+            errors["recorded_at"] = [problem]
+        for name in ingest.CHANNELS:
+            channel = attrs[name]
+            problem = ingest.channel_length_problem(n_samples=len(channel["raw"]), fs_hz=channel["fs"], duration_s=attrs["duration_s"])
+            if problem:
+                errors[name] = [problem]
+        if errors:
+            raise serializers.ValidationError(errors)
+        encodings = {attrs[name]["encoding"] for name in ingest.CHANNELS}
+        attrs["encoding"] = "compact" if "compact" in encodings else "json"
+        attrs["channels"] = {
+            name: Channel(fs=c["fs"], raw=c["raw"], scale=c["scale"], offset=c["offset"])
+            for name in ingest.CHANNELS
+            for c in [attrs.pop(name)]
+        }
+        return attrs
+
+
+class BatchInput(serializers.Serializer):
+    windows = serializers.ListField(child=serializers.DictField(), min_length=1, max_length=ingest.MAX_BATCH_WINDOWS,
+                                    help_text="Up to 100 windows, each accepted or rejected on its own.")
+
+
+class WindowAccepted(serializers.Serializer):
+    id = serializers.IntegerField()
+    idempotency_key = serializers.CharField()
+    status = serializers.CharField()
+    status_url = serializers.URLField()
+
+
+class AnalysisOutput(serializers.ModelSerializer):
+    class Meta:
+        model = WindowAnalysis
+        fields = ["pipeline_version", "usable", "reasons", "issues", "features", "beat_count",
+                  "heart_rate_bpm", "pat_foot_ms", "processing_ms", "created_at"]
+
+
+class WindowOutput(serializers.ModelSerializer):
+    idempotency_key = serializers.CharField()
+    analysis = serializers.SerializerMethodField()
+
+    class Meta:
+        model = SignalWindow
+        fields = ["id", "idempotency_key", "device", "patient", "sequence", "recorded_at", "duration_s",
+                  "ecg_fs", "ppg_fs", "encoding", "firmware", "received_at", "status", "processed_at", "failure", "analysis"]
+
+    @extend_schema_field(AnalysisOutput(allow_null=True))
+    def get_analysis(self, window: SignalWindow):
+        analysis = max(window.analyses.all(), key=lambda a: a.created_at, default=None)
+        return AnalysisOutput(analysis).data if analysis else None

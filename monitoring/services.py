@@ -1,0 +1,121 @@
+"""Writes for signal windows: receive an upload, and process it into a verdict and features."""
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+
+import structlog
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from clinops.tasks import enqueue_on_commit
+from monitoring import signals
+from monitoring.encoding import Channel, pack_window, sha256_hex, unpack_window
+from monitoring.models import SignalWindow, WindowAnalysis, WindowStatus
+from patients.models import Device
+
+log = structlog.get_logger(__name__)
+
+# Writing last_seen_at on every upload would add a row lock per request; once a minute is enough
+# for "device silent > 48 h".
+LAST_SEEN_RESOLUTION = dt.timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class WindowUpload:
+    """A validated upload (see monitoring/serializers.py)."""
+
+    sequence: int
+    recorded_at: dt.datetime
+    duration_s: float
+    encoding: str
+    channels: dict[str, Channel]
+
+
+def window_receive(*, device: Device, upload: WindowUpload) -> tuple[SignalWindow, bool]:
+    """Store a device's window and queue it for processing; the same (device, sequence) twice
+    returns the stored window and changes nothing. Returns (window, created)."""
+    existing = SignalWindow.objects.filter(device=device, sequence=upload.sequence).first()
+    if existing is not None:
+        return existing, False
+    blob = pack_window(upload.channels)
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            window = SignalWindow.objects.create(
+                device=device, patient_id=device.patient_id, sequence=upload.sequence,
+                recorded_at=upload.recorded_at, duration_s=upload.duration_s,
+                ecg_fs=upload.channels["ecg"].fs, ppg_fs=upload.channels["ppg"].fs,
+                encoding=upload.encoding, raw=blob, raw_sha256=sha256_hex(blob), raw_bytes=len(blob),
+                firmware=device.firmware,
+            )
+            Device.objects.filter(pk=device.pk).exclude(last_seen_at__gte=now - LAST_SEEN_RESOLUTION).update(last_seen_at=now)
+            from monitoring.tasks import process_window
+
+            enqueue_on_commit(process_window, window.pk)
+    except IntegrityError:
+        # A concurrent retry of the same upload won the race: answer with its window.
+        return SignalWindow.objects.get(device=device, sequence=upload.sequence), False
+    log.info("window.received", window_id=window.pk, device_id=device.pk, bytes=len(blob))
+    return window, True
+
+
+class WindowDataCorrupt(Exception):
+    """The stored bytes cannot be decoded: permanent, retrying will not help."""
+
+
+def window_process(*, window_id: int) -> WindowAnalysis | None:
+    """Run the signal pipeline on a stored window, once per pipeline version.
+
+    Idempotent: if this version's analysis exists, it is returned and nothing changes. Safe to run
+    concurrently: the row lock and the unique (window, version) constraint keep a single result.
+    """
+    window = SignalWindow.objects.filter(pk=window_id).only("id", "raw", "raw_sha256", "status").first()
+    if window is None:
+        return None
+    done = WindowAnalysis.objects.filter(window_id=window_id, pipeline_version=signals.PIPELINE_VERSION).first()
+    if done is not None:
+        return done
+    started = time.perf_counter()
+    blob = bytes(window.raw)
+    try:
+        if sha256_hex(blob) != window.raw_sha256:
+            raise WindowDataCorrupt("stored signal does not match its SHA-256")
+        channels = unpack_window(blob)
+        result = signals.analyse_window(
+            channels["ecg"].physical(), channels["ecg"].fs, channels["ppg"].physical(), channels["ppg"].fs
+        )
+    except (WindowDataCorrupt, KeyError, ValueError, OSError) as exc:
+        _window_fail(window_id=window_id, reason=f"{exc.__class__.__name__}: {exc}"[:255])
+        return None
+    processing_ms = (time.perf_counter() - started) * 1000
+    features = result.features.as_dict() if result.features else {}
+    with transaction.atomic():
+        locked = SignalWindow.objects.select_for_update().only("id", "status").get(pk=window_id)
+        done = WindowAnalysis.objects.filter(window_id=window_id, pipeline_version=signals.PIPELINE_VERSION).first()
+        if done is not None:
+            return done
+        analysis = WindowAnalysis.objects.create(
+            window_id=window_id, pipeline_version=signals.PIPELINE_VERSION, usable=result.usable,
+            reasons=list(result.reasons),
+            issues=[{"reason": i.reason.value, "channel": i.channel, "detail": i.detail} for i in result.issues],
+            features=features, beat_count=int(features.get("beat_count", 0)),
+            heart_rate_bpm=features.get("heart_rate_bpm_median"), pat_foot_ms=features.get("pat_foot_ms_median"),
+            processing_ms=processing_ms,
+        )
+        locked.status = WindowStatus.PROCESSED if result.usable else WindowStatus.REJECTED
+        locked.processed_at = timezone.now()
+        locked.save(update_fields=["status", "processed_at"])
+    log.info(
+        "window.processed", window_id=window_id, usable=result.usable, reasons=list(result.reasons),
+        processing_ms=round(processing_ms, 2), pipeline_version=signals.PIPELINE_VERSION,
+    )
+    return analysis
+
+
+def _window_fail(*, window_id: int, reason: str) -> None:
+    SignalWindow.objects.filter(pk=window_id, status=WindowStatus.RECEIVED).update(
+        status=WindowStatus.FAILED, failure=reason, processed_at=timezone.now()
+    )
+    log.error("window.failed", window_id=window_id, reason=reason)

@@ -1,0 +1,10 @@
+from django.urls import path
+
+from monitoring import apis
+
+app_name = "monitoring"
+urlpatterns = [
+    path("windows/", apis.WindowUploadApi.as_view(), name="window-upload"),
+    path("windows/batch/", apis.WindowBatchUploadApi.as_view(), name="window-batch-upload"),
+    path("windows/<int:window_id>/", apis.WindowDetailApi.as_view(), name="window-detail"),
+]

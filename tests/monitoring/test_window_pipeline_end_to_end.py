@@ -1,0 +1,91 @@
+"""Device key -> upload -> real Celery worker -> stored verdict and features, exactly once."""
+import json
+
+import numpy as np
+import pytest
+from rest_framework.test import APIClient
+
+from clinops.tasks import enqueue_on_commit
+from monitoring.encoding import encode_compact
+from monitoring.models import SignalWindow, WindowAnalysis, WindowStatus
+from monitoring.signals import PIPELINE_VERSION
+from monitoring.tasks import process_window
+from tests.conftest import wait_for
+from tests.factories import make_clinician, make_device, make_patient, make_team
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def device_client():
+    patient = make_patient(team=make_team())
+    _, key = make_device(patient)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+    return client
+
+
+def upload(client, body):
+    return client.post("/api/v1/windows/", data=json.dumps(body), content_type="application/json")
+
+
+def processed(client, status_url):
+    body = client.get(status_url).json()
+    return body if body["status"] != WindowStatus.RECEIVED else None
+
+
+@pytest.mark.parametrize("encoding", ["compact", "json"])
+def test_an_uploaded_real_window_is_processed_by_the_worker_into_features(celery_worker, device_client, make_payload, encoding):
+    response = upload(device_client, make_payload(0, encoding=encoding))
+    assert response.status_code == 202
+    result = wait_for(lambda: processed(device_client, response.json()["status_url"]), timeout_s=60)
+    assert result["status"] == WindowStatus.PROCESSED, result
+    analysis = result["analysis"]
+    assert analysis["usable"] and analysis["reasons"] == []
+    assert analysis["pipeline_version"] == PIPELINE_VERSION
+    assert analysis["beat_count"] >= 5
+    assert 30 <= analysis["heart_rate_bpm"] <= 220
+    assert 100 <= analysis["pat_foot_ms"] <= 400
+    assert analysis["processing_ms"] > 0
+    for name in ("pat_foot_ms", "pat_upslope_ms", "heart_rate_bpm", "ppg_amplitude", "rise_time_ms", "pulse_width_ms"):
+        assert f"{name}_median" in analysis["features"] and f"{name}_iqr" in analysis["features"]
+
+
+def test_a_duplicate_upload_and_a_rerun_task_are_processed_once(celery_worker, device_client, make_payload):
+    first = upload(device_client, make_payload(1, sequence=99))
+    window_id = first.json()["id"]
+    wait_for(lambda: processed(device_client, first.json()["status_url"]), timeout_s=60)
+    again = upload(device_client, make_payload(1, sequence=99))
+    assert again.status_code == 200 and again.json()["id"] == window_id
+    analysis = WindowAnalysis.objects.get(window_id=window_id)
+    # A redelivered or re-sent task for the same window changes nothing.
+    enqueue_on_commit(process_window, window_id)
+    enqueue_on_commit(process_window, window_id)
+    marker = upload(device_client, make_payload(2, sequence=100)).json()
+    wait_for(lambda: processed(device_client, marker["status_url"]), timeout_s=60)
+    assert list(WindowAnalysis.objects.filter(window_id=window_id)) == [analysis]
+    assert SignalWindow.objects.count() == 2
+
+
+def test_a_flat_ppg_window_is_kept_and_marked_unusable_with_its_reason(celery_worker, device_client, make_payload):
+    body = make_payload(3)
+    body["ppg"]["data"] = encode_compact(np.full(7500, 1200, dtype=np.int16), "int16")
+    response = upload(device_client, body)
+    result = wait_for(lambda: processed(device_client, response.json()["status_url"]), timeout_s=60)
+    assert result["status"] == WindowStatus.REJECTED
+    assert "flatline" in result["analysis"]["reasons"]
+    assert any(issue["channel"] in {"ppg", "both"} for issue in result["analysis"]["issues"])
+    assert SignalWindow.objects.filter(pk=response.json()["id"]).exists()
+
+
+def test_the_care_team_reads_the_result(celery_worker, make_payload):
+    team = make_team()
+    patient = make_patient(team=team)
+    _, key = make_device(patient)
+    device = APIClient()
+    device.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+    status_url = upload(device, make_payload(4)).json()["status_url"]
+    clinician = APIClient()
+    clinician.force_login(make_clinician(team=team).user)
+    result = wait_for(lambda: processed(clinician, status_url), timeout_s=60)
+    assert result["patient"] == patient.pk and result["analysis"] is not None

@@ -1,0 +1,247 @@
+"""POST /api/v1/windows/: authenticated, validated field by field, idempotent, size-capped, throttled."""
+import base64
+import datetime as dt
+import gzip
+import json
+
+import numpy as np
+import pytest
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from clinops.audit import SYSTEM
+from monitoring.apis import DeviceUploadThrottle
+from monitoring.encoding import unpack_window
+from monitoring.models import SignalWindow, WindowStatus
+from patients import services
+from tests.factories import make_clinician, make_device, make_patient, make_team
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_cache")]
+UPLOAD, BATCH = "/api/v1/windows/", "/api/v1/windows/batch/"
+
+
+@pytest.fixture
+def team():
+    return make_team()
+
+
+@pytest.fixture
+def patient(team):
+    return make_patient(team=team)
+
+
+@pytest.fixture
+def device_and_key(patient):
+    return make_device(patient)
+
+
+@pytest.fixture
+def device_client(device_and_key):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {device_and_key[1]}")
+    return client
+
+
+def post(client, body, **headers):
+    return client.post(UPLOAD, data=json.dumps(body), content_type="application/json", **headers)
+
+
+def test_a_compact_window_is_accepted_with_202_and_a_status_url(device_client, make_payload, device_and_key):
+    response = post(device_client, make_payload(0, sequence=7))
+    assert response.status_code == 202, response.json()
+    body = response.json()
+    window = SignalWindow.objects.get(pk=body["id"])
+    assert body["idempotency_key"] == f"{device_and_key[0].serial}:7"
+    assert body["status"] == WindowStatus.RECEIVED
+    assert body["status_url"].endswith(f"/api/v1/windows/{window.pk}/")
+    assert (window.device, window.patient, window.ecg_fs, window.ppg_fs, window.duration_s) == (
+        device_and_key[0], device_and_key[0].patient, 250.0, 250.0, 30.0)
+
+
+def test_the_raw_window_is_stored_compressed_and_recoverable(device_client, make_payload, real_windows):
+    body = make_payload(0)
+    window = SignalWindow.objects.get(pk=post(device_client, body).json()["id"])
+    channels = unpack_window(bytes(window.raw))
+    assert channels["ecg"].raw.dtype == np.int16 and len(channels["ecg"].raw) == 7500
+    # int16 at 1 µV: the stored ECG is the real one within half a count.
+    assert np.max(np.abs(channels["ecg"].physical() - real_windows[0].ecg)) <= 0.0005 + 1e-9
+    assert window.raw_bytes < 2 * 2 * 7500  # smaller than the raw int16 samples
+
+
+def test_a_json_window_is_accepted(device_client, make_payload, real_windows):
+    response = post(device_client, make_payload(1, encoding="json"))
+    assert response.status_code == 202, response.json()
+    window = SignalWindow.objects.get(pk=response.json()["id"])
+    assert window.encoding == "json"
+    stored = unpack_window(bytes(window.raw))["ppg"].physical()
+    assert np.allclose(stored, real_windows[1].ppg, atol=1e-4)
+
+
+def test_a_gzip_body_is_accepted(device_client, make_payload):
+    raw = gzip.compress(json.dumps(make_payload(2)).encode())
+    response = device_client.post(UPLOAD, data=raw, content_type="application/json", HTTP_CONTENT_ENCODING="gzip")
+    assert response.status_code == 202, response.content
+
+
+def test_the_same_idempotency_key_returns_the_original_window(device_client, make_payload):
+    first = post(device_client, make_payload(0, sequence=42))
+    again = post(device_client, make_payload(3, sequence=42))
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json()["id"] == first.json()["id"]
+    assert SignalWindow.objects.count() == 1
+
+
+def test_the_same_sequence_from_another_device_is_a_different_window(device_client, make_payload, patient):
+    _, other_key = make_device(patient)
+    other = APIClient()
+    other.credentials(HTTP_AUTHORIZATION=f"Api-Key {other_key}")
+    assert post(device_client, make_payload(0, sequence=1)).status_code == 202
+    assert post(other, make_payload(0, sequence=1)).status_code == 202
+
+
+def test_unknown_key_gets_401_and_revoked_device_gets_403(make_payload, device_and_key):
+    stranger = APIClient()
+    stranger.credentials(HTTP_AUTHORIZATION="Api-Key abcdefgh.nope")
+    assert post(stranger, make_payload()).status_code == 401
+    device, key = device_and_key
+    services.device_revoke(actor=SYSTEM, device=device, reason="lost")
+    revoked = APIClient()
+    revoked.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+    assert post(revoked, make_payload()).status_code == 403
+    assert SignalWindow.objects.count() == 0
+
+
+def test_a_clinician_session_cannot_upload(make_payload, team):
+    client = APIClient()
+    client.force_login(make_clinician(team=team).user)
+    assert post(client, make_payload()).status_code in {401, 403}
+
+
+def _shorten(body, seconds):
+    for name in ("ecg", "ppg"):
+        raw = base64.b64decode(body[name]["data"])
+        body[name]["data"] = base64.b64encode(raw[: int(seconds * body[name]["fs"]) * 2]).decode()
+    body["duration_s"] = seconds
+    return body
+
+
+@pytest.mark.parametrize(
+    "mutate, field, words",
+    [
+        (lambda b: _shorten(b, 5), "duration_s", "greater than or equal to 8"),
+        (lambda b: {**b, "duration_s": 150}, "duration_s", "less than or equal to 120"),
+        (lambda b: {**b, "ecg": {**b["ecg"], "fs": 100}}, "ecg", "greater than or equal to 125"),
+        (lambda b: {**b, "ppg": {**b["ppg"], "fs": 2000}}, "ppg", "less than or equal to 1000"),
+        (lambda b: {**b, "duration_s": 20}, "ecg", "needs 5000"),
+        (lambda b: {**b, "recorded_at": (timezone.now() + dt.timedelta(minutes=10)).isoformat()}, "recorded_at", "in the future"),
+        (lambda b: {**b, "recorded_at": (timezone.now() - dt.timedelta(days=31)).isoformat()}, "recorded_at", "older than 30 days"),
+        (lambda b: {**b, "recorded_at": "yesterday"}, "recorded_at", "format"),
+        (lambda b: {**b, "ecg": {"fs": 250, "samples": [0.1] * 7499 + [1e300]}}, "ecg", "float32 range"),
+        (lambda b: {**b, "ecg": {"fs": 250, "samples": [0.1] * 7499 + ["x"]}}, "ecg", "numbers"),
+        (lambda b: {**b, "ppg": {**b["ppg"], "data": "!!!"}}, "ppg", "base64"),
+        (lambda b: {**b, "ppg": {**b["ppg"], "dtype": "int64"}}, "ppg", "valid choice"),
+        (lambda b: {**b, "ppg": {"fs": 250, "dtype": "float32",
+                                 "data": base64.b64encode(np.full(7500, np.nan, "<f4").tobytes()).decode()}}, "ppg", "NaN or infinite"),
+        (lambda b: {**b, "ppg": {"fs": 250}}, "ppg", "Send samples"),
+        (lambda b: {**b, "ecg": {**b["ecg"], "scale": 0}}, "ecg", "must not be zero"),
+        (lambda b: {k: v for k, v in b.items() if k != "sequence"}, "sequence", "required"),
+        (lambda b: {**b, "sequence": -1}, "sequence", "greater than or equal to 0"),
+        (lambda b: {**b, "serial": "SOMEONE-ELSE"}, "serial", "does not match"),
+    ],
+)
+def test_bad_windows_get_field_level_400_and_nothing_is_stored(device_client, make_payload, mutate, field, words):
+    response = post(device_client, mutate(make_payload(0)))
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert field in body, body
+    assert words in json.dumps(body[field]), body[field]
+    assert body["message"] == "Validation failed."
+    assert SignalWindow.objects.count() == 0
+
+
+def test_a_nan_literal_in_json_is_refused(device_client, make_payload):
+    text = json.dumps(make_payload(0, encoding="json")).replace("[", "[NaN, ", 1)
+    response = device_client.post(UPLOAD, data=text, content_type="application/json")
+    assert response.status_code == 400 and "NaN" in response.json()["message"]
+
+
+def test_missing_samples_marked_null_are_accepted_for_the_quality_gate(device_client, make_payload):
+    body = make_payload(0, encoding="json")
+    body["ppg"]["samples"][100:120] = [None] * 20
+    response = post(device_client, body)
+    assert response.status_code == 202
+    stored = unpack_window(bytes(SignalWindow.objects.get().raw))["ppg"].physical()
+    assert np.isnan(stored[100:120]).all() and not np.isnan(stored[:100]).any()
+
+
+def test_a_body_over_the_size_limit_gets_413(device_client, make_payload, settings):
+    settings.WINDOW_UPLOAD_MAX_BYTES = 10_000
+    response = post(device_client, make_payload(0))
+    assert response.status_code == 413
+    assert SignalWindow.objects.count() == 0
+
+
+def test_a_gzip_bomb_gets_413(device_client, settings):
+    settings.WINDOW_UPLOAD_MAX_BYTES = 100_000
+    bomb = gzip.compress(b'{"sequence": 1, "pad": "' + b"0" * 5_000_000 + b'"}')
+    assert len(bomb) < 100_000
+    response = device_client.post(UPLOAD, data=bomb, content_type="application/json", HTTP_CONTENT_ENCODING="gzip")
+    assert response.status_code == 413
+
+
+def test_invalid_gzip_gets_400(device_client):
+    response = device_client.post(UPLOAD, data=b"not gzip", content_type="application/json", HTTP_CONTENT_ENCODING="gzip")
+    assert response.status_code == 400
+
+
+def test_uploads_beyond_the_device_rate_get_429(device_client, make_payload, monkeypatch):
+    monkeypatch.setattr(DeviceUploadThrottle, "rate", "3/min", raising=False)
+    codes = [post(device_client, make_payload(0, sequence=n)).status_code for n in range(5)]
+    assert codes == [202, 202, 202, 429, 429]
+    assert SignalWindow.objects.count() == 3
+
+
+def test_a_batch_accepts_and_rejects_each_window_on_its_own(device_client, make_payload):
+    good, dup = make_payload(0, sequence=1), make_payload(1, sequence=2)
+    post(device_client, dup)
+    bad = make_payload(2, sequence=3, duration_s=20)
+    response = device_client.post(BATCH, data=json.dumps({"windows": [good, dup, bad]}), content_type="application/json")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert (body["accepted"], body["duplicates"], body["rejected"]) == (1, 1, 1)
+    assert [r["result"] for r in body["results"]] == ["accepted", "duplicate", "rejected"]
+    assert "ecg" in body["results"][2]["errors"]
+    assert SignalWindow.objects.count() == 2
+
+
+def test_a_batch_of_more_than_100_windows_is_refused(device_client, make_payload):
+    one = make_payload(0)
+    response = device_client.post(BATCH, data=json.dumps({"windows": [one] * 101}), content_type="application/json")
+    assert response.status_code == 400 and "windows" in response.json()
+    assert SignalWindow.objects.count() == 0
+
+
+def test_the_window_is_readable_by_its_device_and_the_care_team_only(device_client, make_payload, team, patient):
+    window_id = post(device_client, make_payload(0)).json()["id"]
+    url = f"/api/v1/windows/{window_id}/"
+    assert device_client.get(url).status_code == 200
+    member = APIClient()
+    member.force_login(make_clinician(team=team).user)
+    assert member.get(url).json()["status"] == "received"
+    outsider = APIClient()
+    outsider.force_login(make_clinician(team=make_team()).user)
+    assert outsider.get(url).status_code == 404
+    _, other_key = make_device(make_patient())
+    other_device = APIClient()
+    other_device.credentials(HTTP_AUTHORIZATION=f"Api-Key {other_key}")
+    assert other_device.get(url).status_code == 404
+    assert APIClient().get(url).status_code in {401, 403}
+
+
+def test_the_openapi_schema_documents_both_encodings_and_the_docs_work_offline(client):
+    schema = client.get("/api/v1/schema/", HTTP_ACCEPT="application/json").json()
+    assert "/api/v1/windows/" in schema["paths"] and "/api/v1/windows/batch/" in schema["paths"]
+    channel = schema["components"]["schemas"]["ChannelInput"]["properties"]
+    assert {"samples", "data", "dtype", "fs", "scale", "offset"} <= set(channel)
+    page = client.get("/api/v1/docs/").content.decode()
+    assert "cdn" not in page.lower() and "/static/drf_spectacular_sidecar/" in page
