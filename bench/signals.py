@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 
 from monitoring.recordings import CHALLENGE2015_PLETH_DELAY_S as PLETH_DELAY_S  # noqa: E402
 from monitoring.recordings import RecordingWindow, challenge2015_records, iter_windows, load_challenge2015  # noqa: E402
-from monitoring.signals import PIPELINE_VERSION, analyse_window, detect_r_peaks  # noqa: E402
+from monitoring.signals import PIPELINE_VERSION, analyse_window, detect_r_peaks, matched_event_count  # noqa: E402
 
 RECORDINGS = ROOT / "data" / "recordings"
 TOLERANCE_S = 0.050
@@ -77,18 +77,6 @@ def time_neurokit(windows: list[RecordingWindow]) -> tuple[float, int]:
     return (time.perf_counter() - started) / len(windows), failures
 
 
-def within(found: np.ndarray, reference: np.ndarray, tolerance: float) -> int:
-    """How many reference indices have a found index within +-tolerance samples."""
-    if found.size == 0 or reference.size == 0:
-        return 0
-    after = np.searchsorted(found, reference)
-    distance = np.full(reference.size, np.inf)
-    for neighbour in (after - 1, after):
-        ok = (neighbour >= 0) & (neighbour < found.size)
-        distance[ok] = np.minimum(distance[ok], np.abs(found[neighbour[ok]] - reference[ok]))
-    return int(np.count_nonzero(distance <= tolerance))
-
-
 def agreement(windows: list[RecordingWindow]) -> tuple[int, int, int, int, int]:
     """(neurokit2 beats, of them found by us, our beats, of ours found by neurokit2, of our
     unconfirmed beats those in a window's first 300 ms, where neurokit2's refractory check that
@@ -101,11 +89,11 @@ def agreement(windows: list[RecordingWindow]) -> tuple[int, int, int, int, int]:
         ours = detect_r_peaks(win.ecg, win.ecg_fs)
         tolerance = TOLERANCE_S * win.ecg_fs
         reference_total += reference.size
-        recalled += within(ours, reference, tolerance)
+        recalled += matched_event_count(ours, reference, tolerance)
         ours_total += ours.size
-        confirmed += within(reference, ours, tolerance)
+        confirmed += matched_event_count(reference, ours, tolerance)
         early = ours[ours <= 0.3 * win.ecg_fs]
-        at_start += early.size - within(reference, early, tolerance)
+        at_start += early.size - matched_event_count(reference, early, tolerance)
     return reference_total, recalled, ours_total, confirmed, at_start
 
 

@@ -3,14 +3,8 @@ from django.contrib import admin
 from clinops.models import AuditEvent, WorkerHeartbeat
 
 
-@admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
-    """Read-only: the audit trail is append-only, for administrators too."""
-
-    list_display = ["at", "actor_label", "action", "object_type", "object_id", "patient"]
-    list_filter = ["actor_type", "action"]
-    search_fields = ["actor_label", "action", "object_id"]
-    date_hierarchy = "at"
+class ReadOnlyAdminMixin:
+    """Records that are evidence (audit events, signal windows): shown, never added, edited or deleted."""
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -20,6 +14,16 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Read-only: the audit trail is append-only, for administrators too."""
+
+    list_display = ["at", "actor_label", "action", "object_type", "object_id", "patient"]
+    list_filter = ["actor_type", "action"]
+    search_fields = ["actor_label", "action", "object_id"]
+    date_hierarchy = "at"
 
 
 @admin.register(WorkerHeartbeat)

@@ -1,5 +1,7 @@
 from django.contrib import admin
 
+from clinops.admin import ReadOnlyAdminMixin
+
 from monitoring.models import SignalWindow, WindowAnalysis
 
 
@@ -12,7 +14,7 @@ class WindowAnalysisInline(admin.TabularInline):
 
 
 @admin.register(SignalWindow)
-class SignalWindowAdmin(admin.ModelAdmin):
+class SignalWindowAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Windows are evidence: shown, never edited or deleted here."""
 
     list_display = ["id", "device", "patient", "sequence", "recorded_at", "duration_s", "status", "received_at"]
@@ -21,12 +23,3 @@ class SignalWindowAdmin(admin.ModelAdmin):
     exclude = ["raw"]
     readonly_fields = [f.name for f in SignalWindow._meta.fields if f.name != "raw"]
     inlines = [WindowAnalysisInline]
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

@@ -754,3 +754,17 @@ def analyse_window(
         r_peaks=r_peaks,
         ppg_feet=np.rint(pulses.foot).astype(np.intp),
     )
+
+
+def matched_event_count(found: np.ndarray, reference: np.ndarray, tolerance: float) -> int:
+    """How many reference events (e.g. R-peaks of a reference detector) have a found event within
+    +-tolerance, in the same units (samples or s). Used to report beat agreement."""
+    if found.size == 0 or reference.size == 0:
+        return 0
+    found = np.sort(found)
+    after = np.searchsorted(found, reference)
+    distance = np.full(reference.size, np.inf)
+    for neighbour in (after - 1, after):
+        ok = (neighbour >= 0) & (neighbour < found.size)
+        distance[ok] = np.minimum(distance[ok], np.abs(found[neighbour[ok]] - reference[ok]))
+    return int(np.count_nonzero(distance <= tolerance))

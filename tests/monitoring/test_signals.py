@@ -40,6 +40,7 @@ from monitoring.signals import (
     analyse_window,
     detect_ppg_beats,
     detect_r_peaks,
+    matched_event_count,
 )
 
 RECORDINGS = Path(settings.RECORDINGS_DIR)
@@ -65,19 +66,6 @@ def window(name: str, start_s: float = 0.0, length_s: float = 30.0) -> tuple[np.
 
 def analyse_challenge2015(ecg: np.ndarray, ppg: np.ndarray, fs: float = FS) -> WindowAnalysis:
     return analyse_window(ecg, fs, ppg, fs, ppg_delay_s=CHALLENGE2015_PLETH_DELAY_S)
-
-
-def matched_count(found: np.ndarray, reference: np.ndarray, tolerance: float) -> int:
-    """How many reference events have a found event within +-tolerance (same units)."""
-    if found.size == 0 or reference.size == 0:
-        return 0
-    found = np.sort(found)
-    after = np.searchsorted(found, reference)
-    distance = np.full(reference.size, np.inf)
-    for neighbour in (after - 1, after):
-        ok = (neighbour >= 0) & (neighbour < found.size)
-        distance[ok] = np.minimum(distance[ok], np.abs(found[neighbour[ok]] - reference[ok]))
-    return int(np.count_nonzero(distance <= tolerance))
 
 
 def neurokit_r_peaks(ecg: np.ndarray, fs: float) -> np.ndarray:
@@ -109,8 +97,8 @@ def test_r_peaks_agree_with_neurokit2_on_at_least_99_percent_of_beats_across_all
         # when our detector runs on the same ECG,
         found = detect_r_peaks(ecg, FS)
         tolerance = MATCH_TOLERANCE_S * FS
-        recalled = matched_count(found, reference, tolerance)
-        precise = matched_count(reference, found, tolerance)
+        recalled = matched_event_count(found, reference, tolerance)
+        precise = matched_event_count(reference, found, tolerance)
         total_reference += reference.size
         total_found += found.size
         total_recalled += recalled
@@ -134,7 +122,7 @@ def test_r_peaks_of_30_s_windows_agree_with_neurokit2_run_on_the_same_windows():
                 continue
             reference = neurokit_r_peaks(win.ecg, FS)
             found = detect_r_peaks(win.ecg, FS)
-            recalled_total += matched_count(found, reference, MATCH_TOLERANCE_S * FS)
+            recalled_total += matched_event_count(found, reference, MATCH_TOLERANCE_S * FS)
             reference_total += reference.size
             found_total += found.size
     # then agreement holds per window too; our few extra beats are mostly in the first 300 ms of a
