@@ -36,7 +36,7 @@ class WindowUpload:
 def window_receive(*, device: Device, upload: WindowUpload) -> tuple[SignalWindow, bool]:
     """Store a device's window and queue it for processing; the same (device, sequence) twice
     returns the stored window and changes nothing. Returns (window, created)."""
-    existing = SignalWindow.objects.filter(device=device, sequence=upload.sequence).first()
+    existing = _window_of(device=device, sequence=upload.sequence)
     if existing is not None:
         return existing, False
     blob = pack_window(upload.channels)
@@ -50,15 +50,24 @@ def window_receive(*, device: Device, upload: WindowUpload) -> tuple[SignalWindo
                 encoding=upload.encoding, raw=blob, raw_sha256=sha256_hex(blob), raw_bytes=len(blob),
                 firmware=device.firmware,
             )
-            Device.objects.filter(pk=device.pk).exclude(last_seen_at__gte=now - LAST_SEEN_RESOLUTION).update(last_seen_at=now)
+            if device.last_seen_at is None or device.last_seen_at < now - LAST_SEEN_RESOLUTION:
+                Device.objects.filter(pk=device.pk).update(last_seen_at=now)
             from monitoring.tasks import process_window
 
             enqueue_on_commit(process_window, window.pk)
     except IntegrityError:
         # A concurrent retry of the same upload won the race: answer with its window.
-        return SignalWindow.objects.get(device=device, sequence=upload.sequence), False
+        return _window_of(device=device, sequence=upload.sequence), False
     log.info("window.received", window_id=window.pk, device_id=device.pk, bytes=len(blob))
     return window, True
+
+
+def _window_of(*, device: Device, sequence: int) -> SignalWindow | None:
+    # Only what the upload answer needs: never the raw bytes.
+    return (
+        SignalWindow.objects.filter(device=device, sequence=sequence)
+        .only("id", "sequence", "status", "device_id").order_by().first()
+    )
 
 
 class WindowDataCorrupt(Exception):

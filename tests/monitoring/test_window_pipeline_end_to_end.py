@@ -89,3 +89,29 @@ def test_the_care_team_reads_the_result(celery_worker, make_payload):
     clinician.force_login(make_clinician(team=team).user)
     result = wait_for(lambda: processed(clinician, status_url), timeout_s=60)
     assert result["patient"] == patient.pk and result["analysis"] is not None
+
+
+def test_a_real_mixed_rate_window_ecg_500_hz_ppg_125_hz_goes_through_api_and_worker(celery_worker, device_client):
+    import datetime as dt
+
+    import wfdb
+    from django.conf import settings
+    from django.utils import timezone
+
+    from monitoring.devicesim import window_payload
+    from monitoring.recordings import RecordingWindow
+
+    record = wfdb.rdrecord(str(settings.RECORDINGS_DIR / "wfdb-samples" / "multi-segment" / "041s" / "041s"), smooth_frames=False)
+    rates = [record.fs * spf for spf in record.samps_per_frame]
+    ecg_i, ppg_i = record.sig_name.index("III"), record.sig_name.index("PLETH")
+    # The two 8-s segments back to back: 16 s, 8000 ECG samples at 500 Hz and 2000 PPG samples at 125 Hz.
+    window = RecordingWindow(record="041s", start_s=0, ecg=record.e_p_signal[ecg_i], ecg_fs=rates[ecg_i],
+                             ppg=record.e_p_signal[ppg_i], ppg_fs=rates[ppg_i], abp=None)
+    body = window_payload(window, sequence=1, recorded_at=timezone.now() - dt.timedelta(minutes=1))
+    response = upload(device_client, body)
+    assert response.status_code == 202, response.json()
+    result = wait_for(lambda: processed(device_client, response.json()["status_url"]), timeout_s=60)
+    assert (result["ecg_fs"], result["ppg_fs"], result["duration_s"]) == (500.0, 125.0, 16.0)
+    assert result["status"] == WindowStatus.PROCESSED, result["analysis"]
+    assert 60 <= result["analysis"]["heart_rate_bpm"] <= 150
+    assert 100 <= result["analysis"]["pat_foot_ms"] <= 400
