@@ -17,9 +17,11 @@ def enqueue_on_commit(task: Task, *args: Any, **kwargs: Any) -> None:
     """Send `task` only once the current transaction commits (never if it rolls back).
 
     A worker handed an id before the commit would not find the row; on rollback there is nothing
-    to do. Outside a transaction the task is sent at once.
+    to do. Outside a transaction the task is sent at once. If the broker is unreachable the
+    committed work stands and the failure is logged (robust): periodic sweepers re-send what is
+    still waiting (e.g. monitoring.tasks.sweep_unprocessed_windows).
     """
-    transaction.on_commit(partial(task.apply_async, args=args, kwargs=kwargs))
+    transaction.on_commit(partial(task.apply_async, args=args, kwargs=kwargs), robust=True)
 
 
 @shared_task(name="clinops.tasks.worker_heartbeat", ignore_result=True)

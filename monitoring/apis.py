@@ -53,8 +53,8 @@ class DeviceUploadApi(APIView):
 
     def _receive(self, request: Request, payload) -> tuple[dict, bool]:
         device = request.user.device
-        data = dict(payload)
-        data.pop("serial", None) if data.get("serial") == device.serial else None
+        if not isinstance(payload, dict):
+            raise serializers.ValidationError({"non_field_errors": ["A window must be a JSON object."]})
         upload = WindowInput(data=payload, context={"device": device})
         upload.is_valid(raise_exception=True)
         fields = upload.validated_data
@@ -78,8 +78,6 @@ class WindowUploadApi(DeviceUploadApi):
                    413: OpenApiResponse(description="Body too large"), 429: OpenApiResponse(description="Too many uploads")},
     )
     def post(self, request: Request) -> Response:
-        if not isinstance(request.data, dict):
-            raise serializers.ValidationError({"non_field_errors": ["The body must be a JSON object (one window)."]})
         body, created = self._receive(request, request.data)
         return Response(body, status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
 
@@ -96,7 +94,9 @@ class WindowBatchUploadApi(DeviceUploadApi):
         })},
     )
     def post(self, request: Request) -> Response:
-        batch = BatchInput(data=request.data if isinstance(request.data, dict) else {})
+        if not isinstance(request.data, dict):
+            raise serializers.ValidationError({"windows": ['The body must be {"windows": [...]}.']})
+        batch = BatchInput(data=request.data)
         batch.is_valid(raise_exception=True)
         results, counts = [], {"accepted": 0, "duplicate": 0, "rejected": 0}
         for index, payload in enumerate(batch.validated_data["windows"]):

@@ -1,12 +1,14 @@
 """Signal-window encodings on the wire and at rest (no Django inside).
 
 On the wire each channel is either
-- JSON: {"fs": 250, "samples": [0.12, -0.03, null, ...]}  (null marks a missing sample), or
+- JSON: {"fs": 250, "samples": [0.12, -0.03, null, ...]}  (null marks a missing sample; kept as
+  float32), or
 - compact: {"fs": 250, "dtype": "int16" | "float32", "data": "<base64, little-endian>"}
   (int16 -32768 marks a missing sample; float32 must be finite),
 with an optional "scale" and "offset": physical value = raw * scale + offset (e.g. mV, or the
 PPG's arbitrary units). At rest a window is one compressed .npz holding each channel exactly as
-received (int16 stays int16), so every result can be recomputed from the stored bytes.
+received (int16 stays int16, float32 stays float32, JSON numbers become float32), so every
+result can be recomputed from the stored bytes.
 """
 from __future__ import annotations
 
@@ -48,24 +50,22 @@ class Channel:
 
 
 def decode_json_samples(samples: list) -> np.ndarray:
-    """JSON numbers -> float32 array; null -> NaN (missing). Non-finite numbers are refused."""
+    """JSON numbers -> float32 array; null -> NaN (missing). Anything but numbers and null, and
+    numbers that are not finite in float32, are refused."""
+    missing = np.fromiter((v is None for v in samples), dtype=bool, count=len(samples))
+    for value in samples:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise EncodingError("samples must be numbers (or null for a missing sample)")
     try:
         values = np.array([np.nan if v is None else v for v in samples], dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise EncodingError("samples must be numbers (or null for a missing sample)") from exc
-    if values.ndim != 1:
-        raise EncodingError("samples must be a flat list of numbers")
-    present = values[~np.isnan(values)] if len(values) else values
-    if not np.all(np.isfinite(present)) or _has_literal_nan(samples):
+    except OverflowError as exc:  # an integer too large for a float
+        raise EncodingError("samples exceed the float32 range") from exc
+    present = values[~missing]
+    if not np.all(np.isfinite(present)):
         raise EncodingError("samples hold NaN or infinite values; mark a missing sample with null")
-    if len(present) and np.max(np.abs(present)) > np.finfo(np.float32).max:
+    if present.size and np.max(np.abs(present)) > np.finfo(np.float32).max:
         raise EncodingError("samples exceed the float32 range")
     return values.astype(np.float32)
-
-
-def _has_literal_nan(samples: list) -> bool:
-    # A float NaN that came through JSON (Python's json accepts the NaN literal) is not a null.
-    return any(isinstance(v, float) and v != v for v in samples)
 
 
 def decode_compact(data: str, dtype: str) -> np.ndarray:

@@ -25,9 +25,8 @@ def channel_length_problem(*, n_samples: int, fs_hz: float, duration_s: float) -
 
 
 def recorded_at_problem(*, recorded_at: dt.datetime, now: dt.datetime) -> str | None:
-    """The device clock may run at most 5 min ahead; windows older than 30 days are refused."""
-    if recorded_at.tzinfo is None:
-        return "must carry a time zone (UTC, e.g. 2026-11-23T10:00:00Z)"
+    """The device clock may run at most 5 min ahead; windows older than 30 days are refused.
+    Both times are timezone-aware."""
     if recorded_at > now + MAX_CLOCK_SKEW:
         return f"is {(recorded_at - now).total_seconds():.0f} s in the future (more than 5 min of clock skew)"
     if recorded_at < now - MAX_WINDOW_AGE:

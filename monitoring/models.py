@@ -34,6 +34,7 @@ class SignalWindow(models.Model):
     firmware = models.CharField(max_length=40, help_text="Device firmware at upload time.")
     received_at = models.DateTimeField(auto_now_add=True, db_index=True)
     status = models.CharField(max_length=12, choices=WindowStatus.choices, default=WindowStatus.RECEIVED, db_index=True)
+    enqueued_at = models.DateTimeField(help_text="When the window was last sent to the processing queue.")
     processed_at = models.DateTimeField(null=True, blank=True)
     failure = models.CharField(max_length=255, blank=True)
 
@@ -41,7 +42,10 @@ class SignalWindow(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["device", "sequence"], name="window_unique_device_sequence"),
         ]
-        indexes = [models.Index(fields=["patient", "recorded_at"])]
+        indexes = [
+            models.Index(fields=["patient", "recorded_at"]),
+            models.Index(fields=["status", "enqueued_at"]),
+        ]
         ordering = ["recorded_at", "id"]
 
     def __str__(self) -> str:

@@ -43,5 +43,7 @@ class DeviceJSONParser(BaseParser):
                 raise PayloadTooLarge(f"The unzipped request body exceeds {limit} bytes.")
         try:
             return json.loads(body.decode("utf-8"), parse_constant=_reject_nan_literals)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise exceptions.ParseError(f"The body is not valid JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise exceptions.ParseError("The body nests too deeply to be a window upload.") from exc
+        except ValueError as exc:  # also JSONDecodeError, bad UTF-8, integers of > 4300 digits
+            raise exceptions.ParseError(f"The body is not valid JSON: {str(exc)[:200]}") from exc

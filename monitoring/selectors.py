@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import datetime as dt
+
 from django.db.models import QuerySet
 
 from clinops.permissions import DevicePrincipal
-from monitoring.models import SignalWindow
+from monitoring.models import SignalWindow, WindowStatus
 from patients.models import Role
 from patients.selectors import patients_visible_to
 
@@ -22,3 +24,11 @@ def windows_visible_to(caller: Any) -> QuerySet[SignalWindow]:
     if getattr(caller, "role", None) == Role.PATIENT:
         return windows.none()
     return windows.filter(patient__in=patients_visible_to(caller))
+
+
+def windows_waiting_for_processing(*, sent_before: dt.datetime, limit: int = 5000) -> list[int]:
+    """Ids of windows still unprocessed that were last sent to the queue before `sent_before`."""
+    return list(
+        SignalWindow.objects.filter(status=WindowStatus.RECEIVED, enqueued_at__lt=sent_before)
+        .order_by("enqueued_at").values_list("id", flat=True)[:limit]
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -24,6 +25,15 @@ class Base64Field(serializers.Field):
 
     def to_representation(self, value):
         return value
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """An ISO 8601 time that must state its zone: a device clock without one is ambiguous."""
+
+    def to_internal_value(self, value):
+        if isinstance(value, str) and parse_datetime(value) is not None and parse_datetime(value).tzinfo is None:
+            raise serializers.ValidationError("must carry a time zone (UTC, e.g. 2026-11-23T10:00:00Z)")
+        return super().to_internal_value(value)
 
 
 class ChannelInput(serializers.Serializer):
@@ -83,7 +93,7 @@ class WindowInput(serializers.Serializer):
 
     sequence = serializers.IntegerField(min_value=0, max_value=2**63 - 1, help_text="The device's sequence number for this window.")
     serial = serializers.CharField(required=False, max_length=80, help_text="Optional: the device serial; must match the key.")
-    recorded_at = serializers.DateTimeField(help_text="UTC time of the first sample (ISO 8601 with zone).")
+    recorded_at = AwareDateTimeField(help_text="UTC time of the first sample (ISO 8601 with zone).")
     duration_s = serializers.FloatField(min_value=ingest.MIN_WINDOW_S, max_value=ingest.MAX_WINDOW_S, help_text="Window length (s), 8-120.")
     ecg = ChannelInput()
     ppg = ChannelInput()
@@ -114,8 +124,9 @@ class WindowInput(serializers.Serializer):
 
 
 class BatchInput(serializers.Serializer):
-    windows = serializers.ListField(child=serializers.DictField(), min_length=1, max_length=ingest.MAX_BATCH_WINDOWS,
-                                    help_text="Up to 100 windows, each accepted or rejected on its own.")
+    # Items are checked one by one in the view, so that one bad item rejects only itself.
+    windows = serializers.ListField(child=serializers.JSONField(), min_length=1, max_length=ingest.MAX_BATCH_WINDOWS,
+                                    help_text="Up to 100 windows (each as for POST /api/v1/windows/), each accepted or rejected on its own.")
 
 
 class WindowAccepted(serializers.Serializer):

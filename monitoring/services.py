@@ -9,6 +9,7 @@ import structlog
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from clinops.errors import ApplicationError
 from clinops.tasks import enqueue_on_commit
 from monitoring import signals
 from monitoring.encoding import Channel, pack_window, sha256_hex, unpack_window
@@ -35,7 +36,15 @@ class WindowUpload:
 
 def window_receive(*, device: Device, upload: WindowUpload) -> tuple[SignalWindow, bool]:
     """Store a device's window and queue it for processing; the same (device, sequence) twice
-    returns the stored window and changes nothing. Returns (window, created)."""
+    returns the stored window and changes nothing. Returns (window, created).
+
+    Windows of a patient who has not given consent (or withdrew it) are refused and not stored.
+    """
+    if not device.patient.has_consented:
+        raise ApplicationError(
+            "The patient's consent is not on record (or was withdrawn): no data is accepted for them.",
+            extra={"consent_status": device.patient.consent_status}, status_code=403,
+        )
     existing = _window_of(device=device, sequence=upload.sequence)
     if existing is not None:
         return existing, False
@@ -48,7 +57,7 @@ def window_receive(*, device: Device, upload: WindowUpload) -> tuple[SignalWindo
                 recorded_at=upload.recorded_at, duration_s=upload.duration_s,
                 ecg_fs=upload.channels["ecg"].fs, ppg_fs=upload.channels["ppg"].fs,
                 encoding=upload.encoding, raw=blob, raw_sha256=sha256_hex(blob), raw_bytes=len(blob),
-                firmware=device.firmware,
+                firmware=device.firmware, enqueued_at=now,
             )
             if device.last_seen_at is None or device.last_seen_at < now - LAST_SEEN_RESOLUTION:
                 Device.objects.filter(pk=device.pk).update(last_seen_at=now)
@@ -57,7 +66,10 @@ def window_receive(*, device: Device, upload: WindowUpload) -> tuple[SignalWindo
             enqueue_on_commit(process_window, window.pk)
     except IntegrityError:
         # A concurrent retry of the same upload won the race: answer with its window.
-        return _window_of(device=device, sequence=upload.sequence), False
+        winner = _window_of(device=device, sequence=upload.sequence)
+        if winner is None:
+            raise
+        return winner, False
     log.info("window.received", window_id=window.pk, device_id=device.pk, bytes=len(blob))
     return window, True
 
@@ -81,7 +93,7 @@ def window_process(*, window_id: int) -> WindowAnalysis | None:
     concurrently: the row lock and the unique (window, version) constraint keep a single result.
     """
     window = SignalWindow.objects.filter(pk=window_id).only("id", "raw", "raw_sha256", "status").first()
-    if window is None:
+    if window is None or window.status == WindowStatus.FAILED:
         return None
     done = WindowAnalysis.objects.filter(window_id=window_id, pipeline_version=signals.PIPELINE_VERSION).first()
     if done is not None:
@@ -95,7 +107,10 @@ def window_process(*, window_id: int) -> WindowAnalysis | None:
         result = signals.analyse_window(
             channels["ecg"].physical(), channels["ecg"].fs, channels["ppg"].physical(), channels["ppg"].fs
         )
-    except (WindowDataCorrupt, KeyError, ValueError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001
+        # Decoding and analysis are pure functions of the stored bytes: whatever fails here (bad
+        # data, a pipeline bug, the soft time limit) fails again on a retry. Mark it failed, with
+        # the reason, so it is visible and never re-sent; database errors below stay retryable.
         _window_fail(window_id=window_id, reason=f"{exc.__class__.__name__}: {exc}"[:255])
         return None
     processing_ms = (time.perf_counter() - started) * 1000
@@ -128,3 +143,16 @@ def _window_fail(*, window_id: int, reason: str) -> None:
         status=WindowStatus.FAILED, failure=reason, processed_at=timezone.now()
     )
     log.error("window.failed", window_id=window_id, reason=reason)
+
+
+# A window still unprocessed this long after it was (last) sent to the queue is sent again.
+RESEND_AFTER = dt.timedelta(minutes=10)
+
+
+def window_claim_for_resend(*, window_id: int, now: dt.datetime) -> bool:
+    """Claim a waiting window for re-sending: at most once per RESEND_AFTER, whoever asks (a
+    conditional update that changes exactly one row), so sweepers never flood the queue."""
+    return bool(
+        SignalWindow.objects.filter(pk=window_id, status=WindowStatus.RECEIVED, enqueued_at__lt=now - RESEND_AFTER)
+        .update(enqueued_at=now)
+    )

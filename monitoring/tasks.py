@@ -1,8 +1,9 @@
 """Celery tasks of the signal pipeline: thin wrappers that take ids."""
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
+from django.utils import timezone
 
-from monitoring import services
+from monitoring import selectors, services
 
 
 @shared_task(
@@ -17,3 +18,17 @@ from monitoring import services
 def process_window(window_id: int) -> None:
     """Quality gate + beat features for one stored window; a re-run changes nothing."""
     services.window_process(window_id=window_id)
+
+
+@shared_task(name="monitoring.tasks.sweep_unprocessed_windows", ignore_result=True)
+def sweep_unprocessed_windows() -> int:
+    """Re-send windows stored but still unprocessed 10 min after they were sent (e.g. the broker
+    was down when they arrived). Each is claimed first, so it is re-sent at most every 10 min;
+    processing is idempotent, so a window that was merely queued costs a no-op. Returns the count."""
+    now = timezone.now()
+    resent = 0
+    for window_id in selectors.windows_waiting_for_processing(sent_before=now - services.RESEND_AFTER):
+        if services.window_claim_for_resend(window_id=window_id, now=now):
+            process_window.delay(window_id)
+            resent += 1
+    return resent

@@ -144,6 +144,11 @@ CELERY_BEAT_SCHEDULE = {
         "kwargs": {"probe": "beat"},
         "options": {"expires": 25},
     },
+    "sweep-unprocessed-windows": {
+        "task": "monitoring.tasks.sweep_unprocessed_windows",
+        "schedule": timedelta(minutes=1),
+        "options": {"expires": 55},
+    },
 }
 
 # --- Django REST framework ------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Settings for pytest: the same real parts (Redis, Celery worker, database) as production.
 
-The test suite's conftest starts its own Redis and points REDIS_URL at it before Django loads.
+`python -m tests.run` (what `make test` runs) starts a private Redis and PostgreSQL and sets
+REDIS_URL (and DATABASE_URL for the PostgreSQL pass) before pytest loads these settings.
 """
 from .base import *  # noqa: F403
 from .base import CACHES, DATABASES, REDIS_URL, STATIC_ROOT, VAR_DIR

@@ -61,10 +61,10 @@ def test_a_person_acting_is_recorded_by_user():
     assert event.patient == patient
 
 
-def test_a_device_acting_is_recorded_by_device():
+def test_audit_record_names_a_device_actor_by_its_serial():
     device, _ = make_device(make_patient())
     with transaction.atomic():
-        event = audit_record(actor=device, action="window.upload", target=device, patient=device.patient)
+        event = audit_record(actor=device, action="device.firmware_report", target=device, patient=device.patient)
     assert (event.actor_type, event.actor_device, event.actor_label) == (ActorType.DEVICE, device, f"device:{device.serial}")
 
 

@@ -58,12 +58,15 @@ def test_a_duplicate_upload_and_a_rerun_task_are_processed_once(celery_worker, d
     again = upload(device_client, make_payload(1, sequence=99))
     assert again.status_code == 200 and again.json()["id"] == window_id
     analysis = WindowAnalysis.objects.get(window_id=window_id)
+    processed_at = SignalWindow.objects.get(pk=window_id).processed_at
     # A redelivered or re-sent task for the same window changes nothing.
     enqueue_on_commit(process_window, window_id)
     enqueue_on_commit(process_window, window_id)
     marker = upload(device_client, make_payload(2, sequence=100)).json()
     wait_for(lambda: processed(device_client, marker["status_url"]), timeout_s=60)
     assert list(WindowAnalysis.objects.filter(window_id=window_id)) == [analysis]
+    assert WindowAnalysis.objects.get(window_id=window_id).created_at == analysis.created_at
+    assert SignalWindow.objects.get(pk=window_id).processed_at == processed_at
     assert SignalWindow.objects.count() == 2
 
 
@@ -115,3 +118,26 @@ def test_a_real_mixed_rate_window_ecg_500_hz_ppg_125_hz_goes_through_api_and_wor
     assert result["status"] == WindowStatus.PROCESSED, result["analysis"]
     assert 60 <= result["analysis"]["heart_rate_bpm"] <= 150
     assert 100 <= result["analysis"]["pat_foot_ms"] <= 400
+
+
+def test_a_window_whose_task_was_lost_is_swept_up_and_processed(celery_worker, device_client, make_payload):
+    import datetime as dt
+
+    from django.db import transaction
+    from django.utils import timezone
+
+    from monitoring.tasks import sweep_unprocessed_windows
+
+    # Given a window stored while the broker was unreachable: its task never reached the queue.
+    with transaction.atomic():
+        response = upload(device_client, make_payload(5, sequence=500))
+        transaction.get_connection().run_on_commit.clear()
+    window_id = response.json()["id"]
+    assert sweep_unprocessed_windows() == 0  # sent moments ago: not yet due for a re-send
+    SignalWindow.objects.filter(pk=window_id).update(enqueued_at=timezone.now() - dt.timedelta(minutes=11))
+    assert SignalWindow.objects.get(pk=window_id).status == WindowStatus.RECEIVED
+    # When the periodic sweeper runs, then the real worker processes it, once.
+    assert sweep_unprocessed_windows() == 1
+    assert sweep_unprocessed_windows() == 0  # claimed: not re-sent again within 10 min
+    wait_for(lambda: processed(device_client, response.json()["status_url"]), timeout_s=60)
+    assert WindowAnalysis.objects.filter(window_id=window_id).count() == 1

@@ -136,6 +136,14 @@ def _shorten(body, seconds):
         (lambda b: {**b, "recorded_at": (timezone.now() + dt.timedelta(minutes=10)).isoformat()}, "recorded_at", "in the future"),
         (lambda b: {**b, "recorded_at": (timezone.now() - dt.timedelta(days=31)).isoformat()}, "recorded_at", "older than 30 days"),
         (lambda b: {**b, "recorded_at": "yesterday"}, "recorded_at", "format"),
+        (lambda b: {**b, "recorded_at": timezone.now().replace(tzinfo=None).isoformat()}, "recorded_at", "time zone"),
+        (lambda b: {**b, "ecg": {"fs": 250, "samples": [0.1] * 7499 + ["NaN"]}}, "ecg", "numbers"),
+        (lambda b: {**b, "ecg": {"fs": 250, "samples": [0.1] * 7499 + [True]}}, "ecg", "numbers"),
+        (lambda b: {**b, "ecg": {"fs": 250, "samples": [0.1] * 7499 + [10**400]}}, "ecg", "float32 range"),
+        (lambda b: {**b, "ecg": {"fs": "fast", "samples": [0.1] * 7500}}, "ecg", "valid number"),
+        (lambda b: {**b, "ecg": [1, 2, 3]}, "ecg", "dictionary"),
+        (lambda b: {**b, "duration_s": "NaN"}, "duration_s", "valid number"),
+        (lambda b: {**b, "sequence": 2**64}, "sequence", "less than or equal to"),
         (lambda b: {**b, "ecg": {"fs": 250, "samples": [0.1] * 7499 + [1e300]}}, "ecg", "float32 range"),
         (lambda b: {**b, "ecg": {"fs": 250, "samples": [0.1] * 7499 + ["x"]}}, "ecg", "numbers"),
         (lambda b: {**b, "ppg": {**b["ppg"], "data": "!!!"}}, "ppg", "base64"),
@@ -245,3 +253,62 @@ def test_the_openapi_schema_documents_both_encodings_and_the_docs_work_offline(c
     assert {"samples", "data", "dtype", "fs", "scale", "offset"} <= set(channel)
     page = client.get("/api/v1/docs/").content.decode()
     assert "cdn" not in page.lower() and "/static/drf_spectacular_sidecar/" in page
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 100_000 + b"]" * 100_000,  # nested deeper than any parser should follow
+        b'{"sequence": ' + b"9" * 5000 + b"}",  # an integer of more digits than Python converts
+        b"[1, 2, 3]",  # a list, not a window
+        b'"just a string"',
+        b"\xff\xfe not utf-8",
+    ],
+)
+@pytest.mark.parametrize("route", [UPLOAD, BATCH])
+def test_malformed_bodies_get_400_never_500(device_client, raw, route):
+    response = device_client.post(route, data=raw, content_type="application/json")
+    assert response.status_code == 400, response.content[:300]
+    assert response.json()["message"]
+    assert SignalWindow.objects.count() == 0
+
+
+def test_one_malformed_item_in_a_batch_rejects_only_itself(device_client, make_payload):
+    overflowing = make_payload(1, sequence=2, encoding="json")
+    overflowing["ecg"]["samples"][0] = 10**400
+    items = [make_payload(0, sequence=1), overflowing, 5, "x", [1], make_payload(2, sequence=3)]
+    response = device_client.post(BATCH, data=json.dumps({"windows": items}), content_type="application/json")
+    assert response.status_code == 200, response.content[:500]
+    assert [r["result"] for r in response.json()["results"]] == ["accepted", "rejected", "rejected", "rejected", "rejected", "accepted"]
+    assert SignalWindow.objects.count() == 2
+
+
+def test_a_duplicate_upload_queues_no_second_task(device_client, make_payload, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as first:
+        post(device_client, make_payload(0, sequence=5))
+    with django_capture_on_commit_callbacks() as again:
+        assert post(device_client, make_payload(0, sequence=5)).status_code == 200
+    assert (len(first), len(again)) == (1, 0)
+
+
+@pytest.mark.parametrize("status", ["pending", "withdrawn"])
+def test_no_data_is_accepted_for_a_patient_without_consent(device_client, make_payload, patient, status):
+    services.patient_consent_record(actor=SYSTEM, patient=patient, status=status)
+    response = post(device_client, make_payload(0))
+    assert response.status_code == 403
+    assert "consent" in response.json()["message"] and response.json()["extra"]["consent_status"] == status
+    batch = device_client.post(BATCH, data=json.dumps({"windows": [make_payload(1)]}), content_type="application/json")
+    assert batch.status_code == 403
+    assert SignalWindow.objects.count() == 0
+
+
+def test_a_patient_cannot_read_raw_windows_and_an_admin_can(device_client, make_payload, patient):
+    from tests.factories import make_admin
+
+    url = f"/api/v1/windows/{post(device_client, make_payload(0)).json()['id']}/"
+    as_patient = APIClient()
+    as_patient.force_login(patient.user)
+    assert as_patient.get(url).status_code == 404
+    as_admin = APIClient()
+    as_admin.force_login(make_admin())
+    assert as_admin.get(url).status_code == 200

@@ -1,0 +1,55 @@
+"""process_window retries transient database errors and gives up on nothing else silently."""
+import pytest
+from django.db import OperationalError
+
+from monitoring import services
+from monitoring.models import SignalWindow, WindowStatus
+from monitoring.tasks import process_window
+from tests.factories import make_device, make_patient
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_transient_database_error_is_retried_until_the_window_is_processed(monkeypatch):
+    calls = []
+    real = services.window_process
+
+    def flaky(*, window_id):
+        calls.append(window_id)
+        if len(calls) < 3:
+            raise OperationalError("the database went away")
+        return real(window_id=window_id)
+
+    monkeypatch.setattr(services, "window_process", flaky)
+    result = process_window.apply(args=[12345])
+    assert result.successful(), result.traceback
+    assert calls == [12345, 12345, 12345]
+
+
+def test_the_retry_policy_is_declared_for_transient_errors_only():
+    assert OperationalError in process_window.autoretry_for
+    assert ValueError not in process_window.autoretry_for
+    assert process_window.max_retries >= 5
+
+
+def test_a_window_whose_bytes_are_corrupt_is_marked_failed_with_the_reason():
+    from monitoring.encoding import sha256_hex
+
+    device, _ = make_device(make_patient())
+    window = SignalWindow.objects.create(
+        device=device, patient=device.patient, sequence=1, recorded_at="2026-11-23T10:00:00Z", duration_s=30,
+        ecg_fs=250, ppg_fs=250, encoding="compact", raw=b"not an npz", raw_sha256=sha256_hex(b"not an npz"),
+        raw_bytes=10, firmware="1", enqueued_at="2026-11-23T10:00:00Z",
+    )
+    assert services.window_process(window_id=window.pk) is None
+    window.refresh_from_db()
+    assert window.status == WindowStatus.FAILED and window.failure
+    # A second run changes nothing.
+    failure = window.failure
+    assert services.window_process(window_id=window.pk) is None
+    window.refresh_from_db()
+    assert (window.status, window.failure) == (WindowStatus.FAILED, failure)
+
+
+def test_a_window_that_is_gone_is_ignored():
+    assert services.window_process(window_id=987654) is None
