@@ -35,14 +35,14 @@ def main() -> None:
 
     from clinops.audit import SYSTEM
     from patients import services
-    from patients.models import Sex
+    from patients.models import ConsentStatus, Sex
 
     call_command("migrate", verbosity=0)
     import datetime as dt
 
     patient = services.patient_create(
         actor=SYSTEM, medical_record_number="BENCH-1", given_name="B", family_name="Ench",
-        date_of_birth=dt.date(1960, 1, 1), sex=Sex.FEMALE,
+        date_of_birth=dt.date(1960, 1, 1), sex=Sex.FEMALE, consent_status=ConsentStatus.GIVEN,
     )
     _, key = services.device_register(actor=SYSTEM, patient=patient, make="Acme", model="W", firmware="1", serial="BENCH")
     client = APIClient()

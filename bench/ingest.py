@@ -68,13 +68,14 @@ import django
 django.setup()
 from clinops.audit import SYSTEM
 from patients import services
-from patients.models import Sex
+from patients.models import ConsentStatus, Sex
 keys = []
 for i in range(int(sys.argv[1])):
     serial = f"BENCH-{i:05d}"
     patient = services.patient_create(
         actor=SYSTEM, medical_record_number=serial, given_name="Bench", family_name=f"Device {i}",
         date_of_birth=dt.date(1950, 1, 1) + dt.timedelta(days=53 * i), sex=Sex.FEMALE,
+        consent_status=ConsentStatus.GIVEN,  # no data is accepted without consent
     )
     _, key = services.device_register(actor=SYSTEM, patient=patient, make="Acme", model="W1", firmware="1.0", serial=serial)
     keys.append(key)
