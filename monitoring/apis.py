@@ -16,7 +16,10 @@ from clinops.permissions import DeviceAPIKeyAuthentication, DevicePrincipal, IsD
 from monitoring import services
 from monitoring.parsers import DeviceJSONParser, PayloadTooLarge
 from monitoring.selectors import windows_visible_to
-from monitoring.serializers import BatchInput, WindowAccepted, WindowInput, WindowOutput
+from monitoring.models import CuffReading, CuffSource
+from monitoring.serializers import AwareDateTimeField, BatchInput, WindowAccepted, WindowInput, WindowOutput
+from patients.models import Role
+from patients.selectors import patients_visible_to
 
 
 class DeviceUploadThrottle(SimpleRateThrottle):
@@ -125,3 +128,56 @@ class WindowDetailApi(APIView):
     def get(self, request: Request, window_id: int) -> Response:
         window = get_object_or_404(windows_visible_to(request.user), pk=window_id)
         return Response(WindowOutput(window).data)
+
+
+class CuffReadingInput(serializers.Serializer):
+    measured_at = AwareDateTimeField(help_text="When the cuff measured (ISO 8601 with zone).")
+    sbp_mmhg = serializers.FloatField(help_text="Systolic (mmHg).")
+    dbp_mmhg = serializers.FloatField(help_text="Diastolic (mmHg).")
+
+
+class CuffReadingOutput(serializers.ModelSerializer):
+    calibrated = serializers.SerializerMethodField()
+
+    class Meta:
+        model = CuffReading
+        fields = ["id", "patient", "measured_at", "sbp_mmhg", "dbp_mmhg", "source", "created_at", "calibrated"]
+
+    def get_calibrated(self, reading: CuffReading) -> bool:
+        return hasattr(reading, "calibration")
+
+
+class PatientCuffReadingApi(APIView):
+    """A cuff reading entered by the patient (for themself) or by a clinician of the care team."""
+
+    @extend_schema(request=CuffReadingInput, responses={201: CuffReadingOutput})
+    def post(self, request: Request, patient_id: int) -> Response:
+        patient = get_object_or_404(patients_visible_to(request.user), pk=patient_id)
+        if getattr(request.user, "role", None) == Role.PATIENT:
+            source = CuffSource.PATIENT
+        elif request.user.has_perm("patients.change_patient", patient):
+            source = CuffSource.CLINICIAN
+        else:
+            return Response({"message": "Only the patient or their care team may enter a cuff reading.", "extra": {}},
+                            status=status.HTTP_403_FORBIDDEN)
+        payload = CuffReadingInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        reading = services.cuff_reading_record(actor=request.user, patient=patient, source=source, **payload.validated_data)
+        return Response(CuffReadingOutput(reading).data, status=status.HTTP_201_CREATED)
+
+
+class DeviceCuffReadingApi(APIView):
+    """A reading uploaded by a connected cuff (a device bound to the patient)."""
+
+    authentication_classes = [DeviceAPIKeyAuthentication]
+    permission_classes = [IsDevice]
+    throttle_classes = [DeviceUploadThrottle]
+
+    @extend_schema(request=CuffReadingInput, responses={201: CuffReadingOutput})
+    def post(self, request: Request) -> Response:
+        payload = CuffReadingInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        device = request.user.device
+        reading = services.cuff_reading_record(actor=device, patient=device.patient, source=CuffSource.DEVICE,
+                                               **payload.validated_data)
+        return Response(CuffReadingOutput(reading).data, status=status.HTTP_201_CREATED)

@@ -78,3 +78,122 @@ class WindowAnalysis(models.Model):
 
     def __str__(self) -> str:
         return f"analysis of window {self.window_id} ({self.pipeline_version})"
+
+
+class ModelStatus(models.TextChoices):
+    CANDIDATE = "candidate", "Candidate (trained, not in use)"
+    ACTIVE = "active", "Active (its estimates feed therapy)"
+    RETIRED = "retired", "Retired (was active)"
+
+
+class BPModelVersion(models.Model):
+    """A trained BP model in our own registry: what it learnt from, how good it is, who let it in.
+
+    The skops file is kept in the database (every worker machine reads the same bytes) and is
+    verified against its SHA-256 before every load.
+    """
+
+    version = models.CharField(max_length=64, unique=True)
+    status = models.CharField(max_length=12, choices=ModelStatus.choices, default=ModelStatus.CANDIDATE, db_index=True)
+    shadow = models.BooleanField(default=False, help_text="Runs beside the active model; its estimates never feed therapy.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    trained_by = models.CharField(max_length=150, help_text="Who (or which command) trained it.")
+    approved_by = models.ForeignKey("patients.User", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    approved_at = models.DateTimeField(null=True, blank=True)
+    previous_active = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+                                        help_text="The version it replaced, for a one-step rollback.")
+    code_version = models.CharField(max_length=64, blank=True, help_text="git commit of the training code, when known.")
+    data_fingerprint = models.JSONField(help_text="SHA-256 of each record file and the train/validation/test split.")
+    features = models.JSONField(help_text="Feature names, in model order.")
+    hyperparameters = models.JSONField(default=dict)
+    metrics = models.JSONField(default=dict, help_text="Validation and test reports, with the baselines.")
+    interval_level = models.FloatField(default=0.9)
+    interval_sbp_mmhg = models.FloatField(help_text="Half-width of the prediction interval (mmHg), split-conformal.")
+    interval_dbp_mmhg = models.FloatField()
+    artifact = models.BinaryField(help_text="The skops file.")
+    artifact_sha256 = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["status"], condition=models.Q(status="active"), name="one_active_bp_model"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.version} ({self.status})"
+
+
+class CuffSource(models.TextChoices):
+    PATIENT = "patient", "Entered by the patient"
+    CLINICIAN = "clinician", "Entered by a clinician"
+    DEVICE = "device", "Uploaded by a connected cuff"
+
+
+class CuffReading(models.Model):
+    """An upper-arm cuff measurement (mmHg): ground truth for calibration and for monitoring."""
+
+    patient = models.ForeignKey("patients.Patient", on_delete=models.PROTECT, related_name="cuff_readings")
+    measured_at = models.DateTimeField(db_index=True)
+    sbp_mmhg = models.FloatField()
+    dbp_mmhg = models.FloatField()
+    source = models.CharField(max_length=12, choices=CuffSource.choices)
+    entered_by = models.ForeignKey("patients.User", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-measured_at"]
+
+    def __str__(self) -> str:
+        return f"{self.sbp_mmhg:.0f}/{self.dbp_mmhg:.0f} mmHg at {self.measured_at:%Y-%m-%d %H:%M}"
+
+
+class Calibration(models.Model):
+    """A cuff reading paired with the usable windows recorded within +/- 10 min of it."""
+
+    patient = models.ForeignKey("patients.Patient", on_delete=models.PROTECT, related_name="calibrations")
+    cuff_reading = models.OneToOneField(CuffReading, on_delete=models.PROTECT, related_name="calibration")
+    calibrated_at = models.DateTimeField(db_index=True, help_text="= the cuff reading's time.")
+    windows = models.ManyToManyField(SignalWindow, related_name="calibrations")
+    features = models.JSONField(help_text="Mean features of the paired windows: the patient's reference point.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-calibrated_at"]
+
+    def __str__(self) -> str:
+        return f"calibration of patient {self.patient_id} at {self.calibrated_at:%Y-%m-%d %H:%M}"
+
+
+class BPEstimate(models.Model):
+    """A calibrated BP estimate for one window, with its interval and full lineage."""
+
+    window = models.ForeignKey(SignalWindow, on_delete=models.PROTECT, related_name="estimates")
+    analysis = models.ForeignKey(WindowAnalysis, on_delete=models.PROTECT, related_name="estimates")
+    patient = models.ForeignKey("patients.Patient", on_delete=models.PROTECT, related_name="bp_estimates")
+    model_version = models.ForeignKey(BPModelVersion, on_delete=models.PROTECT, related_name="estimates")
+    calibration = models.ForeignKey(Calibration, on_delete=models.PROTECT, related_name="estimates")
+    recorded_at = models.DateTimeField(db_index=True, help_text="The window's time.")
+    sbp_mmhg = models.FloatField()
+    dbp_mmhg = models.FloatField()
+    sbp_low_mmhg = models.FloatField()
+    sbp_high_mmhg = models.FloatField()
+    dbp_low_mmhg = models.FloatField()
+    dbp_high_mmhg = models.FloatField()
+    interval_level = models.FloatField()
+    shadow = models.BooleanField(default=False, help_text="From a shadow model: stored for comparison, never used for therapy.")
+    calibration_age_days = models.FloatField()
+    flags = models.JSONField(default=list, help_text="Why this estimate may not support an automatic release.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["window", "model_version"], name="estimate_unique_window_model"),
+        ]
+        indexes = [models.Index(fields=["patient", "shadow", "recorded_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.sbp_mmhg:.0f}/{self.dbp_mmhg:.0f} mmHg (window {self.window_id}, {self.model_version_id})"
+
+    @property
+    def supports_automatic_release(self) -> bool:
+        return not self.shadow and not self.flags

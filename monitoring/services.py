@@ -9,11 +9,12 @@ import structlog
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from clinops.audit import SYSTEM, audit_record
 from clinops.errors import ApplicationError
 from clinops.tasks import enqueue_on_commit
 from monitoring import signals
 from monitoring.encoding import Channel, pack_window, sha256_hex, unpack_window
-from monitoring.models import SignalWindow, WindowAnalysis, WindowStatus
+from monitoring.models import Calibration, CuffReading, SignalWindow, WindowAnalysis, WindowStatus
 from patients.models import Device
 
 log = structlog.get_logger(__name__)
@@ -156,3 +157,95 @@ def window_claim_for_resend(*, window_id: int, now: dt.datetime) -> bool:
         SignalWindow.objects.filter(pk=window_id, status=WindowStatus.RECEIVED, enqueued_at__lt=now - RESEND_AFTER)
         .update(enqueued_at=now)
     )
+
+
+# --- Cuff readings and calibration -----------------------------------------------------------
+
+# A calibration pairs a cuff reading with the usable windows recorded this close to it.
+CALIBRATION_PAIRING = dt.timedelta(minutes=10)
+
+
+def cuff_reading_record(
+    *, actor, patient, measured_at: dt.datetime, sbp_mmhg: float, dbp_mmhg: float, source: str
+) -> CuffReading:
+    """Record an upper-arm cuff reading (mmHg) and calibrate against it if windows are at hand."""
+    from patients.models import User
+
+    problems = cuff_reading_problems(sbp_mmhg=sbp_mmhg, dbp_mmhg=dbp_mmhg, measured_at=measured_at, now=timezone.now())
+    if problems:
+        raise ApplicationError("The cuff reading is not plausible.", extra={"fields": problems})
+    with transaction.atomic():
+        reading = CuffReading.objects.create(
+            patient=patient, measured_at=measured_at, sbp_mmhg=sbp_mmhg, dbp_mmhg=dbp_mmhg, source=source,
+            entered_by=actor if isinstance(actor, User) else None,
+        )
+        audit_record(
+            actor=actor, action="cuff_reading.record", target=reading, patient=patient,
+            detail={"sbp_mmhg": sbp_mmhg, "dbp_mmhg": dbp_mmhg, "source": source, "measured_at": measured_at.isoformat()},
+        )
+        calibration_refresh(cuff_reading=reading)
+    return reading
+
+
+def cuff_reading_problems(*, sbp_mmhg: float, dbp_mmhg: float, measured_at: dt.datetime, now: dt.datetime) -> dict[str, list[str]]:
+    """Field problems of a cuff reading in words (mmHg ranges a cuff can report; no future times)."""
+    problems: dict[str, list[str]] = {}
+    if not 50 <= sbp_mmhg <= 300:
+        problems["sbp_mmhg"] = ["must be between 50 and 300 mmHg"]
+    if not 20 <= dbp_mmhg <= 200:
+        problems["dbp_mmhg"] = ["must be between 20 and 200 mmHg"]
+    if not problems and dbp_mmhg >= sbp_mmhg:
+        problems["dbp_mmhg"] = ["must be lower than the systolic value"]
+    if measured_at > now + dt.timedelta(minutes=5):
+        problems["measured_at"] = ["is in the future"]
+    return problems
+
+
+def calibration_refresh(*, cuff_reading: CuffReading) -> Calibration | None:
+    """(Re)build the calibration of a cuff reading from the patient's usable windows within
+    +/- 10 min of it. Returns None while there is no usable window to pair with."""
+    windows = list(
+        SignalWindow.objects.filter(
+            patient_id=cuff_reading.patient_id, status=WindowStatus.PROCESSED,
+            recorded_at__gte=cuff_reading.measured_at - CALIBRATION_PAIRING,
+            recorded_at__lte=cuff_reading.measured_at + CALIBRATION_PAIRING,
+        ).only("id")
+    )
+    if not windows:
+        return None
+    analyses = WindowAnalysis.objects.filter(
+        window__in=windows, pipeline_version=signals.PIPELINE_VERSION, usable=True
+    ).values_list("features", flat=True)
+    features = calibration_features(list(analyses))
+    with transaction.atomic():
+        calibration, created = Calibration.objects.update_or_create(
+            cuff_reading=cuff_reading,
+            defaults={"patient_id": cuff_reading.patient_id, "calibrated_at": cuff_reading.measured_at, "features": features},
+        )
+        calibration.windows.set(windows)
+        audit_record(
+            actor=SYSTEM, action="calibration.create" if created else "calibration.update", target=calibration,
+            patient=cuff_reading.patient, detail={"cuff_reading_id": cuff_reading.pk, "window_ids": [w.pk for w in windows]},
+        )
+    return calibration
+
+
+def calibration_features(window_features: list[dict]) -> dict[str, float]:
+    """Mean of each feature over the calibration's windows (None values skipped)."""
+    keys = sorted({key for features in window_features for key in features})
+    means = {}
+    for key in keys:
+        values = [f[key] for f in window_features if f.get(key) is not None]
+        if values:
+            means[key] = float(sum(values) / len(values))
+    return means
+
+
+def calibrations_touching_window(*, window: SignalWindow) -> list[Calibration]:
+    """Re-pair cuff readings within +/- 10 min of a newly processed window (readings can come first)."""
+    readings = CuffReading.objects.filter(
+        patient_id=window.patient_id,
+        measured_at__gte=window.recorded_at - CALIBRATION_PAIRING,
+        measured_at__lte=window.recorded_at + CALIBRATION_PAIRING,
+    )
+    return [c for c in (calibration_refresh(cuff_reading=r) for r in readings) if c is not None]

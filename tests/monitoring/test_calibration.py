@@ -1,0 +1,129 @@
+"""Cuff readings are recorded by patient, clinician or connected cuff, and calibrate against the
+usable windows recorded within +/- 10 minutes of them."""
+import datetime as dt
+import json
+
+import pytest
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from clinops.audit import SYSTEM
+from clinops.models import AuditEvent
+from monitoring import services
+from monitoring.models import Calibration, CuffReading, SignalWindow
+from monitoring.services import WindowUpload
+from monitoring.serializers import WindowInput
+from tests.factories import make_clinician, make_device, make_patient, make_team
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_cache")]
+T0 = timezone.now().replace(microsecond=0) - dt.timedelta(hours=2)
+
+
+@pytest.fixture
+def team():
+    return make_team()
+
+
+@pytest.fixture
+def patient(team):
+    return make_patient(team=team)
+
+
+@pytest.fixture
+def device(patient):
+    return make_device(patient)[0]
+
+
+@pytest.fixture
+def processed_window_at(device, make_payload):
+    """Store and process (in this process) a real window recorded at `when`."""
+
+    def make(when: dt.datetime, index: int = 0) -> SignalWindow:
+        body = make_payload(index, sequence=int(when.timestamp()), recorded_at=when.isoformat())
+        fields = WindowInput(data=body, context={"device": device})
+        fields.is_valid(raise_exception=True)
+        v = fields.validated_data
+        window, _ = services.window_receive(device=device, upload=WindowUpload(
+            sequence=v["sequence"], recorded_at=v["recorded_at"], duration_s=v["duration_s"],
+            encoding=v["encoding"], channels=v["channels"]))
+        assert services.window_process(window_id=window.pk).usable
+        window.refresh_from_db()
+        return window
+
+    return make
+
+
+def reading_body(**overrides):
+    return {"measured_at": T0.isoformat(), "sbp_mmhg": 142, "dbp_mmhg": 88, **overrides}
+
+
+def test_a_patient_enters_their_own_cuff_reading(patient):
+    client = APIClient()
+    client.force_login(patient.user)
+    response = client.post(f"/api/v1/patients/{patient.pk}/cuff-readings/", reading_body(), format="json")
+    assert response.status_code == 201, response.json()
+    assert response.json()["source"] == "patient" and response.json()["calibrated"] is False
+    event = AuditEvent.objects.filter(action="cuff_reading.record").get()
+    assert event.actor_user == patient.user and event.patient == patient
+
+
+def test_a_care_team_clinician_enters_a_reading_and_an_outsider_cannot(patient, team):
+    member, outsider = APIClient(), APIClient()
+    member.force_login(make_clinician(team=team).user)
+    outsider.force_login(make_clinician(team=make_team()).user)
+    url = f"/api/v1/patients/{patient.pk}/cuff-readings/"
+    assert member.post(url, reading_body(), format="json").json()["source"] == "clinician"
+    assert outsider.post(url, reading_body(), format="json").status_code == 404
+    other_patient = APIClient()
+    other_patient.force_login(make_patient(team=team).user)
+    assert other_patient.post(url, reading_body(), format="json").status_code == 404
+    assert CuffReading.objects.count() == 1
+
+
+def test_a_connected_cuff_uploads_a_reading_for_its_patient(patient):
+    _, key = make_device(patient)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+    response = client.post("/api/v1/cuff-readings/", data=json.dumps(reading_body()), content_type="application/json")
+    assert response.status_code == 201
+    assert response.json()["patient"] == patient.pk and response.json()["source"] == "device"
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"sbp_mmhg": 400}, "sbp_mmhg"),
+        ({"dbp_mmhg": 5}, "dbp_mmhg"),
+        ({"sbp_mmhg": 80, "dbp_mmhg": 90}, "dbp_mmhg"),
+        ({"measured_at": (timezone.now() + dt.timedelta(hours=1)).isoformat()}, "measured_at"),
+        ({"sbp_mmhg": "high"}, "sbp_mmhg"),
+    ],
+)
+def test_an_implausible_reading_is_refused_field_by_field(patient, overrides, field):
+    client = APIClient()
+    client.force_login(patient.user)
+    response = client.post(f"/api/v1/patients/{patient.pk}/cuff-readings/", reading_body(**overrides), format="json")
+    assert response.status_code == 400
+    body = response.json()
+    assert field in body or field in body["extra"].get("fields", {}), body
+    assert CuffReading.objects.count() == 0
+
+
+def test_a_reading_calibrates_against_usable_windows_within_10_minutes(patient, processed_window_at):
+    near = [processed_window_at(T0 - dt.timedelta(minutes=5), 0), processed_window_at(T0 + dt.timedelta(minutes=4), 1)]
+    processed_window_at(T0 - dt.timedelta(minutes=15), 2)
+    processed_window_at(T0 + dt.timedelta(minutes=11), 3)
+    reading = services.cuff_reading_record(actor=SYSTEM, patient=patient, measured_at=T0, sbp_mmhg=140, dbp_mmhg=85, source="clinician")
+    calibration = Calibration.objects.get(cuff_reading=reading)
+    assert set(calibration.windows.all()) == set(near)
+    pats = [w.analyses.get().features["pat_foot_ms_median"] for w in near]
+    assert calibration.features["pat_foot_ms_median"] == pytest.approx(sum(pats) / 2)
+    assert calibration.calibrated_at == T0
+
+
+def test_a_reading_without_windows_waits_and_calibrates_when_a_window_arrives(patient, processed_window_at):
+    reading = services.cuff_reading_record(actor=SYSTEM, patient=patient, measured_at=T0, sbp_mmhg=140, dbp_mmhg=85, source="patient")
+    assert not Calibration.objects.exists()
+    window = processed_window_at(T0 + dt.timedelta(minutes=2))
+    assert [c.cuff_reading for c in services.calibrations_touching_window(window=window)] == [reading]
+    assert list(Calibration.objects.get().windows.all()) == [window]
