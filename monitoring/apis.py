@@ -171,6 +171,7 @@ class DeviceCuffReadingApi(APIView):
 
     authentication_classes = [DeviceAPIKeyAuthentication]
     permission_classes = [IsDevice]
+    parser_classes = [DeviceJSONParser]  # like window uploads: gzip accepted, size capped
     throttle_classes = [DeviceUploadThrottle]
 
     @extend_schema(request=CuffReadingInput, responses={201: CuffReadingOutput})

@@ -14,9 +14,10 @@ import numpy as np
 from monitoring.encoding import INT16_MISSING, encode_compact
 from monitoring.recordings import RecordingWindow
 
-# Resolution of the simulated device's ADC: 1 µV for ECG (mV), 1e-4 for the PPG's normalised units.
+# Resolution of the simulated device's ADC: 1 µV for ECG (mV, range +/-32 mV) and 2e-4 for the
+# PPG's normalised units (range +/-6.5; challenge2015 PLETH reaches 4.3).
 ECG_SCALE_MV = 0.001
-PPG_SCALE = 0.0001
+PPG_SCALE = 0.0002
 
 
 def _to_int16(values: np.ndarray, scale: float) -> np.ndarray:

@@ -12,9 +12,9 @@ from django.utils import timezone
 from clinops.audit import SYSTEM, audit_record
 from clinops.errors import ApplicationError
 from clinops.tasks import enqueue_on_commit
-from monitoring import signals
+from monitoring import bp, registry, signals
 from monitoring.encoding import Channel, pack_window, sha256_hex, unpack_window
-from monitoring.models import Calibration, CuffReading, SignalWindow, WindowAnalysis, WindowStatus
+from monitoring.models import BPEstimate, Calibration, CuffReading, SignalWindow, WindowAnalysis, WindowStatus
 from patients.models import Device
 
 log = structlog.get_logger(__name__)
@@ -132,6 +132,10 @@ def window_process(*, window_id: int) -> WindowAnalysis | None:
         locked.status = WindowStatus.PROCESSED if result.usable else WindowStatus.REJECTED
         locked.processed_at = timezone.now()
         locked.save(update_fields=["status", "processed_at"])
+        if result.usable:
+            from monitoring.tasks import estimate_window
+
+            enqueue_on_commit(estimate_window, window_id)
     log.info(
         "window.processed", window_id=window_id, usable=result.usable, reasons=list(result.reasons),
         processing_ms=round(processing_ms, 2), pipeline_version=signals.PIPELINE_VERSION,
@@ -216,8 +220,10 @@ def calibration_refresh(*, cuff_reading: CuffReading) -> Calibration | None:
     analyses = WindowAnalysis.objects.filter(
         window__in=windows, pipeline_version=signals.PIPELINE_VERSION, usable=True
     ).values_list("features", flat=True)
-    features = calibration_features(list(analyses))
+    features = bp.mean_features(list(analyses))
     with transaction.atomic():
+        # Two workers may pair windows with the same reading at once: take turns on its row.
+        CuffReading.objects.select_for_update().filter(pk=cuff_reading.pk).first()
         calibration, created = Calibration.objects.update_or_create(
             cuff_reading=cuff_reading,
             defaults={"patient_id": cuff_reading.patient_id, "calibrated_at": cuff_reading.measured_at, "features": features},
@@ -230,17 +236,6 @@ def calibration_refresh(*, cuff_reading: CuffReading) -> Calibration | None:
     return calibration
 
 
-def calibration_features(window_features: list[dict]) -> dict[str, float]:
-    """Mean of each feature over the calibration's windows (None values skipped)."""
-    keys = sorted({key for features in window_features for key in features})
-    means = {}
-    for key in keys:
-        values = [f[key] for f in window_features if f.get(key) is not None]
-        if values:
-            means[key] = float(sum(values) / len(values))
-    return means
-
-
 def calibrations_touching_window(*, window: SignalWindow) -> list[Calibration]:
     """Re-pair cuff readings within +/- 10 min of a newly processed window (readings can come first)."""
     readings = CuffReading.objects.filter(
@@ -249,3 +244,68 @@ def calibrations_touching_window(*, window: SignalWindow) -> list[Calibration]:
         measured_at__lte=window.recorded_at + CALIBRATION_PAIRING,
     )
     return [c for c in (calibration_refresh(cuff_reading=r) for r in readings) if c is not None]
+
+
+# --- BP estimates ------------------------------------------------------------------------------
+
+# Default limit on calibration age (days); the therapy plan sets its own per patient.
+CALIBRATION_MAX_AGE_DAYS = 28.0
+
+
+def window_estimate(*, window_id: int, now: dt.datetime | None = None) -> list[BPEstimate]:
+    """Estimate BP for a usable window with the active model and every shadow model, relative to
+    the patient's latest calibration at the window's time. One estimate per (window, model):
+    a re-run changes nothing. No calibration, no estimate: an uncalibrated number is never made.
+
+    Flags (any flag = may not support an automatic dosage release): calibration older than 28 days,
+    and the carry-forward baseline being the model (its estimate repeats the cuff reading)."""
+    window = SignalWindow.objects.filter(pk=window_id, status=WindowStatus.PROCESSED).first()
+    analysis = WindowAnalysis.objects.filter(
+        window_id=window_id, pipeline_version=signals.PIPELINE_VERSION, usable=True
+    ).first()
+    if window is None or analysis is None:
+        return []
+    calibrations_touching_window(window=window)
+    calibration = (
+        Calibration.objects.filter(patient_id=window.patient_id, calibrated_at__lte=window.recorded_at + CALIBRATION_PAIRING)
+        .select_related("cuff_reading").order_by("-calibrated_at").first()
+    )
+    if calibration is None:
+        log.info("window.no_estimate", window_id=window_id, reason="no calibration")
+        return []
+    versions = [v for v in (registry.model_active(), *registry.model_shadows()) if v is not None]
+    age_days = (window.recorded_at - calibration.calibrated_at).total_seconds() / 86400.0
+    reference = bp.Calibration(sbp_mmhg=calibration.cuff_reading.sbp_mmhg, dbp_mmhg=calibration.cuff_reading.dbp_mmhg,
+                               features=calibration.features)
+    estimates = []
+    for version in versions:
+        existing = BPEstimate.objects.filter(window_id=window_id, model_version=version).first()
+        if existing is not None:
+            estimates.append(existing)
+            continue
+        value = bp.estimate_bp(
+            registry.model_load(version), analysis.features, reference,
+            halfwidth_mmhg=(version.interval_sbp_mmhg, version.interval_dbp_mmhg),
+            coverage=version.interval_level, names=version.features,
+        )
+        flags = []
+        if age_days > CALIBRATION_MAX_AGE_DAYS:
+            flags.append(f"calibration is {age_days:.0f} days old (limit {CALIBRATION_MAX_AGE_DAYS:.0f})")
+        if registry.is_baseline(version):
+            flags.append("the active model is the carry-forward baseline: the estimate repeats the calibration cuff reading")
+        try:
+            with transaction.atomic():
+                estimate = BPEstimate.objects.create(
+                    window=window, analysis=analysis, patient_id=window.patient_id, model_version=version,
+                    calibration=calibration, recorded_at=window.recorded_at,
+                    sbp_mmhg=value.sbp_mmhg, dbp_mmhg=value.dbp_mmhg,
+                    sbp_low_mmhg=value.sbp_low_mmhg, sbp_high_mmhg=value.sbp_high_mmhg,
+                    dbp_low_mmhg=value.dbp_low_mmhg, dbp_high_mmhg=value.dbp_high_mmhg,
+                    interval_level=value.coverage, shadow=version.status != "active",
+                    calibration_age_days=age_days, flags=flags,
+                )
+        except IntegrityError:  # a concurrent run made it first
+            estimate = BPEstimate.objects.get(window_id=window_id, model_version=version)
+        estimates.append(estimate)
+    log.info("window.estimated", window_id=window_id, models=[e.model_version_id for e in estimates])
+    return estimates

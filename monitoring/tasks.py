@@ -20,6 +20,20 @@ def process_window(window_id: int) -> None:
     services.window_process(window_id=window_id)
 
 
+@shared_task(
+    name="monitoring.tasks.estimate_window",
+    autoretry_for=(OperationalError, InterfaceError, ConnectionError),
+    retry_backoff=2,
+    retry_backoff_max=120,
+    retry_jitter=True,
+    max_retries=8,
+    ignore_result=True,
+)
+def estimate_window(window_id: int) -> None:
+    """BP estimates (active + shadow models) for a usable window; a re-run changes nothing."""
+    services.window_estimate(window_id=window_id)
+
+
 @shared_task(name="monitoring.tasks.sweep_unprocessed_windows", ignore_result=True)
 def sweep_unprocessed_windows() -> int:
     """Re-send windows stored but still unprocessed 10 min after they were sent (e.g. the broker

@@ -27,9 +27,9 @@ CLINICIANS = [
 PATIENTS = [
     ("patient1", "Maria", "Santos", dt.date(1958, 3, 14), Sex.FEMALE, "Hypertension clinic A", "v140s"),
     ("patient2", "John", "Baker", dt.date(1949, 11, 2), Sex.MALE, "Hypertension clinic A", "v154s"),
-    ("patient3", "Aiko", "Tanaka", dt.date(1967, 7, 21), Sex.FEMALE, "Hypertension clinic A", "v160s"),
+    ("patient3", "Aiko", "Tanaka", dt.date(1967, 7, 21), Sex.FEMALE, "Hypertension clinic A", "v166s"),
     ("patient4", "Samuel", "Mensah", dt.date(1972, 1, 30), Sex.MALE, "Hypertension clinic B", "v162s"),
-    ("patient5", "Fatima", "Haddad", dt.date(1955, 5, 9), Sex.FEMALE, "Hypertension clinic B", "v200s"),
+    ("patient5", "Fatima", "Haddad", dt.date(1955, 5, 9), Sex.FEMALE, "Hypertension clinic B", "v201l"),
     ("patient6", "Piotr", "Nowak", dt.date(1961, 9, 17), Sex.MALE, "Hypertension clinic B", "v205l"),
 ]
 ADMIN_USERNAME = "admin"

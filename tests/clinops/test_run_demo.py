@@ -24,6 +24,13 @@ def get_json(url: str):
         return None
 
 
+def count_rows(database: Path, table: str) -> int:
+    import sqlite3
+
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10) as connection:
+        return connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
 def test_the_demo_runs_web_worker_and_beat_and_stops_on_ctrl_c(tmp_path):
     web_port, redis_port = free_port(), free_port()
     env = {
@@ -31,23 +38,39 @@ def test_the_demo_runs_web_worker_and_beat_and_stops_on_ctrl_c(tmp_path):
         "CLINOPS_VAR_DIR": str(tmp_path / "var"),
         "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",  # nobody there: the demo starts its own
     }
+    # A file, not a pipe: the demo's processes log a lot, and a full pipe nobody reads blocks them.
+    log_path = tmp_path / "demo.log"
+    log = open(log_path, "w")  # noqa: SIM115 - closed below
     demo = subprocess.Popen(
         [sys.executable, "manage.py", "run_demo", "--addr", f"127.0.0.1:{web_port}", "--workers", "1"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        health = wait_for(
-            lambda: (h := get_json(f"http://127.0.0.1:{web_port}/healthz")) and h["checks"]["worker"] == "ok" and h,
-            timeout_s=90, interval_s=0.5,
-        )
+        try:
+            health = wait_for(
+                lambda: (h := get_json(f"http://127.0.0.1:{web_port}/healthz")) and h["checks"]["worker"] == "ok" and h,
+                timeout_s=180, interval_s=0.5,
+            )
+        except AssertionError:
+            demo.send_signal(signal.SIGINT)
+            demo.wait(timeout=60)
+            output = log_path.read_text()
+            raise AssertionError(f"the demo did not become healthy; last health: "
+                                 f"{get_json(f'http://127.0.0.1:{web_port}/healthz')}; its output:\n"
+                                 + "\n".join(line for line in output.splitlines() if "/healthz" not in line)[-6000:])
         assert health["checks"] == {**health["checks"], "database": "ok", "redis": "ok", "worker": "ok"}
+        # The replayed recordings become real, calibrated estimates (the demo's cuff readings come
+        # from each record's own arterial pressure).
+        wait_for(lambda: count_rows(tmp_path / "var" / "clinops.sqlite3", "monitoring_bpestimate") > 0, timeout_s=120)
         children = psutil.Process(demo.pid).children(recursive=True)
         commands = " ".join(" ".join(child.cmdline()) for child in children)
         for part in ["runserver", "celery -A clinops worker", "celery -A clinops beat", "redis-server"]:
             assert part in commands
     finally:
         demo.send_signal(signal.SIGINT)
-        output, _ = demo.communicate(timeout=60)
-    assert "dr.okafor" in output and "windows accepted" in output
+        demo.wait(timeout=60)
+        log.close()
+    output = log_path.read_text()
+    assert "dr.okafor" in output and "windows accepted" in output and "Active BP model:" in output
     gone, alive = psutil.wait_procs(children, timeout=20)
     assert not alive, [p.cmdline() for p in alive]

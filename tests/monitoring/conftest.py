@@ -28,3 +28,24 @@ def make_payload(real_windows):
         return body
 
     return make
+
+
+@pytest.fixture
+def processed_window_at(device, make_payload):
+    """Store and process (in this process, no worker) a real window of `device` recorded at `when`."""
+    from monitoring import services
+    from monitoring.serializers import WindowInput
+
+    def make(when: dt.datetime, index: int = 0):
+        body = make_payload(index, sequence=int(when.timestamp()), recorded_at=when.isoformat())
+        fields = WindowInput(data=body, context={"device": device})
+        fields.is_valid(raise_exception=True)
+        v = fields.validated_data
+        window, _ = services.window_receive(device=device, upload=services.WindowUpload(
+            sequence=v["sequence"], recorded_at=v["recorded_at"], duration_s=v["duration_s"],
+            encoding=v["encoding"], channels=v["channels"]))
+        assert services.window_process(window_id=window.pk).usable
+        window.refresh_from_db()
+        return window
+
+    return make

@@ -10,9 +10,7 @@ from rest_framework.test import APIClient
 from clinops.audit import SYSTEM
 from clinops.models import AuditEvent
 from monitoring import services
-from monitoring.models import Calibration, CuffReading, SignalWindow
-from monitoring.services import WindowUpload
-from monitoring.serializers import WindowInput
+from monitoring.models import Calibration, CuffReading
 from tests.factories import make_clinician, make_device, make_patient, make_team
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_cache")]
@@ -32,25 +30,6 @@ def patient(team):
 @pytest.fixture
 def device(patient):
     return make_device(patient)[0]
-
-
-@pytest.fixture
-def processed_window_at(device, make_payload):
-    """Store and process (in this process) a real window recorded at `when`."""
-
-    def make(when: dt.datetime, index: int = 0) -> SignalWindow:
-        body = make_payload(index, sequence=int(when.timestamp()), recorded_at=when.isoformat())
-        fields = WindowInput(data=body, context={"device": device})
-        fields.is_valid(raise_exception=True)
-        v = fields.validated_data
-        window, _ = services.window_receive(device=device, upload=WindowUpload(
-            sequence=v["sequence"], recorded_at=v["recorded_at"], duration_s=v["duration_s"],
-            encoding=v["encoding"], channels=v["channels"]))
-        assert services.window_process(window_id=window.pk).usable
-        window.refresh_from_db()
-        return window
-
-    return make
 
 
 def reading_body(**overrides):

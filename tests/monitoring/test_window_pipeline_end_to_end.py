@@ -141,3 +141,26 @@ def test_a_window_whose_task_was_lost_is_swept_up_and_processed(celery_worker, d
     assert sweep_unprocessed_windows() == 0  # claimed: not re-sent again within 10 min
     wait_for(lambda: processed(device_client, response.json()["status_url"]), timeout_s=60)
     assert WindowAnalysis.objects.filter(window_id=window_id).count() == 1
+
+
+def test_cuff_reading_then_windows_give_calibrated_estimates_in_the_worker(celery_worker, make_payload):
+    from clinops.audit import SYSTEM
+    from monitoring import registry
+    from monitoring.models import BPEstimate
+    from tests.monitoring.test_bp_registry import register
+
+    registry.model_version_promote(actor=SYSTEM, model=register("carry-forward", test_mae=5.0, kind="baseline"))
+    patient = make_patient(team=make_team())
+    _, key = make_device(patient)
+    device = APIClient()
+    device.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+    first = make_payload(0, sequence=1)
+    cuff = {"measured_at": first["recorded_at"], "sbp_mmhg": 131, "dbp_mmhg": 79}
+    assert device.post("/api/v1/cuff-readings/", data=json.dumps(cuff), content_type="application/json").status_code == 201
+    uploads = [upload(device, make_payload(i, sequence=i + 1)).json() for i in range(3)]
+    for body in uploads:
+        wait_for(lambda body=body: processed(device, body["status_url"]), timeout_s=60)
+    estimates = wait_for(lambda: list(BPEstimate.objects.filter(patient=patient)) if BPEstimate.objects.filter(patient=patient).count() == 3 else None, timeout_s=60)
+    assert {(e.sbp_mmhg, e.dbp_mmhg) for e in estimates} == {(131.0, 79.0)}
+    assert {e.window_id for e in estimates} == {b["id"] for b in uploads}
+    assert all(e.calibration.cuff_reading.source == "device" for e in estimates)

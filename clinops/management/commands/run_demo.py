@@ -47,7 +47,20 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(0)))
         try:
             call_command("migrate", interactive=False, verbosity=0)
+            from django.db import connection
+
+            if connection.vendor == "sqlite":
+                # Web, worker and beat share the file: WAL lets readers run while one writes.
+                with connection.cursor() as cursor:
+                    cursor.execute("PRAGMA journal_mode=WAL")
             call_command("seed_demo")
+            from clinops.audit import SYSTEM
+            from monitoring.training import bp_model_ensure_active
+
+            model, why = bp_model_ensure_active(
+                actor=SYSTEM, data_dir=settings.RECORDINGS_DIR / "challenge2015", progress=lambda m: self.stdout.write(f"  bp model: {m}")
+            )
+            self.stdout.write(f"Active BP model: {model.version} ({why})")
             python = sys.executable
             env = dict(os.environ)
             var = settings.VAR_DIR

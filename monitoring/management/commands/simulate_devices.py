@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from monitoring import bp
 from monitoring.devicesim import gzip_json, window_payload
 from monitoring.recordings import iter_windows, load_challenge2015, with_pleth_delay_removed
 
@@ -41,8 +42,14 @@ class Command(BaseCommand):
             for window in windows:
                 recorded_at = start + dt.timedelta(seconds=window.start_s)
                 payloads.append(window_payload(window, sequence=int(recorded_at.timestamp()), recorded_at=recorded_at))
+            cuff = self._cuff_reading(windows, start)
+            if cuff is not None:
+                status, body = self._post(url, device["api_key"], cuff, path="/api/v1/cuff-readings/")
+                if status != 201:
+                    failures += 1
+                    self.stdout.write(f"device {device['serial']}: cuff reading refused (HTTP {status}): {body}")
             status, body = self._post(url, device["api_key"], {"windows": payloads})
-            if status != 200:
+            if status != 200:  # the batch endpoint answers 200 with a result per window
                 failures += 1
                 self.stdout.write(f"device {device['serial']}: upload refused (HTTP {status}): {body}")
                 continue
@@ -54,9 +61,24 @@ class Command(BaseCommand):
             raise CommandError(f"{failures} device(s) could not upload to {url}.")
 
     @staticmethod
-    def _post(url: str, api_key: str, body: dict) -> tuple[int, dict | str]:
+    def _cuff_reading(windows, start: dt.datetime) -> dict | None:
+        references = [
+            ref for w in windows
+            # challenge2015 records every channel at one rate, so the ABP rate is the ECG rate.
+            if bp.is_calibration_window(w.start_s) and (ref := bp.reference_bp(w.abp, w.ecg_fs)) is not None
+        ]
+        if not references:
+            return None
+        return {
+            "measured_at": (start + dt.timedelta(seconds=bp.CALIBRATION_END_S / 2)).isoformat(),
+            "sbp_mmhg": round(sum(r.sbp_mmhg for r in references) / len(references), 1),
+            "dbp_mmhg": round(sum(r.dbp_mmhg for r in references) / len(references), 1),
+        }
+
+    @staticmethod
+    def _post(url: str, api_key: str, body: dict, path: str = "/api/v1/windows/batch/") -> tuple[int, dict | str]:
         request = urllib.request.Request(
-            f"{url.rstrip('/')}/api/v1/windows/batch/", data=gzip_json(body), method="POST",
+            f"{url.rstrip('/')}{path}", data=gzip_json(body), method="POST",
             headers={"Authorization": f"Api-Key {api_key}", "Content-Type": "application/json", "Content-Encoding": "gzip"},
         )
         try:

@@ -1,0 +1,100 @@
+"""Training and evaluating BP models on WFDB recordings, and registering them (the Django side of
+monitoring/bp.py, used by `train_bp_model`, `evaluate_bp` and the demo)."""
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from clinops.audit import Actor
+from monitoring import bp, registry
+from monitoring.models import BPModelVersion
+
+
+@dataclass
+class TrainingRun:
+    learned: BPModelVersion
+    baseline: BPModelVersion
+    learned_gates: tuple[bool, list[str]]
+    baseline_gates: tuple[bool, list[str]]
+    test_report: dict[str, Any]
+
+
+def code_version() -> str:
+    """The git commit of the running code, when it runs from a git checkout."""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=settings.BASE_DIR, capture_output=True,
+                              text=True, timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def bp_models_train(*, actor: Actor, data_dir: Path, trained_by: str,
+                    progress: Callable[[str], None] = lambda _: None) -> TrainingRun:
+    """Train on `data_dir` (split by record, fixed seed), evaluate on validation and test, and
+    register two candidates: the best learned model and the carry-forward baseline. Neither is
+    promoted here; promotion is its own audited step."""
+    names = bp.record_names(data_dir)
+    split = bp.split_records(names)
+    progress(f"reading {len(names)} records and running the signal pipeline")
+    dataset = bp.load_dataset(data_dir, names)
+    train, validation, test = (dataset.subset(split.train), dataset.subset(split.validation), dataset.subset(split.test))
+    progress(f"split by record (seed {split.seed}): {len(train.samples)} train, {len(validation.samples)} "
+             f"validation, {len(test.samples)} test windows")
+    fingerprint = bp.fingerprint_records(data_dir, split)
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    versions = []
+    for label, candidates, gates in (("learned", None, bp.passes_promotion_gates),
+                                     ("baseline", bp.carry_forward_estimator(), bp.passes_baseline_gates)):
+        progress(f"training the {label} model")
+        model = bp.train_bp_model(train, validation, candidates=candidates)
+        validation_report = bp.evaluate(model, validation, cross_conformal=True)
+        test_report = bp.evaluate(model, test)
+        metrics = {"validation": validation_report, "test": test_report, "training": model.metadata(),
+                   "kind": label}
+        version = registry.model_version_register(
+            actor=actor, version=f"bp-{stamp}-{model.name}", artifact=bp.estimator_to_bytes(model.estimator),
+            trained_by=trained_by, code_version=code_version(), data_fingerprint=fingerprint.as_dict(),
+            features=list(model.features), hyperparameters={"estimator": model.name, **model.hyperparameters},
+            metrics=metrics, interval_level=model.coverage,
+            interval_sbp_mmhg=model.halfwidth_mmhg[0], interval_dbp_mmhg=model.halfwidth_mmhg[1],
+        )
+        versions.append((version, gates(test_report, validation_report), test_report))
+        progress(f"registered {version.version} as a candidate")
+    (learned, learned_gates, test_report), (baseline, baseline_gates, _) = versions
+    return TrainingRun(learned=learned, baseline=baseline, learned_gates=learned_gates,
+                       baseline_gates=baseline_gates, test_report=test_report)
+
+
+
+def trained_model_of(version: BPModelVersion) -> bp.TrainedBPModel:
+    """A registered version as monitoring/bp.py's model object (the file is verified on load)."""
+    training = version.metrics.get("training", {})
+    population = training.get("population_mean_mmhg", {})
+    return bp.TrainedBPModel(
+        estimator=registry.model_load(version), name=version.hyperparameters.get("estimator", version.version),
+        features=tuple(version.features), hyperparameters=version.hyperparameters,
+        halfwidth_mmhg=(version.interval_sbp_mmhg, version.interval_dbp_mmhg), coverage=version.interval_level,
+        population_mean_mmhg=(float(population.get("sbp", float("nan"))), float(population.get("dbp", float("nan")))),
+        validation_mae_mmhg=training.get("validation_mae_mmhg", {}),
+        n_train_windows=training.get("n_train_windows", 0), n_validation_windows=training.get("n_validation_windows", 0),
+    )
+
+
+def bp_model_ensure_active(*, actor: Actor, data_dir: Path, progress: Callable[[str], None] = lambda _: None) -> tuple[BPModelVersion, str]:
+    """The demo's first run: with no active model, train on the shipped recordings and promote the
+    learned model if it passes its gates, else the carry-forward baseline. Returns (active, why)."""
+    active = registry.model_active()
+    if active is not None:
+        return active, "already active"
+    run = bp_models_train(actor=actor, data_dir=data_dir, trained_by="demo first run", progress=progress)
+    passed, reasons = run.learned_gates
+    if passed:
+        return registry.model_version_promote(actor=actor, model=run.learned), "the learned model passed its gates"
+    model = registry.model_version_promote(actor=actor, model=run.baseline)
+    return model, "the learned model did not pass its gates (" + "; ".join(reasons) + "), so the carry-forward baseline is used"
