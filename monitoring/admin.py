@@ -1,8 +1,9 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
 from clinops.admin import ReadOnlyAdminMixin
-
-from monitoring.models import SignalWindow, WindowAnalysis
+from clinops.errors import ApplicationError
+from monitoring import registry, selectors
+from monitoring.models import BPModelVersion, SignalWindow, WindowAnalysis
 
 
 class WindowAnalysisInline(admin.TabularInline):
@@ -23,3 +24,62 @@ class SignalWindowAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     exclude = ["raw"]
     readonly_fields = [f.name for f in SignalWindow._meta.fields if f.name != "raw"]
     inlines = [WindowAnalysisInline]
+
+
+@admin.register(BPModelVersion)
+class BPModelVersionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The model registry. Promotion, rollback and shadow mode are actions that go through the
+    registry services: gated, audited, and recorded with the approving user."""
+
+    list_display = ["version", "status", "shadow", "created_at", "trained_by", "approved_by", "gates"]
+    list_filter = ["status", "shadow"]
+    exclude = ["artifact"]
+    readonly_fields = ["version", "status", "shadow", "created_at", "trained_by", "approved_by", "approved_at",
+                       "previous_active", "code_version", "features", "hyperparameters", "interval_level",
+                       "interval_sbp_mmhg", "interval_dbp_mmhg", "artifact_sha256", "gates", "shadow_comparison",
+                       "metrics", "data_fingerprint"]
+    actions = ["promote", "rollback", "shadow_on", "shadow_off"]
+
+    @admin.display(description="promotion gates")
+    def gates(self, model: BPModelVersion) -> str:
+        passed, reasons = registry.model_version_gates(model)
+        return "pass" if passed else "fail: " + "; ".join(reasons)
+
+    @admin.display(description="shadow vs active (same windows)")
+    def shadow_comparison(self, model: BPModelVersion) -> str:
+        comparison = selectors.shadow_comparison(model)
+        if not comparison["n"]:
+            return "no paired estimates yet"
+        return (f"{comparison['n']} windows; mean difference from the active model "
+                f"SBP {comparison['sbp_mean_diff_mmhg']:+.1f} mmHg, DBP {comparison['dbp_mean_diff_mmhg']:+.1f} mmHg")
+
+    def _run(self, request, queryset, action, describe):
+        for model in queryset:
+            try:
+                action(model)
+                self.message_user(request, describe(model), messages.SUCCESS)
+            except (ApplicationError, registry.ModelFileTampered) as exc:
+                self.message_user(request, f"{model.version}: {getattr(exc, 'message', exc)}", messages.ERROR)
+
+    @admin.action(description="Promote to active (only if it passes its gates)")
+    def promote(self, request, queryset):
+        self._run(request, queryset, lambda m: registry.model_version_promote(actor=request.user, model=m),
+                  lambda m: f"{m.version} is now the active BP model.")
+
+    @admin.action(description="Roll back to the previously active model")
+    def rollback(self, request, queryset):
+        try:
+            model = registry.model_version_rollback(actor=request.user)
+            self.message_user(request, f"Rolled back: {model.version} is active again.", messages.SUCCESS)
+        except ApplicationError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+
+    @admin.action(description="Run in shadow mode beside the active model")
+    def shadow_on(self, request, queryset):
+        self._run(request, queryset, lambda m: registry.model_version_set_shadow(actor=request.user, model=m, shadow=True),
+                  lambda m: f"{m.version} now runs in shadow mode.")
+
+    @admin.action(description="Stop shadow mode")
+    def shadow_off(self, request, queryset):
+        self._run(request, queryset, lambda m: registry.model_version_set_shadow(actor=request.user, model=m, shadow=False),
+                  lambda m: f"{m.version} no longer runs in shadow mode.")

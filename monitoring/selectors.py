@@ -8,7 +8,9 @@ import datetime as dt
 from django.db.models import QuerySet
 
 from clinops.permissions import DevicePrincipal
-from monitoring.models import SignalWindow, WindowStatus
+from django.db.models import Avg, F, OuterRef, Subquery
+
+from monitoring.models import BPEstimate, BPModelVersion, SignalWindow, WindowStatus
 from patients.models import Role
 from patients.selectors import patients_visible_to
 
@@ -32,3 +34,13 @@ def windows_waiting_for_processing(*, sent_before: dt.datetime, limit: int = 500
         SignalWindow.objects.filter(status=WindowStatus.RECEIVED, enqueued_at__lt=sent_before)
         .order_by("enqueued_at").values_list("id", flat=True)[:limit]
     )
+
+
+def shadow_comparison(model: BPModelVersion) -> dict[str, float | int | None]:
+    """How a shadow model's estimates differ from the active model's on the same windows (mmHg)."""
+    active = BPEstimate.objects.filter(window_id=OuterRef("window_id"), shadow=False)
+    paired = BPEstimate.objects.filter(model_version=model, shadow=True).annotate(
+        active_sbp=Subquery(active.values("sbp_mmhg")[:1]), active_dbp=Subquery(active.values("dbp_mmhg")[:1]),
+    ).exclude(active_sbp=None)
+    summary = paired.aggregate(sbp=Avg(F("sbp_mmhg") - F("active_sbp")), dbp=Avg(F("dbp_mmhg") - F("active_dbp")))
+    return {"n": paired.count(), "sbp_mean_diff_mmhg": summary["sbp"], "dbp_mean_diff_mmhg": summary["dbp"]}

@@ -112,3 +112,19 @@ def test_shadow_mode_is_audited_and_never_applies_to_the_active_model():
     with pytest.raises(ApplicationError):
         registry.model_version_set_shadow(actor=SYSTEM, model=active, shadow=True)
     assert AuditEvent.objects.filter(action="bp_model.shadow_on").count() == 1
+
+
+def test_the_admin_promotes_through_the_gates_and_records_the_approver(client):
+    from tests.factories import make_admin
+
+    operator = make_admin()
+    client.force_login(operator)
+    worse, better = register("worse", test_mae=5.5), register("better", test_mae=4.0)
+    url = "/admin/monitoring/bpmodelversion/"
+    response = client.post(url, {"action": "promote", "_selected_action": [worse.pk]}, follow=True)
+    assert "does not beat the carry-forward baseline" in response.content.decode()
+    assert registry.model_active() is None
+    client.post(url, {"action": "promote", "_selected_action": [better.pk]}, follow=True)
+    better.refresh_from_db()
+    assert registry.model_active() == better and better.approved_by == operator
+    assert client.get(f"{url}{better.pk}/change/").status_code == 200
