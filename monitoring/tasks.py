@@ -6,29 +6,24 @@ from django.utils import timezone
 from monitoring import selectors, services
 
 
-@shared_task(
-    name="monitoring.tasks.process_window",
-    autoretry_for=(OperationalError, InterfaceError, ConnectionError),
-    retry_backoff=2,
-    retry_backoff_max=120,
-    retry_jitter=True,
-    max_retries=8,
-    ignore_result=True,
-)
+# Database and broker hiccups are retried with backoff; everything else is handled in the service.
+RETRY_TRANSIENT = {
+    "autoretry_for": (OperationalError, InterfaceError, ConnectionError),
+    "retry_backoff": 2,
+    "retry_backoff_max": 120,
+    "retry_jitter": True,
+    "max_retries": 8,
+    "ignore_result": True,
+}
+
+
+@shared_task(name="monitoring.tasks.process_window", **RETRY_TRANSIENT)
 def process_window(window_id: int) -> None:
     """Quality gate + beat features for one stored window; a re-run changes nothing."""
     services.window_process(window_id=window_id)
 
 
-@shared_task(
-    name="monitoring.tasks.estimate_window",
-    autoretry_for=(OperationalError, InterfaceError, ConnectionError),
-    retry_backoff=2,
-    retry_backoff_max=120,
-    retry_jitter=True,
-    max_retries=8,
-    ignore_result=True,
-)
+@shared_task(name="monitoring.tasks.estimate_window", **RETRY_TRANSIENT)
 def estimate_window(window_id: int) -> None:
     """BP estimates (active + shadow models) for a usable window; a re-run changes nothing."""
     services.window_estimate(window_id=window_id)

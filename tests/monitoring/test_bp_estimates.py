@@ -8,21 +8,11 @@ from django.utils import timezone
 from clinops.audit import SYSTEM
 from monitoring import registry, services
 from monitoring.models import BPEstimate
-from tests.factories import make_device, make_patient, make_team
+
 from tests.monitoring.test_bp_registry import register
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_cache")]
 NOW = timezone.now().replace(microsecond=0)
-
-
-@pytest.fixture
-def patient():
-    return make_patient(team=make_team())
-
-
-@pytest.fixture
-def device(patient):
-    return make_device(patient)[0]
 
 
 @pytest.fixture

@@ -17,21 +17,6 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_cache")]
 T0 = timezone.now().replace(microsecond=0) - dt.timedelta(hours=2)
 
 
-@pytest.fixture
-def team():
-    return make_team()
-
-
-@pytest.fixture
-def patient(team):
-    return make_patient(team=team)
-
-
-@pytest.fixture
-def device(patient):
-    return make_device(patient)[0]
-
-
 def reading_body(**overrides):
     return {"measured_at": T0.isoformat(), "sbp_mmhg": 142, "dbp_mmhg": 88, **overrides}
 

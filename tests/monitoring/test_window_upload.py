@@ -21,21 +21,6 @@ UPLOAD, BATCH = "/api/v1/windows/", "/api/v1/windows/batch/"
 
 
 @pytest.fixture
-def team():
-    return make_team()
-
-
-@pytest.fixture
-def patient(team):
-    return make_patient(team=team)
-
-
-@pytest.fixture
-def device_and_key(patient):
-    return make_device(patient)
-
-
-@pytest.fixture
 def device_client(device_and_key):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Api-Key {device_and_key[1]}")
