@@ -8,7 +8,6 @@ from django.utils import timezone
 from clinops.audit import SYSTEM
 from monitoring import registry, services
 from monitoring.models import BPEstimate
-
 from tests.monitoring.test_bp_registry import register
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_cache")]
