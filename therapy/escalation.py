@@ -1,0 +1,140 @@
+"""Escalation to a clinician at once (DESIGN 4): never acted on automatically.
+
+- Crisis: SBP >= 180 mmHg or DBP >= 120 mmHg, confirmed by two estimates within 30 min of each
+  other; the patient is told to seek care.
+- Confirmed low SBP: SBP < 100 mmHg on two estimates within 30 min; any increase is held.
+- Red-flag symptoms: chest pain, fainting, severe headache, shortness of breath, neurological
+  symptoms.
+- Symptoms of low blood pressure (dizziness, light-headedness on standing, fainting): reviewed
+  by a clinician; titration proposes a step down for them, never released on its own.
+- Reported side effects.
+
+Pure: values in, a list of `Escalation` out; `now` is passed in. Only events in the look-back
+(`now - look_back_days`, `now`] count; events stamped after `now` are ignored as clock errors.
+Flagged estimates count too: a flag says an estimate may not support an automatic release, not
+that a dangerous reading may be ignored.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Sequence
+
+from therapy.domain import (
+    HYPOTENSION_SYMPTOMS,
+    RED_FLAG_SYMPTOMS,
+    Escalation,
+    EscalationKind,
+    EstimateEvidence,
+    SideEffectReport,
+    SymptomReport,
+)
+
+CRISIS_SBP_MMHG = 180.0
+CRISIS_DBP_MMHG = 120.0
+LOW_SBP_MMHG = 100.0
+CONFIRMATION_WINDOW = dt.timedelta(minutes=30)
+DEFAULT_LOOK_BACK_DAYS = 7.0
+
+
+def is_crisis_reading(estimate: EstimateEvidence) -> bool:
+    """SBP >= 180 or DBP >= 120 mmHg (ACC/AHA 2017 severe)."""
+    return estimate.sbp_mmhg >= CRISIS_SBP_MMHG or estimate.dbp_mmhg >= CRISIS_DBP_MMHG
+
+
+def is_low_reading(estimate: EstimateEvidence) -> bool:
+    """SBP < 100 mmHg."""
+    return estimate.sbp_mmhg < LOW_SBP_MMHG
+
+
+def _bp(e: EstimateEvidence) -> str:
+    return f"{e.sbp_mmhg:.0f}/{e.dbp_mmhg:.0f} mmHg"
+
+
+def confirmed_pair(
+    estimates: Iterable[EstimateEvidence],
+    predicate: Callable[[EstimateEvidence], bool],
+    window: dt.timedelta = CONFIRMATION_WINDOW
+) -> tuple[EstimateEvidence, EstimateEvidence] | None:
+    """The latest two estimates both meeting `predicate` and at most `window` apart, or None."""
+    hits = sorted((e for e in estimates if predicate(e)), key=lambda e: e.recorded_at)
+    for i in range(len(hits) - 1, 0, -1):
+        if hits[i].recorded_at - hits[i - 1].recorded_at <= window:
+            return hits[i - 1], hits[i]
+    return None
+
+
+def _ids(*estimates: EstimateEvidence) -> tuple[int, ...]:
+    return tuple(e.estimate_id for e in estimates if e.estimate_id is not None)
+
+
+def _in_look_back(at: dt.datetime, now: dt.datetime, look_back: dt.timedelta) -> bool:
+    return now - look_back < at <= now
+
+
+def check_escalation(
+    estimates: Sequence[EstimateEvidence],
+    symptoms: Sequence[SymptomReport],
+    side_effects: Sequence[SideEffectReport],
+    *,
+    now: dt.datetime,
+    look_back_days: float = DEFAULT_LOOK_BACK_DAYS,
+) -> list[Escalation]:
+    """Every urgent review item among the estimates (mmHg), symptoms and side effects reported in
+    the look-back (days) ending at `now`. One item for a confirmed crisis (the latest confirming
+    pair), one for a confirmed low SBP, one per red-flag or low-pressure symptom report, one per
+    side-effect report. Each names its reason in words."""
+    look_back = dt.timedelta(days=look_back_days)
+    recent = [e for e in estimates if _in_look_back(e.recorded_at, now, look_back)]
+    items: list[Escalation] = []
+
+    crisis = confirmed_pair(recent, is_crisis_reading)
+    if crisis is not None:
+        a, b = crisis
+        minutes = (b.recorded_at - a.recorded_at).total_seconds() / 60.0
+        items.append(Escalation(
+            kind=EscalationKind.CRISIS,
+            reason=(
+                f"hypertensive crisis confirmed: {_bp(a)} and {_bp(b)} within {minutes:.0f} min "
+                f"(threshold SBP >= {CRISIS_SBP_MMHG:.0f} or DBP >= {CRISIS_DBP_MMHG:.0f} mmHg); "
+                "patient told to seek care now"
+            ),
+            at=b.recorded_at, seek_care=True, estimate_ids=_ids(a, b),
+        ))
+
+    low = confirmed_pair(recent, is_low_reading)
+    if low is not None:
+        a, b = low
+        minutes = (b.recorded_at - a.recorded_at).total_seconds() / 60.0
+        items.append(Escalation(
+            kind=EscalationKind.CONFIRMED_LOW_SBP,
+            reason=(
+                f"low blood pressure confirmed: SBP {a.sbp_mmhg:.0f} and {b.sbp_mmhg:.0f} mmHg within "
+                f"{minutes:.0f} min (below {LOW_SBP_MMHG:.0f} mmHg); any dose increase is held"
+            ),
+            at=b.recorded_at, holds_increase=True, estimate_ids=_ids(a, b),
+        ))
+
+    for report in sorted(symptoms, key=lambda s: s.reported_at):
+        if not _in_look_back(report.reported_at, now, look_back):
+            continue
+        if report.symptom in RED_FLAG_SYMPTOMS:
+            items.append(Escalation(
+                kind=EscalationKind.RED_FLAG_SYMPTOM,
+                reason=f"red-flag symptom reported: {report.describe()}",
+                at=report.reported_at, holds_increase=True,
+            ))
+        elif report.symptom in HYPOTENSION_SYMPTOMS:
+            items.append(Escalation(
+                kind=EscalationKind.HYPOTENSION_SYMPTOM,
+                reason=f"symptom of low blood pressure reported: {report.describe()}",
+                at=report.reported_at, holds_increase=True,
+            ))
+
+    for effect in sorted(side_effects, key=lambda s: s.reported_at):
+        if _in_look_back(effect.reported_at, now, look_back):
+            items.append(Escalation(
+                kind=EscalationKind.SIDE_EFFECT,
+                reason=f"side effect reported: {effect.describe()}",
+                at=effect.reported_at,
+            ))
+    return items

@@ -1,0 +1,176 @@
+"""Routing (DESIGN 4): does a proposal go to the patient automatically, or to a clinician?
+
+Pure: values in, a `RoutingDecision` out; `now` is passed in. Units: mmHg, days, shares 0..1.
+
+- A hold changes nothing: it is never released, it is shown for information (Route.INFORMATION)
+  with its reasons (plus any urgent escalation). Escalations are their own urgent review items.
+- An escalate proposal always goes to review.
+- A step up or down is auto-released only if EVERY bound holds; otherwise it goes to review with
+  each failing bound named in words a clinician understands:
+  direction allowed; exactly one rung; to-rung <= max automatic rung; data sufficient; newest
+  estimate fresh; mean interval half-width (SBP and DBP) <= limit; usable-window share known and
+  >= minimum; calibration age known and <= limit; no flagged estimate (in the evidence or among
+  the estimates passed); no crisis-level reading at all (even unconfirmed); for a step up no
+  SBP < 100 reading and adherence known and >= 80 % (more drug is not the answer to missed
+  doses); no exclusion; no escalation (those passed in, and those found again here from the
+  estimates, as a second line of defence); the proposal not computed in the future nor more than
+  a day before `now`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterable, Sequence
+
+from therapy.domain import (
+    AutonomyBounds,
+    Direction,
+    Escalation,
+    EstimateEvidence,
+    Exclusion,
+    Proposal,
+    ProposalKind,
+    Route,
+    RoutingDecision,
+)
+from therapy.escalation import check_escalation, is_crisis_reading, is_low_reading
+
+# A proposal older than this is re-evaluated, not released (days).
+MAX_PROPOSAL_AGE_DAYS = 1.0
+
+
+def _pct(share: float) -> str:
+    return f"{100.0 * share:.0f} %"
+
+
+def _num(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def route(
+    proposal: Proposal,
+    bounds: AutonomyBounds,
+    *,
+    estimates: Sequence[EstimateEvidence],
+    calibration_age_days: float | None,
+    adherence: float | None,
+    exclusions: Iterable[Exclusion],
+    escalations: Sequence[Escalation],
+    now: dt.datetime,
+) -> RoutingDecision:
+    """Route a proposal by the plan's autonomy bounds.
+
+    estimates: the estimates the proposal rests on (its look-back); calibration_age_days: age of
+    the patient's current cuff calibration, days (None = none on record); adherence: share (0..1)
+    of logged doses taken over the look-back (None = nothing logged)."""
+    exclusions = tuple(exclusions)
+    found_again = check_escalation(estimates, (), (), now=now)
+    urgent: list[str] = []
+    for item in (*escalations, *found_again):
+        text = f"urgent: {item.reason}"
+        if text not in urgent:
+            urgent.append(text)
+
+    if proposal.kind is ProposalKind.HOLD:
+        return RoutingDecision(Route.INFORMATION, (*proposal.reasons, *urgent) or ("hold: no change proposed",))
+    if proposal.kind is ProposalKind.ESCALATE or proposal.direction is None:
+        reasons = (*proposal.reasons, *urgent) or ("a clinician must decide: no automatic step is possible",)
+        return RoutingDecision(Route.REVIEW, reasons)
+
+    ev = proposal.evidence
+    direction = proposal.direction
+    failing: list[str] = []
+
+    # The step itself.
+    if direction not in bounds.auto_directions:
+        allowed = ", ".join(sorted(d.value for d in bounds.auto_directions)) or "none"
+        failing.append(f"automatic steps {direction.value} are not allowed by this plan (allowed automatically: {allowed})")
+    if abs(proposal.to_rung - proposal.from_rung) != 1:
+        failing.append(f"the proposal moves {abs(proposal.to_rung - proposal.from_rung)} rungs; at most one rung per change")
+    if proposal.to_rung > bounds.max_auto_rung:
+        failing.append(
+            f"the proposed rung {proposal.to_rung + 1} ({proposal.to_regimen}) is above the highest rung "
+            f"allowed automatically (rung {bounds.max_auto_rung + 1})"
+        )
+
+    # Data: enough, fresh, precise, of good quality, calibrated.
+    if not ev.sufficient:
+        failing.append(f"not enough data: {ev.n_estimates} estimates on {ev.n_distinct_days} distinct days")
+    age_days = (now - proposal.evaluated_at).total_seconds() / 86400.0
+    if age_days < 0 or age_days > MAX_PROPOSAL_AGE_DAYS:
+        failing.append(
+            f"the proposal was computed at {proposal.evaluated_at:%Y-%m-%d %H:%M}, not within the last "
+            f"{MAX_PROPOSAL_AGE_DAYS:g} day; it must be re-evaluated on current data"
+        )
+    if ev.last_at is None:
+        failing.append("no estimates in the look-back")
+    else:
+        newest_days = (now - ev.last_at).total_seconds() / 86400.0
+        if newest_days > bounds.max_latest_estimate_age_days:
+            failing.append(
+                f"data are stale: the newest estimate is {newest_days:.1f} days old, "
+                f"limit {bounds.max_latest_estimate_age_days:g} days"
+            )
+    widths = [w for w in (ev.mean_sbp_halfwidth_mmhg, ev.mean_dbp_halfwidth_mmhg) if w is not None and math.isfinite(w)]
+    if len(widths) < 2:
+        failing.append("estimate uncertainty unknown: no prediction interval in the evidence")
+    else:
+        widest = max(widths)
+        if widest > bounds.max_interval_halfwidth_mmhg:
+            level = f"{100.0 * ev.interval_level:.0f} % " if _num(ev.interval_level) else ""
+            failing.append(
+                f"estimate uncertainty too high: {level}interval ±{widest:.0f} mmHg, "
+                f"limit ±{bounds.max_interval_halfwidth_mmhg:g} mmHg"
+            )
+    share = ev.usable_window_share
+    if share is None or not math.isfinite(share):
+        failing.append("share of usable recordings unknown")
+    elif share < bounds.min_usable_window_share:
+        failing.append(
+            f"too few usable recordings: {_pct(share)} of windows usable over the look-back, "
+            f"minimum {_pct(bounds.min_usable_window_share)}"
+        )
+    if calibration_age_days is None or not math.isfinite(calibration_age_days):
+        failing.append("no cuff calibration on record")
+    elif calibration_age_days > bounds.calibration_max_age_days:
+        failing.append(
+            f"calibration is {calibration_age_days:.0f} days old, limit {bounds.calibration_max_age_days:g} days"
+        )
+    flags = list(ev.flags)
+    flagged = [e for e in estimates if e.flags]
+    for e in flagged:
+        for f in e.flags:
+            if f not in flags:
+                flags.append(f)
+    if ev.n_flagged or flagged or flags:
+        n = max(ev.n_flagged, len(flagged))
+        failing.append(f"{n} estimate(s) flagged as unfit for an automatic change: {'; '.join(flags) or 'flagged'}")
+
+    # Readings and the patient.
+    crisis = [e for e in estimates if is_crisis_reading(e)]
+    if crisis:
+        failing.append(
+            f"{len(crisis)} reading(s) at crisis level (SBP >= 180 or DBP >= 120 mmHg), "
+            f"highest {max(e.sbp_mmhg for e in crisis):.0f}/{max(e.dbp_mmhg for e in crisis):.0f} mmHg"
+        )
+    if direction is Direction.UP:
+        low = [e for e in estimates if is_low_reading(e)]
+        if low:
+            failing.append(
+                f"{len(low)} reading(s) with SBP below 100 mmHg (lowest {min(e.sbp_mmhg for e in low):.0f}); "
+                "an increase is not automatic"
+            )
+        if adherence is None or not math.isfinite(adherence):
+            failing.append("adherence unknown: no doses logged over the look-back; a step up is not automatic")
+        elif adherence < bounds.min_adherence_share:
+            failing.append(
+                f"low adherence: {_pct(adherence)} of doses taken over the look-back, "
+                f"below {_pct(bounds.min_adherence_share)}; more drug is not the answer to missed doses"
+            )
+    for exclusion in exclusions:
+        failing.append(f"patient excluded from automatic changes: {exclusion.describe()}")
+    failing.extend(urgent)
+
+    if failing:
+        return RoutingDecision(Route.REVIEW, tuple(failing))
+    return RoutingDecision(Route.AUTO_RELEASE, ())
