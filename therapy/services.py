@@ -1,0 +1,95 @@
+"""Writes for therapy plans: create from a template, change (a new version). Clinicians of the
+patient's care team only; every version is audited with its reason."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.forms.models import model_to_dict
+
+from clinops.audit import audit_record
+from clinops.errors import ApplicationError
+from clinops.permissions import is_in_patients_care_team
+from patients.models import Patient, User
+from therapy import plans
+from therapy.domain import LADDER_TEMPLATES
+from therapy.models import PlanVersion
+
+# The settings a plan version carries (everything but identity and bookkeeping).
+PLAN_FIELDS = (
+    "target_sbp_mmhg", "target_dbp_mmhg", "ladder_name", "ladder", "current_rung", "look_back_days",
+    "min_usable_estimates", "min_distinct_days", "min_days_between_changes", "step_down_sbp_mmhg",
+    "auto_step_up", "auto_step_down", "max_auto_rung", "max_interval_halfwidth_mmhg",
+    "min_usable_window_share", "calibration_max_age_days", "exclusions",
+)
+
+
+def _require_care_team_clinician(actor: Any, patient: Patient) -> None:
+    if not (isinstance(actor, User) and is_in_patients_care_team(actor, patient)):
+        raise ApplicationError("Only a clinician of the patient's care team may set or change the plan.", status_code=403)
+
+
+def _check(settings: dict[str, Any]) -> None:
+    """The settings must make a valid ladder, rules and bounds (the domain's own checks)."""
+    draft = PlanVersion(**settings)
+    try:
+        ladder = plans.ladder_of(draft)
+        plans.rules_of(draft)
+        plans.bounds_of(draft)
+        plans.exclusions_of(draft)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ApplicationError(f"The plan is not valid: {exc}", extra={"fields": {"plan": [str(exc)]}}) from exc
+    if not ladder.has(draft.current_rung):
+        raise ApplicationError("The current rung is not on the ladder.",
+                               extra={"fields": {"current_rung": [f"must be 0..{ladder.top}"]}})
+    if draft.max_auto_rung > ladder.top:
+        raise ApplicationError("The highest automatic rung is not on the ladder.",
+                               extra={"fields": {"max_auto_rung": [f"must be 0..{ladder.top}"]}})
+
+
+def _next_version(*, actor: User, patient: Patient, reason: str, settings: dict[str, Any], action: str,
+                  changed: list[str]) -> PlanVersion:
+    if not reason.strip():
+        raise ApplicationError("Say why the plan is set or changed.", extra={"fields": {"reason": ["required"]}})
+    _check(settings)
+    # Versions of one patient are numbered in turn: hold the patient's row while numbering.
+    Patient.objects.select_for_update().filter(pk=patient.pk).first()
+    last = PlanVersion.objects.filter(patient=patient).order_by("-version").first()
+    plan = PlanVersion.objects.create(patient=patient, version=(last.version + 1) if last else 1,
+                                      created_by=actor, reason=reason, **settings)
+    audit_record(actor=actor, action=action, target=plan, patient=patient,
+                 detail={"version": plan.version, "reason": reason, "changed": changed})
+    return plan
+
+
+@transaction.atomic
+def plan_create(*, actor: Any, patient: Patient, template: str, reason: str, **settings: Any) -> PlanVersion:
+    """A patient's first plan (or a fresh start) from a ladder template, e.g. "ace-ccb-thiazide";
+    other settings default to DESIGN section 4 (target 135/85, nothing automatic)."""
+    _require_care_team_clinician(actor, patient)
+    if template not in LADDER_TEMPLATES:
+        raise ApplicationError("Unknown ladder template.", extra={"fields": {"template": [f"one of {sorted(LADDER_TEMPLATES)}"]}})
+    ladder = LADDER_TEMPLATES[template]
+    defaults = {name: PlanVersion._meta.get_field(name).get_default() for name in PLAN_FIELDS}
+    values = {**defaults, "ladder_name": ladder.name, "ladder": plans.ladder_to_json(ladder), "current_rung": 0, **settings}
+    unknown = set(values) - set(PLAN_FIELDS)
+    if unknown:
+        raise ApplicationError("Unknown plan settings.", extra={"fields": {name: ["unknown"] for name in sorted(unknown)}})
+    return _next_version(actor=actor, patient=patient, reason=reason, settings=values, action="plan.create",
+                         changed=sorted(settings) + ["ladder"])
+
+
+@transaction.atomic
+def plan_change(*, actor: Any, patient: Patient, reason: str, **changes: Any) -> PlanVersion:
+    """A new version of the patient's plan with `changes` applied; the old version stays as it was."""
+    _require_care_team_clinician(actor, patient)
+    current = PlanVersion.objects.filter(patient=patient).order_by("-version").first()
+    if current is None:
+        raise ApplicationError("The patient has no plan yet: create one from a template first.")
+    unknown = set(changes) - set(PLAN_FIELDS)
+    if unknown:
+        raise ApplicationError("Unknown plan settings.", extra={"fields": {name: ["unknown"] for name in sorted(unknown)}})
+    settings = {**model_to_dict(current, fields=PLAN_FIELDS), **changes}
+    changed = sorted(name for name, value in changes.items() if getattr(current, name) != value)
+    return _next_version(actor=actor, patient=patient, reason=reason, settings=settings, action="plan.change",
+                         changed=changed)
