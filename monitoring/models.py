@@ -110,6 +110,7 @@ class BPModelVersion(models.Model):
     interval_level = models.FloatField(default=0.9)
     interval_sbp_mmhg = models.FloatField(help_text="Half-width of the prediction interval (mmHg), split-conformal.")
     interval_dbp_mmhg = models.FloatField()
+    pipeline_version = models.CharField(max_length=32, help_text="Signal pipeline whose features it was trained on.")
     artifact = models.BinaryField(help_text="The skops file.")
     artifact_sha256 = models.CharField(max_length=64)
 
@@ -142,6 +143,10 @@ class CuffReading(models.Model):
 
     class Meta:
         ordering = ["-measured_at"]
+        constraints = [
+            # A retried upload or double submit is the same reading, not a second one.
+            models.UniqueConstraint(fields=["patient", "measured_at", "source"], name="cuff_unique_patient_time_source"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.sbp_mmhg:.0f}/{self.dbp_mmhg:.0f} mmHg at {self.measured_at:%Y-%m-%d %H:%M}"
@@ -155,6 +160,7 @@ class Calibration(models.Model):
     calibrated_at = models.DateTimeField(db_index=True, help_text="= the cuff reading's time.")
     windows = models.ManyToManyField(SignalWindow, related_name="calibrations")
     features = models.JSONField(help_text="Mean features of the paired windows: the patient's reference point.")
+    pipeline_version = models.CharField(max_length=32, help_text="Signal pipeline that computed those features.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -188,6 +194,8 @@ class BPEstimate(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["window", "model_version"], name="estimate_unique_window_model"),
+            # One estimate per window may feed therapy, whichever model was active when it was made.
+            models.UniqueConstraint(fields=["window"], condition=models.Q(shadow=False), name="estimate_one_live_per_window"),
         ]
         indexes = [models.Index(fields=["patient", "shadow", "recorded_at"])]
 

@@ -3,6 +3,7 @@ run it in shadow, and load a version's model safely (skops, verified by SHA-256)
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 from typing import Any
 
@@ -11,7 +12,7 @@ from django.utils import timezone
 
 from clinops.audit import Actor, audit_record
 from clinops.errors import ApplicationError
-from monitoring import bp
+from monitoring import bp, signals
 from monitoring.models import BPModelVersion, ModelStatus
 
 
@@ -49,11 +50,16 @@ def model_shadows() -> list[BPModelVersion]:
 @transaction.atomic
 def model_version_register(*, actor: Actor, version: str, artifact: bytes, trained_by: str, code_version: str,
                            data_fingerprint: dict, features: list[str], hyperparameters: dict, metrics: dict,
-                           interval_level: float, interval_sbp_mmhg: float, interval_dbp_mmhg: float) -> BPModelVersion:
-    """Register a trained model as a candidate (never active by itself)."""
+                           interval_level: float, interval_sbp_mmhg: float, interval_dbp_mmhg: float,
+                           pipeline_version: str = signals.PIPELINE_VERSION) -> BPModelVersion:
+    """Register a trained model as a candidate (never active by itself). `pipeline_version`: the
+    signal pipeline whose features it learnt from (the current one, for a model trained now)."""
     if BPModelVersion.objects.filter(version=version).exists():
         raise ApplicationError(f"Model version {version} is already registered.")
+    if not all(math.isfinite(w) and w > 0 for w in (interval_sbp_mmhg, interval_dbp_mmhg)):
+        raise ApplicationError("The model's prediction interval is not a finite width: too few held-out windows.")
     model = BPModelVersion.objects.create(
+        pipeline_version=pipeline_version,
         version=version, artifact=artifact, artifact_sha256=hashlib.sha256(artifact).hexdigest(),
         trained_by=trained_by, code_version=code_version, data_fingerprint=data_fingerprint, features=features,
         hyperparameters=hyperparameters, metrics=metrics, interval_level=interval_level,
@@ -85,8 +91,15 @@ def model_version_promote(*, actor: Actor, model: BPModelVersion) -> BPModelVers
     passed, reasons = model_version_gates(model)
     if not passed:
         raise ApplicationError(f"Model {model.version} may not be promoted: " + "; ".join(reasons), extra={"gates": reasons})
-    model_load(model)
+    _load_or_refuse(model)
     return _activate(actor=actor, model=model, action="bp_model.promote", detail={"gates": "passed"})
+
+
+def _load_or_refuse(model: BPModelVersion) -> None:
+    try:
+        model_load(model)
+    except ModelFileTampered as exc:
+        raise ApplicationError(f"Model {model.version} is refused: {exc}") from exc
 
 
 @transaction.atomic
@@ -96,23 +109,26 @@ def model_version_rollback(*, actor: Actor) -> BPModelVersion:
     if current is None or current.previous_active_id is None:
         raise ApplicationError("There is no earlier active model to roll back to.")
     previous = BPModelVersion.objects.select_for_update().get(pk=current.previous_active_id)
-    model_load(previous)
+    _load_or_refuse(previous)
     return _activate(actor=actor, model=previous, action="bp_model.rollback", detail={"from": current.version})
 
 
 def _activate(*, actor: Actor, model: BPModelVersion, action: str, detail: dict) -> BPModelVersion:
     from patients.models import User
 
-    current = BPModelVersion.objects.select_for_update().filter(status=ModelStatus.ACTIVE).exclude(pk=model.pk).first()
+    # Every activation locks every version row, so two promotions run one after the other.
+    list(BPModelVersion.objects.select_for_update().only("id"))
+    current = BPModelVersion.objects.filter(status=ModelStatus.ACTIVE).exclude(pk=model.pk).first()
     if current is not None:
         current.status = ModelStatus.RETIRED
         current.save(update_fields=["status"])
-    if action == "bp_model.promote":
-        model.previous_active = current
     model.status = ModelStatus.ACTIVE
     model.shadow = False
-    model.approved_by = actor if isinstance(actor, User) else None
-    model.approved_at = timezone.now()
+    if action == "bp_model.promote":
+        # Who approved it stays the person who promoted it; a rollback is recorded in the audit trail.
+        model.previous_active = current
+        model.approved_by = actor if isinstance(actor, User) else None
+        model.approved_at = timezone.now()
     model.save(update_fields=["status", "shadow", "previous_active", "approved_by", "approved_at"])
     audit_record(actor=actor, action=action, target=model,
                  detail={**detail, "version": model.version, "replaced": current.version if current else None})
@@ -126,7 +142,7 @@ def model_version_set_shadow(*, actor: Actor, model: BPModelVersion, shadow: boo
     if model.status == ModelStatus.ACTIVE:
         raise ApplicationError("The active model cannot be a shadow.")
     if shadow:
-        model_load(model)
+        _load_or_refuse(model)
     model.shadow = shadow
     model.save(update_fields=["shadow"])
     audit_record(actor=actor, action="bp_model.shadow_on" if shadow else "bp_model.shadow_off", target=model,

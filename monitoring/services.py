@@ -167,27 +167,41 @@ def window_claim_for_resend(*, window_id: int, now: dt.datetime) -> bool:
 
 # A calibration pairs a cuff reading with the usable windows recorded this close to it.
 CALIBRATION_PAIRING = dt.timedelta(minutes=10)
+# Older readings cannot calibrate anything the therapy engine may use.
+CUFF_READING_MAX_AGE = dt.timedelta(days=365)
 
 
 def cuff_reading_record(
     *, actor, patient, measured_at: dt.datetime, sbp_mmhg: float, dbp_mmhg: float, source: str
 ) -> CuffReading:
-    """Record an upper-arm cuff reading (mmHg) and calibrate against it if windows are at hand."""
+    """Record an upper-arm cuff reading (mmHg) and calibrate against it if windows are at hand.
+    The same (patient, time, source) again returns the stored reading (a retried upload)."""
     from patients.models import User
 
+    if not patient.has_consented:
+        raise ApplicationError(
+            "The patient's consent is not on record (or was withdrawn): no data is accepted for them.",
+            extra={"consent_status": patient.consent_status}, status_code=403,
+        )
     problems = cuff_reading_problems(sbp_mmhg=sbp_mmhg, dbp_mmhg=dbp_mmhg, measured_at=measured_at, now=timezone.now())
     if problems:
         raise ApplicationError("The cuff reading is not plausible.", extra={"fields": problems})
-    with transaction.atomic():
-        reading = CuffReading.objects.create(
-            patient=patient, measured_at=measured_at, sbp_mmhg=sbp_mmhg, dbp_mmhg=dbp_mmhg, source=source,
-            entered_by=actor if isinstance(actor, User) else None,
-        )
-        audit_record(
-            actor=actor, action="cuff_reading.record", target=reading, patient=patient,
-            detail={"sbp_mmhg": sbp_mmhg, "dbp_mmhg": dbp_mmhg, "source": source, "measured_at": measured_at.isoformat()},
-        )
-        calibration_refresh(cuff_reading=reading)
+    existing = CuffReading.objects.filter(patient=patient, measured_at=measured_at, source=source).first()
+    if existing is not None:
+        return existing
+    try:
+        with transaction.atomic():
+            reading = CuffReading.objects.create(
+                patient=patient, measured_at=measured_at, sbp_mmhg=sbp_mmhg, dbp_mmhg=dbp_mmhg, source=source,
+                entered_by=actor if isinstance(actor, User) else None,
+            )
+            audit_record(
+                actor=actor, action="cuff_reading.record", target=reading, patient=patient,
+                detail={"sbp_mmhg": sbp_mmhg, "dbp_mmhg": dbp_mmhg, "source": source, "measured_at": measured_at.isoformat()},
+            )
+    except IntegrityError:  # the same reading, sent twice at once
+        return CuffReading.objects.get(patient=patient, measured_at=measured_at, source=source)
+    calibration_refresh(cuff_reading=reading)
     return reading
 
 
@@ -202,36 +216,47 @@ def cuff_reading_problems(*, sbp_mmhg: float, dbp_mmhg: float, measured_at: dt.d
         problems["dbp_mmhg"] = ["must be lower than the systolic value"]
     if measured_at > now + dt.timedelta(minutes=5):
         problems["measured_at"] = ["is in the future"]
+    elif measured_at < now - CUFF_READING_MAX_AGE:
+        problems["measured_at"] = ["is older than a year"]
     return problems
 
 
 def calibration_refresh(*, cuff_reading: CuffReading) -> Calibration | None:
     """(Re)build the calibration of a cuff reading from the patient's usable windows within
-    +/- 10 min of it. Returns None while there is no usable window to pair with."""
-    windows = list(
-        SignalWindow.objects.filter(
-            patient_id=cuff_reading.patient_id, status=WindowStatus.PROCESSED,
-            recorded_at__gte=cuff_reading.measured_at - CALIBRATION_PAIRING,
-            recorded_at__lte=cuff_reading.measured_at + CALIBRATION_PAIRING,
-        ).only("id")
-    )
-    if not windows:
-        return None
-    analyses = WindowAnalysis.objects.filter(
-        window__in=windows, pipeline_version=signals.PIPELINE_VERSION, usable=True
-    ).values_list("features", flat=True)
-    features = bp.mean_features(list(analyses))
+    +/- 10 min of it (current pipeline version). Returns None while there is none to pair with.
+
+    Once an estimate has used a calibration it is frozen: estimates must keep pointing at exactly
+    the reference they were computed against."""
     with transaction.atomic():
-        # Two workers may pair windows with the same reading at once: take turns on its row.
+        # Two workers may pair windows with the same reading at once: they take turns on its row,
+        # and each reads the windows only once it holds it.
         CuffReading.objects.select_for_update().filter(pk=cuff_reading.pk).first()
+        calibration = Calibration.objects.filter(cuff_reading=cuff_reading).first()
+        if calibration is not None and calibration.estimates.exists():
+            return calibration
+        analyses = list(
+            WindowAnalysis.objects.filter(
+                window__patient_id=cuff_reading.patient_id, window__status=WindowStatus.PROCESSED,
+                window__recorded_at__gte=cuff_reading.measured_at - CALIBRATION_PAIRING,
+                window__recorded_at__lte=cuff_reading.measured_at + CALIBRATION_PAIRING,
+                pipeline_version=signals.PIPELINE_VERSION, usable=True,
+            ).only("window_id", "features")
+        )
+        if not analyses:
+            return calibration
+        window_ids = sorted(a.window_id for a in analyses)
+        if calibration is not None and sorted(calibration.windows.values_list("id", flat=True)) == window_ids:
+            return calibration
         calibration, created = Calibration.objects.update_or_create(
             cuff_reading=cuff_reading,
-            defaults={"patient_id": cuff_reading.patient_id, "calibrated_at": cuff_reading.measured_at, "features": features},
+            defaults={"patient_id": cuff_reading.patient_id, "calibrated_at": cuff_reading.measured_at,
+                      "features": bp.mean_features([a.features for a in analyses]),
+                      "pipeline_version": signals.PIPELINE_VERSION},
         )
-        calibration.windows.set(windows)
+        calibration.windows.set(window_ids)
         audit_record(
             actor=SYSTEM, action="calibration.create" if created else "calibration.update", target=calibration,
-            patient=cuff_reading.patient, detail={"cuff_reading_id": cuff_reading.pk, "window_ids": [w.pk for w in windows]},
+            patient=cuff_reading.patient, detail={"cuff_reading_id": cuff_reading.pk, "window_ids": window_ids},
         )
     return calibration
 
@@ -273,26 +298,37 @@ def window_estimate(*, window_id: int, now: dt.datetime | None = None) -> list[B
     if calibration is None:
         log.info("window.no_estimate", window_id=window_id, reason="no calibration")
         return []
-    versions = [v for v in (registry.model_active(), *registry.model_shadows()) if v is not None]
+    active, shadows = registry.model_active(), registry.model_shadows()
     age_days = (window.recorded_at - calibration.calibrated_at).total_seconds() / 86400.0
     reference = bp.Calibration(sbp_mmhg=calibration.cuff_reading.sbp_mmhg, dbp_mmhg=calibration.cuff_reading.dbp_mmhg,
                                features=calibration.features)
+    in_own_calibration = calibration.windows.filter(pk=window_id).exists()
     estimates = []
-    for version in versions:
+    for version in [v for v in (active, *shadows) if v is not None]:
+        shadow = version != active
         existing = BPEstimate.objects.filter(window_id=window_id, model_version=version).first()
+        if existing is None and not shadow:
+            # A window keeps the one live estimate it got, even if another model is active now.
+            existing = BPEstimate.objects.filter(window_id=window_id, shadow=False).first()
         if existing is not None:
             estimates.append(existing)
             continue
+        try:
+            estimator = registry.model_load(version)
+        except registry.ModelFileTampered:
+            if not shadow:
+                raise
+            log.error("shadow_model.unusable", model_version=version.version)
+            continue
         value = bp.estimate_bp(
-            registry.model_load(version), analysis.features, reference,
+            estimator, analysis.features, reference,
             halfwidth_mmhg=(version.interval_sbp_mmhg, version.interval_dbp_mmhg),
             coverage=version.interval_level, names=version.features,
         )
-        flags = []
-        if age_days > CALIBRATION_MAX_AGE_DAYS:
-            flags.append(f"calibration is {age_days:.0f} days old (limit {CALIBRATION_MAX_AGE_DAYS:.0f})")
-        if registry.is_baseline(version):
-            flags.append("the active model is the carry-forward baseline: the estimate repeats the calibration cuff reading")
+        flags = estimate_flags(
+            version=version, analysis=analysis, calibration=calibration, age_days=age_days,
+            in_own_calibration=in_own_calibration,
+        )
         try:
             with transaction.atomic():
                 estimate = BPEstimate.objects.create(
@@ -301,11 +337,31 @@ def window_estimate(*, window_id: int, now: dt.datetime | None = None) -> list[B
                     sbp_mmhg=value.sbp_mmhg, dbp_mmhg=value.dbp_mmhg,
                     sbp_low_mmhg=value.sbp_low_mmhg, sbp_high_mmhg=value.sbp_high_mmhg,
                     dbp_low_mmhg=value.dbp_low_mmhg, dbp_high_mmhg=value.dbp_high_mmhg,
-                    interval_level=value.coverage, shadow=version.status != "active",
-                    calibration_age_days=age_days, flags=flags,
+                    interval_level=value.coverage, shadow=shadow, calibration_age_days=age_days, flags=flags,
                 )
         except IntegrityError:  # a concurrent run made it first
-            estimate = BPEstimate.objects.get(window_id=window_id, model_version=version)
+            estimate = BPEstimate.objects.filter(window_id=window_id, model_version=version).first() or \
+                BPEstimate.objects.get(window_id=window_id, shadow=False)
         estimates.append(estimate)
     log.info("window.estimated", window_id=window_id, models=[e.model_version_id for e in estimates])
     return estimates
+
+
+def estimate_flags(*, version, analysis: WindowAnalysis, calibration: Calibration, age_days: float,
+                   in_own_calibration: bool) -> list[str]:
+    """Why an estimate may not support an automatic dosage release, in words (empty: it may)."""
+    flags = []
+    if age_days > CALIBRATION_MAX_AGE_DAYS:
+        flags.append(f"calibration is {age_days:.0f} days old (limit {CALIBRATION_MAX_AGE_DAYS:.0f})")
+    if in_own_calibration or age_days < 0:
+        flags.append("the window is part of its own calibration: the estimate echoes the cuff reading")
+    if registry.is_baseline(version):
+        flags.append("the active model is the carry-forward baseline: the estimate repeats the calibration cuff reading")
+    versions = {analysis.pipeline_version, calibration.pipeline_version, version.pipeline_version}
+    if len(versions) > 1:
+        flags.append(f"features come from different signal pipelines ({', '.join(sorted(versions))})")
+    missing = [name for name in version.features
+               if analysis.features.get(name) is None or calibration.features.get(name) is None]
+    if missing and not registry.is_baseline(version):
+        flags.append(f"features missing from the window or its calibration: {', '.join(missing)}")
+    return flags

@@ -80,3 +80,21 @@ def test_estimating_twice_changes_nothing(patient, processed_window_at, baseline
     first = services.window_estimate(window_id=window.pk)
     assert services.window_estimate(window_id=window.pk) == first
     assert BPEstimate.objects.count() == 1
+
+
+def test_a_window_keeps_its_one_live_estimate_after_another_model_is_promoted(patient, processed_window_at, baseline):
+    calibrate(patient, processed_window_at, NOW - dt.timedelta(hours=3))
+    window = processed_window_at(NOW - dt.timedelta(hours=1), 1)
+    [first] = services.window_estimate(window_id=window.pk)
+    registry.model_version_promote(actor=SYSTEM, model=register("learned", test_mae=4.0))
+    assert services.window_estimate(window_id=window.pk) == [first]
+    assert BPEstimate.objects.filter(window=window, shadow=False).count() == 1
+
+
+def test_an_estimate_is_flagged_when_its_features_come_from_another_pipeline(patient, processed_window_at, baseline):
+    from monitoring.models import Calibration
+
+    calibrate(patient, processed_window_at, NOW - dt.timedelta(hours=3))
+    Calibration.objects.update(pipeline_version="signals-0.9")
+    [estimate] = services.window_estimate(window_id=processed_window_at(NOW - dt.timedelta(hours=1), 1).pk)
+    assert any("different signal pipelines" in flag for flag in estimate.flags)

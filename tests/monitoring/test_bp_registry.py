@@ -93,7 +93,7 @@ def test_a_tampered_model_file_is_refused():
     model.refresh_from_db()
     with pytest.raises(registry.ModelFileTampered):
         registry.model_load(model)
-    with pytest.raises(registry.ModelFileTampered):
+    with pytest.raises(ApplicationError, match="refused"):
         registry.model_version_promote(actor=SYSTEM, model=model)
     assert registry.model_active() is None
 
@@ -128,3 +128,23 @@ def test_the_admin_promotes_through_the_gates_and_records_the_approver(client):
     better.refresh_from_db()
     assert registry.model_active() == better and better.approved_by == operator
     assert client.get(f"{url}{better.pk}/change/").status_code == 200
+
+
+def test_a_model_without_a_finite_interval_cannot_be_registered():
+    with pytest.raises(ApplicationError, match="finite"):
+        registry.model_version_register(
+            actor=SYSTEM, version="no-interval", artifact=fitted("learned"), trained_by="test", code_version="",
+            data_fingerprint={}, features=list(bp.FEATURES), hyperparameters={}, metrics={},
+            interval_level=0.9, interval_sbp_mmhg=float("inf"), interval_dbp_mmhg=8.0,
+        )
+
+
+def test_a_rollback_keeps_who_approved_the_model():
+    approver, operator = make_clinician().user, make_clinician().user
+    first, second = register("first", test_mae=4.0), register("second", test_mae=3.5)
+    registry.model_version_promote(actor=approver, model=first)
+    registry.model_version_promote(actor=approver, model=second)
+    registry.model_version_rollback(actor=operator)
+    first.refresh_from_db()
+    assert first.approved_by == approver
+    assert AuditEvent.objects.filter(action="bp_model.rollback").get().actor_user == operator

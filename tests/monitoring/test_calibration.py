@@ -11,6 +11,7 @@ from clinops.audit import SYSTEM
 from clinops.models import AuditEvent
 from monitoring import services
 from monitoring.models import Calibration, CuffReading
+from patients import services as services_patients
 from tests.factories import make_clinician, make_device, make_patient, make_team
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_cache")]
@@ -61,6 +62,8 @@ def test_a_connected_cuff_uploads_a_reading_for_its_patient(patient):
         ({"sbp_mmhg": 80, "dbp_mmhg": 90}, "dbp_mmhg"),
         ({"measured_at": (timezone.now() + dt.timedelta(hours=1)).isoformat()}, "measured_at"),
         ({"sbp_mmhg": "high"}, "sbp_mmhg"),
+        ({"measured_at": "0001-01-01T00:05:00Z"}, "measured_at"),
+        ({"measured_at": (timezone.now() - dt.timedelta(days=400)).isoformat()}, "measured_at"),
     ],
 )
 def test_an_implausible_reading_is_refused_field_by_field(patient, overrides, field):
@@ -91,3 +94,38 @@ def test_a_reading_without_windows_waits_and_calibrates_when_a_window_arrives(pa
     window = processed_window_at(T0 + dt.timedelta(minutes=2))
     assert [c.cuff_reading for c in services.calibrations_touching_window(window=window)] == [reading]
     assert list(Calibration.objects.get().windows.all()) == [window]
+
+
+def test_a_retried_cuff_upload_is_the_same_reading(patient):
+    _, key = make_device(patient)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+    first = client.post("/api/v1/cuff-readings/", data=json.dumps(reading_body()), content_type="application/json")
+    again = client.post("/api/v1/cuff-readings/", data=json.dumps(reading_body()), content_type="application/json")
+    assert first.json()["id"] == again.json()["id"]
+    assert CuffReading.objects.count() == 1
+
+
+@pytest.mark.parametrize("status", ["pending", "withdrawn"])
+def test_no_cuff_reading_is_accepted_without_consent(patient, status):
+    services_patients.patient_consent_record(actor=SYSTEM, patient=patient, status=status)
+    client = APIClient()
+    client.force_login(patient.user)
+    response = client.post(f"/api/v1/patients/{patient.pk}/cuff-readings/", reading_body(), format="json")
+    assert response.status_code == 403
+    assert not CuffReading.objects.exists()
+
+
+def test_a_calibration_used_by_an_estimate_no_longer_changes(patient, processed_window_at):
+    from monitoring import registry
+    from tests.monitoring.test_bp_registry import register
+
+    registry.model_version_promote(actor=SYSTEM, model=register("cf", test_mae=5.0, kind="baseline"))
+    first = processed_window_at(T0 - dt.timedelta(minutes=5), 0)
+    reading = services.cuff_reading_record(actor=SYSTEM, patient=patient, measured_at=T0, sbp_mmhg=140, dbp_mmhg=85, source="clinician")
+    [estimate] = services.window_estimate(window_id=first.pk)
+    features = dict(reading.calibration.features)
+    processed_window_at(T0 + dt.timedelta(minutes=5), 1)
+    calibration = Calibration.objects.get(cuff_reading=reading)
+    assert list(calibration.windows.all()) == [first] and calibration.features == features
+    assert any("part of its own calibration" in flag for flag in estimate.flags)
