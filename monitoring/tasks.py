@@ -25,8 +25,14 @@ def process_window(window_id: int) -> None:
 
 @shared_task(name="monitoring.tasks.estimate_window", **RETRY_TRANSIENT)
 def estimate_window(window_id: int) -> None:
-    """BP estimates (active + shadow models) for a usable window; a re-run changes nothing."""
-    services.window_estimate(window_id=window_id)
+    """BP estimates (active + shadow models) for a usable window; a re-run changes nothing. New
+    live estimates schedule the patient's therapy evaluation (debounced)."""
+    from therapy.tasks import schedule_evaluation
+
+    estimates = services.window_estimate(window_id=window_id)
+    live = [e for e in estimates if not e.shadow]
+    if live:
+        schedule_evaluation(live[0].patient_id)
 
 
 @shared_task(name="monitoring.tasks.sweep_unprocessed_windows", ignore_result=True)

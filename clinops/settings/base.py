@@ -144,6 +144,10 @@ CELERY_BEAT_SCHEDULE = {
         "kwargs": {"probe": "beat"},
         "options": {"expires": 25},
     },
+    "evaluate-all-patients-daily": {
+        "task": "therapy.tasks.evaluate_all_patients",
+        "schedule": timedelta(days=1),
+    },
     "sweep-unprocessed-windows": {
         "task": "monitoring.tasks.sweep_unprocessed_windows",
         "schedule": timedelta(minutes=1),

@@ -1,0 +1,67 @@
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from clinops.audit import SYSTEM
+
+from monitoring.models import BPEstimate, Calibration, CuffReading, SignalWindow, WindowAnalysis, WindowStatus
+from therapy import services
+from tests.factories import make_clinician, make_device, make_patient, make_team
+
+NOW = timezone.now().replace(microsecond=0)
+
+
+@pytest.fixture
+def clinic():
+    team = make_team()
+    patient = make_patient(team=team)
+    clinician = make_clinician(team=team).user
+    return {"patient": patient, "clinician": clinician, "device": make_device(patient)[0]}
+
+
+@pytest.fixture
+def plan(clinic):
+    def make(**settings):
+        return services.plan_create(actor=clinic["clinician"], patient=clinic["patient"], template="ace-ccb-thiazide",
+                                    reason="start", **settings)
+    return make
+
+
+@pytest.fixture
+def estimates(clinic):
+    """Stored estimates of the active model: [(hours ago, sbp, dbp)], with flags and interval ±hw."""
+    from monitoring import registry
+    from tests.monitoring.test_bp_registry import register
+
+    model = registry.model_active() or registry.model_version_promote(actor=SYSTEM, model=register("m", test_mae=4.0))
+    patient, device = clinic["patient"], clinic["device"]
+    reading = CuffReading.objects.create(patient=patient, measured_at=NOW - dt.timedelta(days=8), sbp_mmhg=140,
+                                         dbp_mmhg=88, source="clinician")
+    calibration = Calibration.objects.create(patient=patient, cuff_reading=reading, calibrated_at=reading.measured_at,
+                                             features={}, pipeline_version="signals-1.0")
+
+    def make(values, *, flags=(), halfwidth=8.0):
+        for hours_ago, sbp, dbp in values:
+            at = NOW - dt.timedelta(hours=hours_ago)
+            window = SignalWindow.objects.create(
+                device=device, patient=patient, sequence=SignalWindow.objects.count() + 1, recorded_at=at,
+                duration_s=30, ecg_fs=250, ppg_fs=250, encoding="compact", raw=b"", raw_sha256="", raw_bytes=0,
+                firmware="1", enqueued_at=at, status=WindowStatus.PROCESSED,
+            )
+            analysis = WindowAnalysis.objects.create(window=window, pipeline_version="signals-1.0", usable=True,
+                                                     processing_ms=1.0)
+            BPEstimate.objects.create(
+                window=window, analysis=analysis, patient=patient, model_version=model, calibration=calibration,
+                recorded_at=at, sbp_mmhg=sbp, dbp_mmhg=dbp, sbp_low_mmhg=sbp - halfwidth, sbp_high_mmhg=sbp + halfwidth,
+                dbp_low_mmhg=dbp - halfwidth, dbp_high_mmhg=dbp + halfwidth, interval_level=0.9,
+                calibration_age_days=(at - calibration.calibrated_at).days, flags=list(flags),
+            )
+    return make
+
+
+def week_of(sbp, dbp, *, per_day=2, days=7):
+    """Readings spread over the last `days` days (hours ago, sbp, dbp)."""
+    return [(24 * d + 3 + 6 * k, sbp, dbp) for d in range(days) for k in range(per_day)]
+
+

@@ -1,0 +1,123 @@
+"""Evaluating a patient: the pure rules over stored estimates, one suggestion at a time, audited."""
+import threading
+
+import pytest
+from django.db import connection
+
+from clinops.models import AuditEvent
+from therapy.evaluation import patient_therapy_evaluate
+from therapy.models import PlanVersion, Suggestion, SuggestionStatus
+from tests.therapy.conftest import NOW, week_of
+
+pytestmark = pytest.mark.django_db
+
+
+def test_uncontrolled_148_92_with_no_dose_log_goes_to_review_not_out(clinic, plan, estimates):
+    plan(auto_step_up=True, max_auto_rung=3, max_interval_halfwidth_mmhg=10.0)
+    estimates(week_of(148, 92))
+    suggestion = patient_therapy_evaluate(patient_id=clinic["patient"].pk, now=NOW)
+    assert (suggestion.kind, suggestion.from_rung, suggestion.to_rung) == ("step_up", 0, 1)
+    assert suggestion.status == SuggestionStatus.PENDING_REVIEW and not suggestion.auto_release
+    assert any("adherence unknown" in reason for reason in suggestion.routing_reasons)
+    assert suggestion.evidence["n_estimates"] == 14 and suggestion.to_regimen == "lisinopril 20 mg once daily"
+    assert PlanVersion.objects.get(patient=clinic["patient"]).current_rung == 0
+    assert AuditEvent.objects.filter(action="suggestion.pending_review").count() == 1
+
+
+def test_a_wide_interval_is_named_as_the_reason(clinic, plan, estimates):
+    plan(auto_step_up=True, max_auto_rung=3, max_interval_halfwidth_mmhg=10.0)
+    estimates(week_of(148, 92), halfwidth=14.0)
+    suggestion = patient_therapy_evaluate(patient_id=clinic["patient"].pk, now=NOW)
+    assert any(reason.startswith("estimate uncertainty too high") for reason in suggestion.routing_reasons)
+
+
+def test_low_mean_sbp_steps_down_automatically_when_allowed_and_moves_the_rung(clinic, plan, estimates):
+    plan(current_rung=2, auto_step_down=True, max_auto_rung=3)
+    estimates(week_of(104, 66))
+    suggestion = patient_therapy_evaluate(patient_id=clinic["patient"].pk, now=NOW)
+    assert (suggestion.kind, suggestion.to_rung, suggestion.status) == ("step_down", 1, SuggestionStatus.AUTO_RELEASED)
+    assert suggestion.routing_reasons == []
+    latest = PlanVersion.objects.filter(patient=clinic["patient"]).order_by("-version").first()
+    assert (latest.version, latest.current_rung, latest.created_by) == (2, 1, None)
+    assert AuditEvent.objects.filter(action="plan.rung_move").count() == 1
+
+
+def test_flagged_estimates_never_release_automatically(clinic, plan, estimates):
+    plan(current_rung=2, auto_step_down=True, max_auto_rung=3)
+    estimates(week_of(104, 66), flags=["the active model is the carry-forward baseline"])
+    suggestion = patient_therapy_evaluate(patient_id=clinic["patient"].pk, now=NOW)
+    assert suggestion.status == SuggestionStatus.PENDING_REVIEW
+    assert any("flagged" in reason for reason in suggestion.routing_reasons)
+
+
+def test_insufficient_data_is_a_hold_with_no_suggestion(clinic, plan, estimates):
+    plan(auto_step_up=True, max_auto_rung=3)
+    estimates(week_of(150, 95, days=2))
+    assert patient_therapy_evaluate(patient_id=clinic["patient"].pk, now=NOW) is None
+    assert not Suggestion.objects.exists()
+
+
+def test_a_confirmed_crisis_is_an_urgent_escalation_never_released(clinic, plan, estimates):
+    plan(auto_step_up=True, auto_step_down=True, max_auto_rung=6)
+    estimates(week_of(130, 80) + [(1.0, 186, 112), (0.8, 184, 110)])
+    suggestion = patient_therapy_evaluate(patient_id=clinic["patient"].pk, now=NOW)
+    assert suggestion.urgent and not suggestion.auto_release and suggestion.status == SuggestionStatus.PENDING_REVIEW
+    assert any(e["seek_care"] for e in suggestion.escalations)
+
+
+def test_the_same_pending_question_is_not_asked_twice_and_a_new_one_supersedes_it(clinic, plan, estimates):
+    plan(auto_step_up=True, max_auto_rung=3)
+    estimates(week_of(148, 92))
+    first = patient_therapy_evaluate(patient_id=clinic["patient"].pk, now=NOW)
+    assert patient_therapy_evaluate(patient_id=clinic["patient"].pk, now=NOW) == first
+    estimates([(0.5, 190, 125), (0.3, 188, 122)])
+    second = patient_therapy_evaluate(patient_id=clinic["patient"].pk, now=NOW)
+    first.refresh_from_db()
+    assert (first.status, first.superseded_by) == (SuggestionStatus.SUPERSEDED, second)
+    assert Suggestion.objects.filter(status=SuggestionStatus.PENDING_REVIEW).get() == second
+    assert AuditEvent.objects.filter(action="suggestion.supersede").get().detail == {"superseded_by": second.pk}
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_evaluating_the_same_patient_at_once_make_one_suggestion(clinic, plan, estimates):
+    if connection.vendor != "postgresql":
+        pytest.skip("runs in the PostgreSQL pass")
+    plan(auto_step_up=True, max_auto_rung=3)
+    estimates(week_of(148, 92))
+    barrier, results = threading.Barrier(4), []
+
+    def evaluate():
+        barrier.wait()
+        try:
+            results.append(patient_therapy_evaluate(patient_id=clinic["patient"].pk, now=NOW))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=evaluate) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 4 and len({r.pk for r in results}) == 1
+    assert Suggestion.objects.count() == 1
+
+
+@pytest.mark.usefixtures("fresh_cache")
+def test_new_estimates_schedule_one_evaluation_per_minute(clinic, monkeypatch):
+    from therapy import tasks
+
+    sent = []
+    monkeypatch.setattr(tasks.evaluate_patient, "apply_async", lambda **kwargs: sent.append(kwargs))
+    patient_id = clinic["patient"].pk
+    assert tasks.schedule_evaluation(patient_id) and not tasks.schedule_evaluation(patient_id)
+    assert sent == [{"args": [patient_id], "countdown": tasks.DEBOUNCE_S}]
+
+
+def test_the_evaluation_task_stores_the_suggestion(clinic, plan, estimates):
+    from therapy.tasks import evaluate_patient
+
+    plan(auto_step_up=True, max_auto_rung=3)
+    estimates(week_of(148, 92))
+    assert evaluate_patient.apply(args=[clinic["patient"].pk]).successful()
+    assert Suggestion.objects.filter(patient=clinic["patient"]).count() == 1
