@@ -93,3 +93,101 @@ def plan_change(*, actor: Any, patient: Patient, reason: str, **changes: Any) ->
     changed = sorted(name for name, value in changes.items() if getattr(current, name) != value)
     return _next_version(actor=actor, patient=patient, reason=reason, settings=settings, action="plan.change",
                          changed=changed)
+
+
+# --- Clinician decisions and patient acknowledgement --------------------------------------------
+
+def _pending_for_decision(*, actor: Any, suggestion_id: int):
+    from therapy.models import Suggestion, SuggestionStatus
+
+    suggestion = Suggestion.objects.select_for_update().select_related("patient", "plan_version").get(pk=suggestion_id)
+    _require_care_team_clinician(actor, suggestion.patient)
+    if suggestion.status != SuggestionStatus.PENDING_REVIEW:
+        raise ApplicationError(f"This suggestion is {suggestion.get_status_display().lower()}; only a pending one can be decided.",
+                               status_code=409)
+    return suggestion
+
+
+def _release(*, actor: User, suggestion, to_rung: int, reason: str) -> PlanVersion:
+    """The approved regimen reaches the patient: the plan's rung moves, as a new version."""
+    current = PlanVersion.objects.filter(patient=suggestion.patient).order_by("-version").first()
+    settings = {**model_to_dict(current, fields=PLAN_FIELDS), "current_rung": to_rung}
+    return _next_version(actor=actor, patient=suggestion.patient, reason=reason, settings=settings,
+                         action="plan.rung_move", changed=["current_rung"])
+
+
+@transaction.atomic
+def suggestion_approve(*, actor: Any, suggestion_id: int, note: str = ""):
+    """Approve the proposed step as it stands: it is released to the patient and the rung moves."""
+    from therapy.models import SuggestionKind, SuggestionStatus
+
+    suggestion = _pending_for_decision(actor=actor, suggestion_id=suggestion_id)
+    if suggestion.kind == SuggestionKind.ESCALATE and suggestion.to_rung == suggestion.from_rung:
+        raise ApplicationError("An escalation proposes no change to approve: modify (choose a rung) or reject it.")
+    suggestion.status = SuggestionStatus.APPROVED
+    suggestion.save(update_fields=["status", "updated_at"])
+    audit_record(actor=actor, action="suggestion.approve", target=suggestion, patient=suggestion.patient,
+                 detail={"to_rung": suggestion.to_rung, "note": note})
+    if suggestion.to_rung != suggestion.from_rung:
+        _release(actor=actor, suggestion=suggestion, to_rung=suggestion.to_rung,
+                 reason=f"approved suggestion {suggestion.pk}" + (f": {note}" if note else ""))
+    return suggestion
+
+
+@transaction.atomic
+def suggestion_modify(*, actor: Any, suggestion_id: int, to_rung: int, reason: str):
+    """Release another rung than proposed (at most one rung from the current one), with a reason."""
+    from therapy.models import SuggestionStatus
+
+    suggestion = _pending_for_decision(actor=actor, suggestion_id=suggestion_id)
+    if not reason.strip():
+        raise ApplicationError("Say why the step is modified.", extra={"fields": {"reason": ["required"]}})
+    ladder = plans.ladder_of(suggestion.plan_version)
+    if not ladder.has(to_rung) or abs(to_rung - suggestion.from_rung) > 1:
+        raise ApplicationError("Choose a rung on the ladder at most one step from the current one.",
+                               extra={"fields": {"to_rung": [f"must be within 1 of {suggestion.from_rung} (0..{ladder.top})"]}})
+    proposed = suggestion.to_rung
+    suggestion.status, suggestion.to_rung = SuggestionStatus.MODIFIED, to_rung
+    suggestion.to_regimen = ladder.describe(to_rung)
+    suggestion.save(update_fields=["status", "to_rung", "to_regimen", "updated_at"])
+    audit_record(actor=actor, action="suggestion.modify", target=suggestion, patient=suggestion.patient,
+                 detail={"proposed_rung": proposed, "to_rung": to_rung, "reason": reason})
+    if to_rung != suggestion.from_rung:
+        _release(actor=actor, suggestion=suggestion, to_rung=to_rung, reason=f"modified suggestion {suggestion.pk}: {reason}")
+    return suggestion
+
+
+@transaction.atomic
+def suggestion_reject(*, actor: Any, suggestion_id: int, reason: str):
+    """Reject the suggestion with a reason; nothing reaches the patient."""
+    from therapy.models import SuggestionStatus
+
+    suggestion = _pending_for_decision(actor=actor, suggestion_id=suggestion_id)
+    if not reason.strip():
+        raise ApplicationError("Say why the suggestion is rejected.", extra={"fields": {"reason": ["required"]}})
+    suggestion.status = SuggestionStatus.REJECTED
+    suggestion.save(update_fields=["status", "updated_at"])
+    audit_record(actor=actor, action="suggestion.reject", target=suggestion, patient=suggestion.patient,
+                 detail={"reason": reason})
+    return suggestion
+
+
+@transaction.atomic
+def suggestion_acknowledge(*, actor: Any, suggestion_id: int):
+    """The patient confirms they have seen a released change (their own only)."""
+    from therapy.models import Suggestion, SuggestionStatus
+
+    suggestion = Suggestion.objects.select_for_update().select_related("patient").get(pk=suggestion_id)
+    if not (isinstance(actor, User) and suggestion.patient.user_id == actor.pk):
+        raise ApplicationError("Only the patient acknowledges their own change.", status_code=403)
+    released = (SuggestionStatus.AUTO_RELEASED, SuggestionStatus.APPROVED, SuggestionStatus.MODIFIED)
+    if suggestion.status == SuggestionStatus.ACKNOWLEDGED:
+        return suggestion
+    if suggestion.status not in released or suggestion.to_rung == suggestion.from_rung:
+        raise ApplicationError("Only a released change can be acknowledged.", status_code=409)
+    previous = suggestion.status
+    suggestion.status = SuggestionStatus.ACKNOWLEDGED
+    suggestion.save(update_fields=["status", "updated_at"])
+    audit_record(actor=actor, action="suggestion.acknowledge", target=suggestion, patient=suggestion.patient,
+                 detail={"was": previous})
+    return suggestion
