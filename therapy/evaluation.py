@@ -17,6 +17,7 @@ from therapy.domain import EstimateEvidence, PatientState, ProposalKind
 from therapy.escalation import check_escalation
 from therapy.models import PlanVersion, Suggestion, SuggestionKind, SuggestionStatus
 from therapy.routing import route
+from therapy.services import plan_rung_move
 from therapy.titration import propose_step
 
 log = structlog.get_logger(__name__)
@@ -110,20 +111,9 @@ def patient_therapy_evaluate(*, patient_id: int, now: dt.datetime) -> Suggestion
                      detail={"kind": kind, "from_rung": proposal.from_rung, "to_rung": proposal.to_rung,
                              "reasons": list(decision.reasons), "policy_version": POLICY_VERSION})
         if suggestion.auto_release:
-            _move_rung(plan=plan, suggestion=suggestion)
+            plan_rung_move(actor=SYSTEM, patient=patient, to_rung=suggestion.to_rung,
+                           reason=f"automatic release of suggestion {suggestion.pk}")
         return suggestion
-
-
-def _move_rung(*, plan: PlanVersion, suggestion: Suggestion) -> PlanVersion:
-    """An automatically released step moves the plan's rung: a new plan version by the system."""
-    fields = {f.name: getattr(plan, f.name) for f in PlanVersion._meta.fields
-              if f.name not in {"id", "version", "created_at", "created_by", "reason", "patient"}}
-    new = PlanVersion.objects.create(patient=plan.patient, version=plan.version + 1, created_by=None,
-                                     reason=f"automatic release of suggestion {suggestion.pk}",
-                                     **{**fields, "current_rung": suggestion.to_rung})
-    audit_record(actor=SYSTEM, action="plan.rung_move", target=new, patient=plan.patient,
-                 detail={"suggestion_id": suggestion.pk, "from_rung": suggestion.from_rung, "to_rung": suggestion.to_rung})
-    return new
 
 
 def _jsonable(value):

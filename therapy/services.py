@@ -47,7 +47,7 @@ def _check(settings: dict[str, Any]) -> None:
                                extra={"fields": {"max_auto_rung": [f"must be 0..{ladder.top}"]}})
 
 
-def _next_version(*, actor: User, patient: Patient, reason: str, settings: dict[str, Any], action: str,
+def _next_version(*, actor: Any, patient: Patient, reason: str, settings: dict[str, Any], action: str,
                   changed: list[str]) -> PlanVersion:
     if not reason.strip():
         raise ApplicationError("Say why the plan is set or changed.", extra={"fields": {"reason": ["required"]}})
@@ -56,7 +56,7 @@ def _next_version(*, actor: User, patient: Patient, reason: str, settings: dict[
     Patient.objects.select_for_update().filter(pk=patient.pk).first()
     last = PlanVersion.objects.filter(patient=patient).order_by("-version").first()
     plan = PlanVersion.objects.create(patient=patient, version=(last.version + 1) if last else 1,
-                                      created_by=actor, reason=reason, **settings)
+                                      created_by=actor if isinstance(actor, User) else None, reason=reason, **settings)
     audit_record(actor=actor, action=action, target=plan, patient=patient,
                  detail={"version": plan.version, "reason": reason, "changed": changed})
     return plan
@@ -108,11 +108,12 @@ def _pending_for_decision(*, actor: Any, suggestion_id: int):
     return suggestion
 
 
-def _release(*, actor: User, suggestion, to_rung: int, reason: str) -> PlanVersion:
-    """The approved regimen reaches the patient: the plan's rung moves, as a new version."""
-    current = PlanVersion.objects.filter(patient=suggestion.patient).order_by("-version").first()
+def plan_rung_move(*, actor: Any, patient: Patient, to_rung: int, reason: str) -> PlanVersion:
+    """A released or approved change reaches the patient: the plan's rung moves, as a new version
+    (by the approving clinician, or by the system for an automatic release). Callers check who may."""
+    current = PlanVersion.objects.filter(patient=patient).order_by("-version").first()
     settings = {**model_to_dict(current, fields=PLAN_FIELDS), "current_rung": to_rung}
-    return _next_version(actor=actor, patient=suggestion.patient, reason=reason, settings=settings,
+    return _next_version(actor=actor, patient=patient, reason=reason, settings=settings,
                          action="plan.rung_move", changed=["current_rung"])
 
 
@@ -129,8 +130,8 @@ def suggestion_approve(*, actor: Any, suggestion_id: int, note: str = ""):
     audit_record(actor=actor, action="suggestion.approve", target=suggestion, patient=suggestion.patient,
                  detail={"to_rung": suggestion.to_rung, "note": note})
     if suggestion.to_rung != suggestion.from_rung:
-        _release(actor=actor, suggestion=suggestion, to_rung=suggestion.to_rung,
-                 reason=f"approved suggestion {suggestion.pk}" + (f": {note}" if note else ""))
+        plan_rung_move(actor=actor, patient=suggestion.patient, to_rung=suggestion.to_rung,
+                       reason=f"approved suggestion {suggestion.pk}" + (f": {note}" if note else ""))
     return suggestion
 
 
@@ -153,7 +154,8 @@ def suggestion_modify(*, actor: Any, suggestion_id: int, to_rung: int, reason: s
     audit_record(actor=actor, action="suggestion.modify", target=suggestion, patient=suggestion.patient,
                  detail={"proposed_rung": proposed, "to_rung": to_rung, "reason": reason})
     if to_rung != suggestion.from_rung:
-        _release(actor=actor, suggestion=suggestion, to_rung=to_rung, reason=f"modified suggestion {suggestion.pk}: {reason}")
+        plan_rung_move(actor=actor, patient=suggestion.patient, to_rung=to_rung,
+                       reason=f"modified suggestion {suggestion.pk}: {reason}")
     return suggestion
 
 
