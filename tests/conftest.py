@@ -43,6 +43,33 @@ def client_for(db):
     return make
 
 
+# A care team with one patient and the patient's wearable, for tests that need one of each.
+@pytest.fixture
+def team():
+    from tests.factories import make_team
+
+    return make_team()
+
+
+@pytest.fixture
+def patient(team):
+    from tests.factories import make_patient
+
+    return make_patient(team=team)
+
+
+@pytest.fixture
+def device_and_key(patient):
+    from tests.factories import make_device
+
+    return make_device(patient)
+
+
+@pytest.fixture
+def device(device_and_key):
+    return device_and_key[0]
+
+
 def _database_url_of_test_db() -> str:
     db = connection.settings_dict
     if db["ENGINE"] == "django.db.backends.sqlite3":

@@ -8,32 +8,6 @@ from monitoring.devicesim import window_payload
 from monitoring.recordings import iter_windows, load_challenge2015, with_pleth_delay_removed
 
 
-@pytest.fixture
-def team():
-    from tests.factories import make_team
-
-    return make_team()
-
-
-@pytest.fixture
-def patient(team):
-    from tests.factories import make_patient
-
-    return make_patient(team=team)
-
-
-@pytest.fixture
-def device_and_key(patient):
-    from tests.factories import make_device
-
-    return make_device(patient)
-
-
-@pytest.fixture
-def device(device_and_key):
-    return device_and_key[0]
-
-
 @pytest.fixture(scope="session")
 def real_windows():
     """Consecutive 30-s windows (ECG II + PPG, 250 Hz) of a real challenge2015 record, with the

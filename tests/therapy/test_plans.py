@@ -13,16 +13,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def team():
-    return make_team()
-
-
-@pytest.fixture
-def patient(team):
-    return make_patient(team=team)
-
-
-@pytest.fixture
 def clinician(team):
     return make_clinician(team=team).user
 
