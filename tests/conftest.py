@@ -86,7 +86,9 @@ def celery_worker(django_db_setup, django_db_blocker):
         database_url = _database_url_of_test_db()
     log_path = settings.VAR_DIR / f"test-worker-{connection.vendor}.log"
     log = open(log_path, "wb")  # noqa: SIM115 - closed at teardown
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "clinops.settings.test", "DATABASE_URL": database_url}
+    # A short debounce so tests see the evaluation that follows new estimates within seconds.
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "clinops.settings.test", "DATABASE_URL": database_url,
+           "THERAPY_EVALUATION_DEBOUNCE_S": "2"}
     process = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "clinops", "worker", "--loglevel", "INFO",
          "--concurrency", "1", "--pool", "prefork", "-n", f"test-{os.getpid()}@%h", "--without-gossip", "--without-mingle"],

@@ -1,7 +1,7 @@
 from django.contrib import admin
 
 from clinops.admin import ReadOnlyAdminMixin
-from therapy.models import PlanVersion, Suggestion
+from therapy.models import Alert, DoseLog, LatestEvaluation, PlanVersion, Suggestion, SymptomReport
 
 
 @admin.register(PlanVersion)
@@ -19,3 +19,28 @@ class SuggestionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     list_display = ["patient", "kind", "from_rung", "to_rung", "status", "urgent", "auto_release", "created_at"]
     list_filter = ["status", "kind", "urgent", "auto_release"]
+
+
+@admin.register(Alert)
+class AlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Alerts open and close with the escalations they belong to."""
+
+    list_display = ["patient", "cause", "seek_care", "raised_at", "closed_at", "closed_by"]
+    list_filter = ["cause", "seek_care"]
+
+
+@admin.register(SymptomReport)
+class SymptomReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["patient", "kind", "symptom", "drug", "reported_at", "reported_by"]
+    list_filter = ["kind", "symptom"]
+
+
+@admin.register(DoseLog)
+class DoseLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["patient", "day", "drug", "dose_mg", "slot", "taken", "logged_at"]
+
+
+@admin.register(LatestEvaluation)
+class LatestEvaluationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["patient", "evaluated_at", "outcome", "policy_version"]
+    list_filter = ["outcome"]

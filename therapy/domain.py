@@ -261,9 +261,12 @@ HYPOTENSION_SYMPTOMS = frozenset({Symptom.DIZZINESS, Symptom.LIGHTHEADED_ON_STAN
 
 @dataclass(frozen=True)
 class SymptomReport:
+    """A symptom the patient reported; report_id: the stored report, to tell one episode from another."""
+
     symptom: Symptom
     reported_at: dt.datetime
     detail: str = ""
+    report_id: int | None = None
 
     def describe(self) -> str:
         return f"{self.symptom.value} ({self.detail})" if self.detail else self.symptom.value
@@ -274,6 +277,7 @@ class SideEffectReport:
     description: str
     reported_at: dt.datetime
     drug: str | None = None
+    report_id: int | None = None
 
     def describe(self) -> str:
         return f"{self.description} (on {self.drug})" if self.drug else self.description
@@ -385,8 +389,9 @@ class EscalationKind(str, enum.Enum):
 class Escalation:
     """An urgent review item for a clinician; never acted on automatically.
 
-    seek_care: the patient is told to seek care now (crisis); holds_increase: no step up while it
-    stands (confirmed SBP < 100)."""
+    seek_care: the patient is told to seek care now (crisis, red-flag symptom); holds_increase: no
+    step up while it stands (confirmed SBP < 100). estimate_ids / report_ids: what raised it; an
+    escalation sharing one of them with an earlier one of the same kind is the same episode."""
 
     kind: EscalationKind
     reason: str
@@ -395,6 +400,12 @@ class Escalation:
     holds_increase: bool = False
     estimate_ids: tuple[int, ...] = ()
     urgent: bool = True
+    report_ids: tuple[int, ...] = ()
+
+    @property
+    def sources(self) -> frozenset[str]:
+        """What raised it, as "estimate:<id>" / "report:<id>" (ids of stored rows only)."""
+        return frozenset({*(f"estimate:{i}" for i in self.estimate_ids), *(f"report:{i}" for i in self.report_ids)})
 
 
 class Route(str, enum.Enum):

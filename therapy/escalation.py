@@ -4,7 +4,7 @@
   other; the patient is told to seek care.
 - Confirmed low SBP: SBP < 100 mmHg on two estimates within 30 min; any increase is held.
 - Red-flag symptoms: chest pain, fainting, severe headache, shortness of breath, neurological
-  symptoms.
+  symptoms; the patient is told to seek care.
 - Symptoms of low blood pressure (dizziness, light-headedness on standing, fainting): reviewed
   by a clinician; titration proposes a step down for them, never released on its own.
 - Reported side effects.
@@ -67,6 +67,10 @@ def _ids(*estimates: EstimateEvidence) -> tuple[int, ...]:
     return tuple(e.estimate_id for e in estimates if e.estimate_id is not None)
 
 
+def _report_ids(report: SymptomReport | SideEffectReport) -> tuple[int, ...]:
+    return (report.report_id,) if report.report_id is not None else ()
+
+
 def _in_look_back(at: dt.datetime, now: dt.datetime, look_back: dt.timedelta) -> bool:
     return now - look_back < at <= now
 
@@ -121,13 +125,13 @@ def check_escalation(
             items.append(Escalation(
                 kind=EscalationKind.RED_FLAG_SYMPTOM,
                 reason=f"red-flag symptom reported: {report.describe()}",
-                at=report.reported_at, holds_increase=True,
+                at=report.reported_at, seek_care=True, holds_increase=True, report_ids=_report_ids(report),
             ))
         elif report.symptom in HYPOTENSION_SYMPTOMS:
             items.append(Escalation(
                 kind=EscalationKind.HYPOTENSION_SYMPTOM,
                 reason=f"symptom of low blood pressure reported: {report.describe()}",
-                at=report.reported_at, holds_increase=True,
+                at=report.reported_at, holds_increase=True, report_ids=_report_ids(report),
             ))
 
     for effect in sorted(side_effects, key=lambda s: s.reported_at):
@@ -135,6 +139,6 @@ def check_escalation(
             items.append(Escalation(
                 kind=EscalationKind.SIDE_EFFECT,
                 reason=f"side effect reported: {effect.describe()}",
-                at=effect.reported_at,
+                at=effect.reported_at, report_ids=_report_ids(effect),
             ))
     return items

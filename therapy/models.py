@@ -3,6 +3,14 @@ from __future__ import annotations
 
 from django.db import models
 
+from therapy.domain import Symptom
+
+DEFAULT_SEEK_CARE_INSTRUCTIONS = (
+    "Seek care now. If you have chest pain, shortness of breath, weakness or numbness, trouble speaking "
+    "or seeing, or you fainted, call emergency services. Otherwise call your care team's urgent line "
+    "today. Do not change your medicines on your own."
+)
+
 
 class PlanVersion(models.Model):
     """One version of a patient's plan: target, ladder and current rung, titration rules and the
@@ -34,6 +42,9 @@ class PlanVersion(models.Model):
     min_usable_window_share = models.FloatField(default=0.7)
     calibration_max_age_days = models.FloatField(default=28.0)
     exclusions = models.JSONField(default=list, help_text='[{"kind": "irregular rhythm", "detail": "atrial fibrillation"}]')
+    seek_care_instructions = models.TextField(
+        default=DEFAULT_SEEK_CARE_INSTRUCTIONS,
+        help_text="What the patient is told to do in a crisis or on a red-flag symptom.")
 
     class Meta:
         ordering = ["patient", "-version"]
@@ -93,3 +104,95 @@ class Suggestion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.from_rung}->{self.to_rung} for patient {self.patient_id} ({self.status})"
+
+
+class DoseLog(models.Model):
+    """The patient's answer for one scheduled dose (drug, day, intake slot): taken or missed.
+    First answer stands; an identical repeat is accepted, a contradicting one refused."""
+
+    patient = models.ForeignKey("patients.Patient", on_delete=models.PROTECT, related_name="dose_logs")
+    day = models.DateField(help_text="The day the dose was due (the patient's calendar day).")
+    drug = models.CharField(max_length=80)
+    dose_mg = models.FloatField()
+    slot = models.PositiveSmallIntegerField(help_text="Intake of the day, 1-based (2 = second of twice daily).")
+    taken = models.BooleanField()
+    logged_at = models.DateTimeField(auto_now_add=True)
+    logged_by = models.ForeignKey("patients.User", on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        ordering = ["-day", "slot", "drug"]
+        constraints = [models.UniqueConstraint(fields=["patient", "day", "drug", "slot"], name="dose_log_once_per_dose")]
+        indexes = [models.Index(fields=["patient", "day"])]
+
+    def __str__(self) -> str:
+        return f"{self.drug} {self.dose_mg:g} mg #{self.slot} on {self.day}: {'taken' if self.taken else 'missed'}"
+
+
+class ReportKind(models.TextChoices):
+    SYMPTOM = "symptom", "Symptom"
+    SIDE_EFFECT = "side_effect", "Side effect"
+
+
+class SymptomReport(models.Model):
+    """A symptom or side effect the patient (or a clinician for them) reported. Red flags, low-
+    pressure symptoms and side effects raise an escalation; never edited."""
+
+    patient = models.ForeignKey("patients.Patient", on_delete=models.PROTECT, related_name="symptom_reports")
+    kind = models.CharField(max_length=12, choices=ReportKind.choices)
+    symptom = models.CharField(max_length=40, blank=True, choices=[(s.value, s.value) for s in Symptom],
+                               help_text="For a symptom: one from the list (\"other symptom\" with a description).")
+    drug = models.CharField(max_length=80, blank=True, help_text="For a side effect: the drug suspected, if known.")
+    detail = models.TextField(blank=True, max_length=2000)
+    reported_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    reported_by = models.ForeignKey("patients.User", on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        ordering = ["-reported_at"]
+
+    def __str__(self) -> str:
+        what = self.symptom if self.kind == ReportKind.SYMPTOM else f"side effect {self.detail[:30]}"
+        return f"{what} reported by patient {self.patient_id}"
+
+
+class Alert(models.Model):
+    """An escalation made visible: to the care team (the counter and the queue) and, when the
+    patient must seek care, to the patient with the plan's instructions. One open alert per patient
+    and cause: a new episode of the same cause updates it rather than raising a second one. Closed
+    when a clinician decides the escalation it belongs to."""
+
+    patient = models.ForeignKey("patients.Patient", on_delete=models.PROTECT, related_name="alerts")
+    cause = models.CharField(max_length=24, help_text="The escalation kind, e.g. crisis, red-flag symptom.")
+    message = models.TextField(help_text="For clinicians: what raised it, in words.")
+    seek_care = models.BooleanField(default=False)
+    patient_message = models.TextField(blank=True, help_text="Shown to the patient (the plan's seek-care instructions).")
+    suggestion = models.ForeignKey(Suggestion, on_delete=models.PROTECT, related_name="alerts")
+    raised_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    closed_by = models.ForeignKey("patients.User", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        ordering = ["-raised_at"]
+        constraints = [models.UniqueConstraint(fields=["patient", "cause"], condition=models.Q(closed_at__isnull=True),
+                                               name="alert_one_open_per_patient_and_cause")]
+
+    def __str__(self) -> str:
+        return f"{self.cause} alert for patient {self.patient_id}{'' if self.closed_at is None else ' (closed)'}"
+
+
+class LatestEvaluation(models.Model):
+    """The outcome of the patient's latest therapy evaluation, so a hold is on record with the rule
+    that held it ("not enough data: 5 estimates on 2 distinct days"), not only in a log line.
+    Suggestions are their own permanent records; this row is overwritten by each evaluation."""
+
+    patient = models.OneToOneField("patients.Patient", on_delete=models.PROTECT, related_name="latest_evaluation")
+    evaluated_at = models.DateTimeField()
+    plan_version = models.ForeignKey(PlanVersion, on_delete=models.PROTECT, related_name="+")
+    outcome = models.CharField(max_length=16, help_text="hold, or the suggestion's status.")
+    reasons = models.JSONField(default=list)
+    evidence = models.JSONField(default=dict)
+    suggestion = models.ForeignKey(Suggestion, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    policy_version = models.CharField(max_length=32)
+
+    def __str__(self) -> str:
+        return f"{self.outcome} for patient {self.patient_id} at {self.evaluated_at:%Y-%m-%d %H:%M}"

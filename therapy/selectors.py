@@ -1,10 +1,73 @@
-"""Reads for therapy plans."""
+"""Reads for therapy: plans, the regimen in force, adherence, reports, alerts."""
 from __future__ import annotations
 
+import datetime as dt
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
 from patients.models import Patient
-from therapy.models import PlanVersion
+from patients.selectors import patients_visible_to
+from therapy import plans
+from therapy.adherence import Adherence, DoseLogEntry, adherence_over_look_back
+from therapy.domain import SideEffectReport, Symptom, SymptomReport
+from therapy.models import Alert, DoseLog, PlanVersion, ReportKind, Suggestion
+from therapy.models import SymptomReport as SymptomReportRow
 
 
 def plan_current(patient: Patient) -> PlanVersion | None:
     """The patient's latest plan version (None before a clinician has set one)."""
     return PlanVersion.objects.filter(patient=patient).order_by("-version").first()
+
+
+def _rung_history(patient: Patient) -> list[tuple[int, dt.datetime]]:
+    return list(PlanVersion.objects.filter(patient=patient).order_by("version").values_list("current_rung", "created_at"))
+
+
+def last_rung_change(patient: Patient) -> dt.datetime | None:
+    """When the patient's rung last moved (a plan version whose rung differs from the one before);
+    None when it never has since the plan was set."""
+    versions = _rung_history(patient)
+    changes = [at for (before, _), (rung, at) in zip(versions, versions[1:]) if rung != before]
+    return changes[-1] if changes else None
+
+
+def regimen_started_at(patient: Patient) -> dt.datetime | None:
+    """When the patient started the regimen they are on now: the last rung change, else the plan's start."""
+    versions = _rung_history(patient)
+    if not versions:
+        return None
+    return last_rung_change(patient) or versions[0][1]
+
+
+def adherence_of(patient: Patient, plan: PlanVersion, *, now: dt.datetime) -> Adherence:
+    """Adherence to the current regimen over the plan's look-back (complete days before today)."""
+    today = timezone.localdate(now)
+    since = timezone.localdate(regimen_started_at(patient) or now)
+    first = today - dt.timedelta(days=int(plan.look_back_days) + 1)
+    logs = DoseLog.objects.filter(patient=patient, day__gte=first, day__lt=today).values_list("day", "drug", "slot", "taken")
+    regimen = plans.ladder_of(plan).rungs[plan.current_rung]
+    return adherence_over_look_back(regimen, [DoseLogEntry(*row) for row in logs], today=today,
+                                    look_back_days=plan.look_back_days, regimen_since=since)
+
+
+def reports_since(patient: Patient, since: dt.datetime) -> tuple[list[SymptomReport], list[SideEffectReport]]:
+    """Symptom and side-effect reports of the patient since `since`, as domain values."""
+    symptoms: list[SymptomReport] = []
+    side_effects: list[SideEffectReport] = []
+    for row in SymptomReportRow.objects.filter(patient=patient, reported_at__gt=since).order_by("reported_at"):
+        if row.kind == ReportKind.SYMPTOM:
+            symptoms.append(SymptomReport(Symptom(row.symptom), row.reported_at, row.detail, report_id=row.pk))
+        else:
+            side_effects.append(SideEffectReport(row.detail, row.reported_at, row.drug or None, report_id=row.pk))
+    return symptoms, side_effects
+
+
+def suggestions_visible_to(user) -> QuerySet[Suggestion]:
+    """Suggestions of the patients the user may see (care teams' for a clinician, their own for a patient)."""
+    return Suggestion.objects.filter(patient__in=patients_visible_to(user)).select_related("patient", "plan_version")
+
+
+def alerts_open_for(user) -> QuerySet[Alert]:
+    """Open alerts of the patients the user may see, newest first."""
+    return Alert.objects.filter(patient__in=patients_visible_to(user), closed_at__isnull=True).select_related("patient")

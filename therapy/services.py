@@ -2,14 +2,17 @@
 patient's care team only; every version is audited with its reason."""
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django.db import transaction
 from django.forms.models import model_to_dict
+from django.utils import timezone
 
 from clinops.audit import audit_record
 from clinops.errors import ApplicationError
 from clinops.permissions import is_in_patients_care_team
+from clinops.tasks import enqueue_on_commit
 from patients.models import Patient, User
 from therapy import plans
 from therapy.domain import LADDER_TEMPLATES
@@ -20,7 +23,7 @@ PLAN_FIELDS = (
     "target_sbp_mmhg", "target_dbp_mmhg", "ladder_name", "ladder", "current_rung", "look_back_days",
     "min_usable_estimates", "min_distinct_days", "min_days_between_changes", "step_down_sbp_mmhg",
     "auto_step_up", "auto_step_down", "max_auto_rung", "max_interval_halfwidth_mmhg",
-    "min_usable_window_share", "calibration_max_age_days", "exclusions",
+    "min_usable_window_share", "calibration_max_age_days", "exclusions", "seek_care_instructions",
 )
 
 
@@ -117,6 +120,17 @@ def plan_rung_move(*, actor: Any, patient: Patient, to_rung: int, reason: str) -
                          action="plan.rung_move", changed=["current_rung"])
 
 
+def _close_alerts(*, actor: User, suggestion) -> None:
+    """A decided escalation closes the alerts that pointed at it."""
+    from therapy.models import Alert
+
+    for alert in Alert.objects.select_for_update().filter(suggestion=suggestion, closed_at__isnull=True):
+        alert.closed_at, alert.closed_by = timezone.now(), actor
+        alert.save(update_fields=["closed_at", "closed_by", "updated_at"])
+        audit_record(actor=actor, action="alert.close", target=alert, patient=suggestion.patient,
+                     detail={"cause": alert.cause, "suggestion": suggestion.pk, "decision": suggestion.status})
+
+
 @transaction.atomic
 def suggestion_approve(*, actor: Any, suggestion_id: int, note: str = ""):
     """Approve the proposed step as it stands: it is released to the patient and the rung moves."""
@@ -129,6 +143,7 @@ def suggestion_approve(*, actor: Any, suggestion_id: int, note: str = ""):
     suggestion.save(update_fields=["status", "updated_at"])
     audit_record(actor=actor, action="suggestion.approve", target=suggestion, patient=suggestion.patient,
                  detail={"to_rung": suggestion.to_rung, "note": note})
+    _close_alerts(actor=actor, suggestion=suggestion)
     if suggestion.to_rung != suggestion.from_rung:
         plan_rung_move(actor=actor, patient=suggestion.patient, to_rung=suggestion.to_rung,
                        reason=f"approved suggestion {suggestion.pk}" + (f": {note}" if note else ""))
@@ -153,6 +168,7 @@ def suggestion_modify(*, actor: Any, suggestion_id: int, to_rung: int, reason: s
     suggestion.save(update_fields=["status", "to_rung", "to_regimen", "updated_at"])
     audit_record(actor=actor, action="suggestion.modify", target=suggestion, patient=suggestion.patient,
                  detail={"proposed_rung": proposed, "to_rung": to_rung, "reason": reason})
+    _close_alerts(actor=actor, suggestion=suggestion)
     if to_rung != suggestion.from_rung:
         plan_rung_move(actor=actor, patient=suggestion.patient, to_rung=to_rung,
                        reason=f"modified suggestion {suggestion.pk}: {reason}")
@@ -171,6 +187,7 @@ def suggestion_reject(*, actor: Any, suggestion_id: int, reason: str):
     suggestion.save(update_fields=["status", "updated_at"])
     audit_record(actor=actor, action="suggestion.reject", target=suggestion, patient=suggestion.patient,
                  detail={"reason": reason})
+    _close_alerts(actor=actor, suggestion=suggestion)
     return suggestion
 
 
@@ -193,3 +210,89 @@ def suggestion_acknowledge(*, actor: Any, suggestion_id: int):
     audit_record(actor=actor, action="suggestion.acknowledge", target=suggestion, patient=suggestion.patient,
                  detail={"was": previous})
     return suggestion
+
+
+# --- What the patient reports: doses taken, symptoms and side effects ---------------------------
+
+# Doses can be logged late (a missed reminder), but not for weeks back: memory fades.
+DOSE_LOG_MAX_AGE_DAYS = 14
+
+
+def _require_patient_or_care_team(actor: Any, patient: Patient) -> None:
+    if not (isinstance(actor, User) and (patient.user_id == actor.pk or is_in_patients_care_team(actor, patient))):
+        raise ApplicationError("Only the patient or their care team may report for this patient.", status_code=403)
+
+
+@transaction.atomic
+def dose_log_record(*, actor: Any, patient: Patient, day: dt.date, drug: str, slot: int, taken: bool,
+                    now: dt.datetime | None = None):
+    """Log one scheduled dose of the current regimen (drug, day, intake slot 1..3) as taken or
+    missed. Returns (log, created). The first answer stands: the same answer again is accepted and
+    changes nothing, a contradicting one is refused (409)."""
+    from therapy.adherence import scheduled_doses
+    from therapy.models import DoseLog
+    from therapy.selectors import plan_current, regimen_started_at
+
+    _require_patient_or_care_team(actor, patient)
+    Patient.objects.select_for_update().filter(pk=patient.pk).first()
+    plan = plan_current(patient)
+    if plan is None:
+        raise ApplicationError("There is no plan yet, so no scheduled dose to log.", status_code=409)
+    today = timezone.localdate(now or timezone.now())
+    since = timezone.localdate(regimen_started_at(patient))
+    if day > today:
+        raise ApplicationError("A dose cannot be logged for a future day.", extra={"fields": {"day": ["in the future"]}})
+    if day < max(since, today - dt.timedelta(days=DOSE_LOG_MAX_AGE_DAYS)):
+        raise ApplicationError("That day is before the current regimen or too long ago to log.",
+                               extra={"fields": {"day": [f"must be from {max(since, today - dt.timedelta(days=DOSE_LOG_MAX_AGE_DAYS))} to {today}"]}})
+    due = scheduled_doses(plans.ladder_of(plan).rungs[plan.current_rung], day)
+    match = next((d for d in due if d.drug.lower() == drug.strip().lower() and d.slot == slot), None)
+    if match is None:
+        choices = "; ".join(f"{d.drug} slot {d.slot}" for d in due)
+        raise ApplicationError("That is not a scheduled dose of the current regimen.",
+                               extra={"fields": {"drug": [f"scheduled that day: {choices}"]}})
+    existing = DoseLog.objects.filter(patient=patient, day=day, drug=match.drug, slot=slot).first()
+    if existing is not None:
+        if existing.taken != taken:
+            raise ApplicationError(f"This dose is already logged as {'taken' if existing.taken else 'missed'}.",
+                                   status_code=409)
+        return existing, False
+    entry = DoseLog.objects.create(patient=patient, day=day, drug=match.drug, dose_mg=match.dose_mg, slot=slot,
+                                   taken=taken, logged_by=actor)
+    audit_record(actor=actor, action="dose.log", target=entry, patient=patient,
+                 detail={"day": day.isoformat(), "drug": match.drug, "slot": slot, "taken": taken})
+    return entry, True
+
+
+@transaction.atomic
+def symptom_report_record(*, actor: Any, patient: Patient, kind: str, symptom: str = "", drug: str = "",
+                          detail: str = ""):
+    """Store a symptom (from the list; "other symptom" needs a description) or a side effect (a
+    description, optionally the drug). The patient is evaluated at once after the commit: a red
+    flag, a low-pressure symptom or a side effect becomes an urgent item for the care team."""
+    from therapy.domain import Symptom
+    from therapy.models import ReportKind, SymptomReport
+    from therapy.tasks import evaluate_patient
+
+    _require_patient_or_care_team(actor, patient)
+    detail = detail.strip()
+    if kind == ReportKind.SYMPTOM:
+        if symptom not in {s.value for s in Symptom}:
+            raise ApplicationError("Choose a symptom from the list.",
+                                   extra={"fields": {"symptom": [f"one of: {', '.join(s.value for s in Symptom)}"]}})
+        if symptom == Symptom.OTHER and not detail:
+            raise ApplicationError("Describe the symptom.", extra={"fields": {"detail": ["required for 'other symptom'"]}})
+        drug = ""
+    elif kind == ReportKind.SIDE_EFFECT:
+        if not detail:
+            raise ApplicationError("Describe the side effect.", extra={"fields": {"detail": ["required"]}})
+        symptom = ""
+    else:
+        raise ApplicationError("Say whether this is a symptom or a side effect.",
+                               extra={"fields": {"kind": [f"one of: {', '.join(ReportKind.values)}"]}})
+    report = SymptomReport.objects.create(patient=patient, kind=kind, symptom=symptom, drug=drug.strip(), detail=detail,
+                                          reported_by=actor)
+    audit_record(actor=actor, action="symptom.report", target=report, patient=patient,
+                 detail={"kind": kind, "symptom": symptom})
+    enqueue_on_commit(evaluate_patient, patient.pk)
+    return report

@@ -1,17 +1,21 @@
 """Celery tasks of the therapy engine: thin wrappers that take ids."""
 from __future__ import annotations
 
+import datetime as dt
+
 from celery import shared_task
+from django.conf import settings
 from django.core.cache import cache
 from django.db import InterfaceError, OperationalError
+from django.db.models import F, Q
 from django.utils import timezone
 
 from patients.models import Patient
 from therapy.evaluation import patient_therapy_evaluate
-from therapy.models import PlanVersion
+from therapy.models import PlanVersion, SymptomReport
 
-# New estimates arrive in bursts (a batch upload): evaluate a patient once per minute at most.
-DEBOUNCE_S = 60
+# Reports this old that were never evaluated are left to the daily run (the sweeper stays cheap).
+REPORT_SWEEP_LOOK_BACK = dt.timedelta(days=1)
 
 
 @shared_task(name="therapy.tasks.evaluate_patient", autoretry_for=(OperationalError, InterfaceError),
@@ -22,10 +26,12 @@ def evaluate_patient(patient_id: int) -> None:
 
 
 def schedule_evaluation(patient_id: int) -> bool:
-    """After new estimates: evaluate the patient in DEBOUNCE_S seconds, unless already scheduled."""
-    if not cache.add(f"therapy:evaluate:{patient_id}", 1, DEBOUNCE_S):
+    """After new estimates: evaluate the patient in THERAPY_EVALUATION_DEBOUNCE_S seconds (60 by
+    default; estimates arrive in bursts), unless an evaluation is already scheduled."""
+    debounce_s = settings.THERAPY_EVALUATION_DEBOUNCE_S
+    if not cache.add(f"therapy:evaluate:{patient_id}", 1, debounce_s):
         return False
-    evaluate_patient.apply_async(args=[patient_id], countdown=DEBOUNCE_S)
+    evaluate_patient.apply_async(args=[patient_id], countdown=debounce_s)
     return True
 
 
@@ -34,5 +40,20 @@ def evaluate_all_patients() -> int:
     """Daily: every patient with a plan is evaluated (data can go stale without new estimates)."""
     patient_ids = list(PlanVersion.objects.values_list("patient_id", flat=True).distinct())
     for patient_id in Patient.objects.filter(pk__in=patient_ids).values_list("id", flat=True):
+        evaluate_patient.delay(patient_id)
+    return len(patient_ids)
+
+
+@shared_task(name="therapy.tasks.sweep_unevaluated_reports", ignore_result=True)
+def sweep_unevaluated_reports() -> int:
+    """Every minute: a symptom report whose evaluation never ran (the broker was down when it was
+    filed) is evaluated now; a red flag must not wait for the daily run."""
+    since = timezone.now() - REPORT_SWEEP_LOOK_BACK
+    waiting = (SymptomReport.objects.filter(reported_at__gte=since, patient__plan_versions__isnull=False)
+               .filter(Q(patient__latest_evaluation__isnull=True)
+                       | Q(reported_at__gt=F("patient__latest_evaluation__evaluated_at")))
+               .values_list("patient_id", flat=True).distinct())
+    patient_ids = sorted(set(waiting))
+    for patient_id in patient_ids:
         evaluate_patient.delay(patient_id)
     return len(patient_ids)

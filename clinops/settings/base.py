@@ -153,7 +153,14 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(minutes=1),
         "options": {"expires": 55},
     },
+    "sweep-unevaluated-reports": {
+        "task": "therapy.tasks.sweep_unevaluated_reports",
+        "schedule": timedelta(minutes=1),
+        "options": {"expires": 55},
+    },
 }
+# New estimates arrive in bursts (a batch upload): a patient is evaluated at most once per this many s.
+THERAPY_EVALUATION_DEBOUNCE_S = env_int("THERAPY_EVALUATION_DEBOUNCE_S", 60)
 
 # --- Django REST framework ------------------------------------------------------------------------
 REST_FRAMEWORK = {

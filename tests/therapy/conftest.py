@@ -6,7 +6,8 @@ from django.utils import timezone
 from clinops.audit import SYSTEM
 
 from monitoring.models import BPEstimate, Calibration, CuffReading, SignalWindow, WindowAnalysis, WindowStatus
-from therapy import services
+from therapy import plans, services
+from therapy.models import PlanVersion
 from tests.factories import make_clinician, make_device, make_patient, make_team
 
 NOW = timezone.now().replace(microsecond=0)
@@ -22,10 +23,35 @@ def clinic():
 
 @pytest.fixture
 def plan(clinic):
+    """A plan set two months ago (so the patient has been on its regimen for whole look-backs)."""
     def make(**settings):
-        return services.plan_create(actor=clinic["clinician"], patient=clinic["patient"], template="ace-ccb-thiazide",
+        plan = services.plan_create(actor=clinic["clinician"], patient=clinic["patient"], template="ace-ccb-thiazide",
                                     reason="start", **settings)
+        PlanVersion.objects.filter(pk=plan.pk).update(created_at=NOW - dt.timedelta(days=60))
+        plan.refresh_from_db()
+        return plan
     return make
+
+
+@pytest.fixture
+def doses(clinic):
+    """The patient logs the scheduled doses of their current regimen for the `days` complete days
+    before today: the first `taken` share of them as taken, the rest as missed."""
+    from therapy.adherence import scheduled_doses
+    from therapy.selectors import plan_current
+
+    def log(*, taken: float = 1.0, days: int = 7):
+        patient = clinic["patient"]
+        current = plan_current(patient)
+        regimen = plans.ladder_of(current).rungs[current.current_rung]
+        today = timezone.localdate(NOW)
+        due = [d for n in range(1, days + 1) for d in scheduled_doses(regimen, today - dt.timedelta(days=n))]
+        n_taken = round(taken * len(due))
+        for i, dose in enumerate(due):
+            services.dose_log_record(actor=patient.user, patient=patient, day=dose.day, drug=dose.drug, slot=dose.slot,
+                                     taken=i < n_taken, now=NOW)
+        return len(due)
+    return log
 
 
 @pytest.fixture

@@ -111,7 +111,7 @@ def test_new_estimates_schedule_one_evaluation_per_minute(clinic, monkeypatch):
     monkeypatch.setattr(tasks.evaluate_patient, "apply_async", lambda **kwargs: sent.append(kwargs))
     patient_id = clinic["patient"].pk
     assert tasks.schedule_evaluation(patient_id) and not tasks.schedule_evaluation(patient_id)
-    assert sent == [{"args": [patient_id], "countdown": tasks.DEBOUNCE_S}]
+    assert sent == [{"args": [patient_id], "countdown": 60}]
 
 
 def test_the_evaluation_task_stores_the_suggestion(clinic, plan, estimates):
