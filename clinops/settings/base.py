@@ -180,6 +180,12 @@ REST_FRAMEWORK = {
 WINDOW_UPLOAD_MAX_BYTES = env_int("WINDOW_UPLOAD_MAX_BYTES", 16 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = WINDOW_UPLOAD_MAX_BYTES
 SPECTACULAR_SETTINGS = {
+    # Same field names, different choices: name each enum after what it is.
+    "ENUM_NAME_OVERRIDES": {
+        "SuggestionStatusEnum": "therapy.models.SuggestionStatus",
+        "SuggestionKindEnum": "therapy.models.SuggestionKind",
+        "ReportKindEnum": "therapy.models.ReportKind",
+    },
     "TITLE": "ClinOps API",
     "DESCRIPTION": (BASE_DIR / "clinops" / "api_description.md").read_text(),
     "VERSION": "1",

@@ -1,0 +1,62 @@
+"""The therapy engine on the real parts: uploads -> worker -> estimates -> debounced evaluation,
+and a red-flag report -> worker -> alert for the care team, with a real Celery worker."""
+import json
+
+import pytest
+from rest_framework.test import APIClient
+
+from clinops.audit import SYSTEM
+from monitoring import registry
+from monitoring.models import BPEstimate
+from therapy import services
+from therapy.models import Alert, LatestEvaluation, Suggestion
+from tests.conftest import wait_for
+from tests.factories import make_clinician, make_device, make_patient, make_team
+from tests.monitoring.conftest import make_payload, real_windows  # noqa: F401 - fixtures
+from tests.monitoring.test_bp_registry import register
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def ward():
+    registry.model_version_promote(actor=SYSTEM, model=register("carry-forward", test_mae=5.0, kind="baseline"))
+    team = make_team()
+    patient = make_patient(team=team)
+    clinician = make_clinician(team=team).user
+    services.plan_create(actor=clinician, patient=patient, template="ace-ccb-thiazide", reason="start",
+                         auto_step_up=True, max_auto_rung=3)
+    _, key = make_device(patient)
+    device = APIClient()
+    device.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+    return {"patient": patient, "clinician": clinician, "device": device}
+
+
+def test_new_estimates_lead_to_one_debounced_evaluation_that_records_why_it_holds(celery_worker, ward, make_payload):
+    device, patient = ward["device"], ward["patient"]
+    first = make_payload(0, sequence=1)
+    cuff = {"measured_at": first["recorded_at"], "sbp_mmhg": 150, "dbp_mmhg": 94}
+    assert device.post("/api/v1/cuff-readings/", data=json.dumps(cuff), content_type="application/json").status_code == 201
+    for i in range(3):
+        body = json.dumps(make_payload(i, sequence=i + 1))
+        assert device.post("/api/v1/windows/", data=body, content_type="application/json").status_code == 202
+    wait_for(lambda: BPEstimate.objects.filter(patient=patient).count() == 3, timeout_s=90)
+    # The worker evaluates the patient a debounce interval (2 s in tests, 60 s by default) after the burst.
+    held = wait_for(lambda: LatestEvaluation.objects.filter(patient=patient, evidence__n_estimates=3).first(), timeout_s=30)
+    assert held.outcome == "hold" and held.suggestion is None
+    assert held.reasons[0] == "not enough data: 3 usable estimates in the last 7 days, the plan needs at least 12"
+    assert not Suggestion.objects.filter(patient=patient).exists()
+
+
+def test_a_red_flag_report_reaches_the_care_team_as_an_alert_through_the_worker(celery_worker, ward):
+    patient = APIClient()
+    patient.force_login(ward["patient"].user)
+    answer = patient.post(f"/api/v1/patients/{ward['patient'].pk}/symptom-reports/",
+                          {"kind": "symptom", "symptom": "chest pain", "detail": "pressing, 20 min"})
+    assert answer.status_code == 201 and answer.json()["seek_care_now"]
+    alert = wait_for(lambda: Alert.objects.filter(patient=ward["patient"], closed_at=None).first(), timeout_s=30)
+    assert alert.cause == "red-flag symptom" and alert.seek_care and alert.suggestion.kind == "escalate"
+    clinician = APIClient()
+    clinician.force_login(ward["clinician"])
+    queue = clinician.get("/api/v1/suggestions/", {"status": "pending_review"}).json()["results"]
+    assert [(s["id"], s["urgent"]) for s in queue] == [(alert.suggestion_id, True)]
