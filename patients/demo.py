@@ -12,6 +12,7 @@ from django.db import transaction
 from clinops.audit import SYSTEM
 from patients import services
 from patients.models import CareTeam, ConsentStatus, Device, Profession, Sex, User
+from therapy.services import plan_create
 
 DEMO_PASSWORD = "clinops-demo"
 DEMO_DEVICE_MAKE = "ClinOps Reference"
@@ -33,6 +34,16 @@ PATIENTS = [
     ("patient6", "Piotr", "Nowak", dt.date(1961, 9, 17), Sex.MALE, "Hypertension clinic B", "v205l"),
 ]
 ADMIN_USERNAME = "admin"
+# The plan each demo patient starts on, set by their team's clinician (DESIGN 4 defaults otherwise).
+DEMO_PLANS: list[dict] = [
+    {"template": "ace-ccb-thiazide", "auto_step_up": True, "auto_step_down": True, "max_auto_rung": 2},
+    {"template": "ace-ccb-thiazide", "current_rung": 2},
+    {"template": "ace-ccb-thiazide", "target_sbp_mmhg": 130.0, "target_dbp_mmhg": 80.0, "auto_step_down": True},
+    {"template": "arb-ccb-thiazide", "auto_step_up": True, "max_auto_rung": 1},
+    {"template": "arb-ccb-thiazide", "current_rung": 1,
+     "exclusions": [{"kind": "irregular rhythm", "detail": "paroxysmal atrial fibrillation"}]},
+    {"template": "arb-ccb-thiazide"},
+]
 
 
 @dataclass
@@ -60,6 +71,7 @@ def demo_clinic_seed() -> DemoClinic:
     if created:
         services.admin_create(actor=SYSTEM, username=ADMIN_USERNAME, password=DEMO_PASSWORD)
         teams: dict[str, CareTeam] = {}
+        leads: dict[str, User] = {}
         for username, first, last, profession, team_name in CLINICIANS:
             clinician = services.clinician_create(
                 actor=SYSTEM, username=username, password=DEMO_PASSWORD,
@@ -67,6 +79,7 @@ def demo_clinic_seed() -> DemoClinic:
             )
             teams[team_name] = services.care_team_create(actor=SYSTEM, name=team_name)
             services.care_team_add_clinician(actor=SYSTEM, team=teams[team_name], clinician=clinician)
+            leads[team_name] = clinician.user
         for number, (username, given, family, dob, sex, team_name, record) in enumerate(PATIENTS, start=1):
             patient = services.patient_create(
                 actor=SYSTEM, medical_record_number=f"DEMO-{number:04d}", given_name=given,
@@ -78,6 +91,7 @@ def demo_clinic_seed() -> DemoClinic:
                 actor=SYSTEM, patient=patient, make=DEMO_DEVICE_MAKE, model=DEMO_DEVICE_MODEL,
                 firmware=DEMO_FIRMWARE, serial=f"WBP-{record.upper()}",
             )
+            plan_create(actor=leads[team_name], patient=patient, reason="demo: starting plan", **DEMO_PLANS[number - 1])
     clinic = DemoClinic(created=created)
     clinic.logins.append(("admin", ADMIN_USERNAME, DEMO_PASSWORD))
     clinic.logins += [("clinician", c[0], DEMO_PASSWORD) for c in CLINICIANS]

@@ -54,6 +54,11 @@ class PlanInput(serializers.Serializer):
     reason = serializers.CharField(help_text="Why the plan is set or changed (kept with the version).")
     template = serializers.ChoiceField(choices=["ace-ccb-thiazide", "arb-ccb-thiazide"], required=False,
                                        help_text="Start (again) from a ladder template; omit to change the current plan.")
+    ladder_name = serializers.CharField(required=False, max_length=120, help_text="Name of a ladder built by hand.")
+    ladder = serializers.ListField(
+        child=serializers.ListField(child=serializers.DictField(), min_length=1), required=False, min_length=1,
+        help_text='A ladder built by hand, mildest rung first: [[{"drug": "losartan", "dose_mg": 50, '
+                  '"frequency": "once daily"}], ...]; every rung is the full regimen.')
     target_sbp_mmhg = serializers.FloatField(required=False, min_value=90, max_value=180)
     target_dbp_mmhg = serializers.FloatField(required=False, min_value=50, max_value=120)
     current_rung = serializers.IntegerField(required=False, min_value=0)

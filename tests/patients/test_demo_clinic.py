@@ -28,6 +28,12 @@ def test_seed_demo_creates_the_clinic_and_prints_logins(tmp_path, capsys):
     client.credentials(HTTP_AUTHORIZATION=f"Api-Key {keys[0]['api_key']}")
     assert client.get("/api/v1/device/").json()["serial"] == keys[0]["serial"]
     assert AuditEvent.objects.filter(action="patient.create").count() == 6
+    # Every demo patient starts on a plan set by their team's clinician.
+    from therapy.selectors import plan_current
+
+    plans = [plan_current(p) for p in Patient.objects.order_by("medical_record_number")]
+    assert all(plan is not None and plan.created_by.role == Role.CLINICIAN for plan in plans)
+    assert plans[4].exclusions == [{"kind": "irregular rhythm", "detail": "paroxysmal atrial fibrillation"}]
 
 
 def test_seeding_twice_keeps_one_clinic_and_rotates_the_device_keys(tmp_path):

@@ -118,3 +118,18 @@ def test_only_the_care_team_sets_a_plan_and_a_bad_setting_is_named(clinic, clien
     assert made.status_code == 201 and made.json()["version"] == 1 and made.json()["rungs"][0] == "lisinopril 10 mg once daily"
     changed = clinician.post(url, {"reason": "high risk", "target_sbp_mmhg": 130, "target_dbp_mmhg": 80}, format="json")
     assert changed.json()["version"] == 2 and changed.json()["created_by"] == clinic["clinician"].username
+
+
+def test_a_ladder_built_by_hand_is_checked_by_the_domain(clinic, client_for):
+    url = f"/api/v1/patients/{clinic['patient'].pk}/plan/"
+    clinician = client_for(clinic["clinician"])
+    clinician.post(url, {"template": "arb-ccb-thiazide", "reason": "start"}, format="json")
+    by_hand = [[{"drug": "candesartan", "dose_mg": 8, "frequency": "once daily"}],
+               [{"drug": "candesartan", "dose_mg": 16, "frequency": "once daily"}]]
+    bad = clinician.post(url, {"reason": "own ladder", "ladder_name": "candesartan", "ladder": [[{"drug": "x", "dose_mg": -1,
+                                                                                                  "frequency": "once daily"}]]},
+                         format="json")
+    assert bad.status_code == 400 and "plan" in bad.json()["extra"]["fields"]
+    made = clinician.post(url, {"reason": "ARB intolerance of losartan", "ladder_name": "candesartan", "ladder": by_hand},
+                          format="json")
+    assert made.status_code == 201 and made.json()["rungs"] == ["candesartan 8 mg once daily", "candesartan 16 mg once daily"]
