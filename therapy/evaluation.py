@@ -122,13 +122,13 @@ def patient_therapy_evaluate(*, patient_id: int, now: dt.datetime) -> Suggestion
         escalations = [e for e in check_escalation(evidence, state.symptoms, state.side_effects, now=now,
                                                    look_back_days=plan.look_back_days)
                        if _is_new_episode(e, handled)]
+        calibration_age_days = (now - calibration.calibrated_at).total_seconds() / 86400 if calibration else None
         decision = route(
-            proposal, plans.bounds_of(plan), estimates=evidence,
-            calibration_age_days=(now - calibration.calibrated_at).total_seconds() / 86400 if calibration else None,
+            proposal, plans.bounds_of(plan), estimates=evidence, calibration_age_days=calibration_age_days,
             adherence=state.adherence_share, exclusions=state.exclusions, escalations=escalations, now=now,
         )
         summary = _jsonable({**dataclasses.asdict(proposal.evidence), "adherence": dataclasses.asdict(adherence),
-                             "adherence_text": adherence.describe()})
+                             "adherence_text": adherence.describe(), "calibration_age_days": calibration_age_days})
         if proposal.kind is ProposalKind.HOLD and not escalations:
             log.info("therapy.hold", patient_id=patient_id, reasons=list(decision.reasons))
             _record_outcome(patient=patient, plan=plan, now=now, outcome="hold", reasons=list(decision.reasons),
