@@ -8,9 +8,9 @@ import datetime as dt
 from django.db.models import QuerySet
 
 from clinops.permissions import DevicePrincipal
-from django.db.models import Avg, F, OuterRef, Subquery
+from django.db.models import Avg, Count, F, OuterRef, Subquery
 
-from monitoring.models import BPEstimate, BPModelVersion, SignalWindow, WindowStatus
+from monitoring.models import BPEstimate, BPModelVersion, CuffReading, SignalWindow, WindowStatus
 from patients.models import Role
 from patients.selectors import patients_visible_to
 
@@ -44,3 +44,34 @@ def shadow_comparison(model: BPModelVersion) -> dict[str, float | int | None]:
     ).exclude(active_sbp=None)
     summary = paired.aggregate(sbp=Avg(F("sbp_mmhg") - F("active_sbp")), dbp=Avg(F("dbp_mmhg") - F("active_dbp")))
     return {"n": paired.count(), "sbp_mean_diff_mmhg": summary["sbp"], "dbp_mean_diff_mmhg": summary["dbp"]}
+
+
+# The trend chart shows at most this many estimates (the newest); beyond that it thins nothing out
+# of the clinical decision, which uses the stored aggregate, not the chart.
+TREND_MAX_POINTS = 3000
+
+
+def bp_trend(patient: Any, *, since: dt.datetime) -> dict[str, list]:
+    """Estimates (live model) and cuff readings of the patient since `since`, as columns for the
+    chart: times in epoch seconds, pressures in mmHg. Two queries, bounded."""
+    estimates = list(
+        BPEstimate.objects.filter(patient=patient, shadow=False, recorded_at__gte=since)
+        .order_by("-recorded_at").values_list("recorded_at", "sbp_mmhg", "dbp_mmhg", "sbp_low_mmhg", "sbp_high_mmhg",
+                                              "dbp_low_mmhg", "dbp_high_mmhg")[:TREND_MAX_POINTS]
+    )[::-1]
+    cuffs = list(CuffReading.objects.filter(patient=patient, measured_at__gte=since).order_by("measured_at")
+                 .values_list("measured_at", "sbp_mmhg", "dbp_mmhg"))
+    columns = list(zip(*estimates)) if estimates else [()] * 7
+    return {
+        "t": [round(t.timestamp()) for t in columns[0]],
+        "sbp": [round(v, 1) for v in columns[1]], "dbp": [round(v, 1) for v in columns[2]],
+        "sbp_low": [round(v, 1) for v in columns[3]], "sbp_high": [round(v, 1) for v in columns[4]],
+        "dbp_low": [round(v, 1) for v in columns[5]], "dbp_high": [round(v, 1) for v in columns[6]],
+        "cuff": [[round(t.timestamp()), s, d] for t, s, d in cuffs],
+    }
+
+
+def bp_mean_since(patient: Any, *, since: dt.datetime) -> dict[str, float | int | None]:
+    """Mean SBP/DBP (mmHg) and count of the patient's live estimates since `since` (one query)."""
+    return BPEstimate.objects.filter(patient=patient, shadow=False, recorded_at__gte=since).aggregate(
+        sbp=Avg("sbp_mmhg"), dbp=Avg("dbp_mmhg"), n=Count("id"))

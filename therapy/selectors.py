@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
-from django.db.models import QuerySet
+from django.db.models import Count, F, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from patients.models import Patient
+from patients.models import Device, Patient
 from patients.selectors import patients_visible_to
 from therapy import plans
 from therapy.adherence import Adherence, DoseLogEntry, adherence_over_look_back
 from therapy.domain import SideEffectReport, Symptom, SymptomReport
-from therapy.models import Alert, DoseLog, PlanVersion, ReportKind, Suggestion
+from therapy.triage import Triage, TriageInput, triage_of
+from therapy.models import Alert, DoseLog, PlanVersion, ReportKind, Suggestion, SuggestionStatus
 from therapy.models import SymptomReport as SymptomReportRow
 
 
@@ -71,3 +74,55 @@ def suggestions_visible_to(user) -> QuerySet[Suggestion]:
 def alerts_open_for(user) -> QuerySet[Alert]:
     """Open alerts of the patients the user may see, newest first."""
     return Alert.objects.filter(patient__in=patients_visible_to(user), closed_at__isnull=True).select_related("patient")
+
+
+def review_queue_for(user) -> QuerySet[Suggestion]:
+    """Pending suggestions of the user's patients: escalations first, then the oldest; each with
+    its patient, plan version and open alerts (three queries whatever the length)."""
+    open_alerts = Prefetch("alerts", queryset=Alert.objects.filter(closed_at__isnull=True), to_attr="open_alerts")
+    return (suggestions_visible_to(user).filter(status=SuggestionStatus.PENDING_REVIEW)
+            .order_by("-urgent", "created_at").prefetch_related(open_alerts))
+
+
+@dataclass(frozen=True)
+class PatientTriageRow:
+    patient: Patient
+    triage: Triage
+    open_alerts: int
+    last_upload_at: dt.datetime | None
+    mean_sbp_mmhg: float | None
+    mean_dbp_mmhg: float | None
+    target_sbp_mmhg: float | None
+    target_dbp_mmhg: float | None
+    evaluated_at: dt.datetime | None
+
+
+def patients_with_triage(user, *, now: dt.datetime, search: str = "") -> list[PatientTriageRow]:
+    """The user's patients with their triage category, most urgent first (one query).
+    search: part of a name or medical record number."""
+    latest_plan = PlanVersion.objects.filter(patient=OuterRef("pk")).order_by("-version")
+    patients = (patients_visible_to(user).select_related("latest_evaluation").annotate(
+        n_open_alerts=Coalesce(Subquery(Alert.objects.filter(patient=OuterRef("pk"), closed_at__isnull=True)
+                                        .values("patient").annotate(n=Count("id")).values("n")), 0),
+        last_upload_at=Subquery(Device.objects.filter(patient=OuterRef("pk")).order_by(F("last_seen_at").desc(nulls_last=True))
+                                .values("last_seen_at")[:1]),
+        target_sbp=Subquery(latest_plan.values("target_sbp_mmhg")[:1]),
+        target_dbp=Subquery(latest_plan.values("target_dbp_mmhg")[:1]),
+    ))
+    if search.strip():
+        words = search.split()
+        for word in words:
+            patients = patients.filter(Q(given_name__icontains=word) | Q(family_name__icontains=word)
+                                       | Q(medical_record_number__icontains=word))
+    rows = []
+    for p in patients:
+        evaluation = getattr(p, "latest_evaluation", None)
+        evidence = evaluation.evidence if evaluation else {}
+        mean_sbp, mean_dbp = evidence.get("mean_sbp_mmhg"), evidence.get("mean_dbp_mmhg")
+        triage = triage_of(TriageInput(
+            open_alerts=p.n_open_alerts, last_upload_at=p.last_upload_at, mean_sbp_mmhg=mean_sbp, mean_dbp_mmhg=mean_dbp,
+            sufficient=bool(evidence.get("sufficient")), target_sbp_mmhg=p.target_sbp or 135.0,
+            target_dbp_mmhg=p.target_dbp or 85.0), now=now)
+        rows.append(PatientTriageRow(p, triage, p.n_open_alerts, p.last_upload_at, mean_sbp, mean_dbp, p.target_sbp,
+                                     p.target_dbp, evaluation.evaluated_at if evaluation else None))
+    return sorted(rows, key=lambda r: (r.triage.rank, r.patient.family_name, r.patient.given_name))

@@ -36,3 +36,4 @@ CSRF_COOKIE_SECURE = True
 X_FRAME_OPTIONS = "DENY"
 LOGGING = configure_logging(json=env_bool("LOG_JSON", True), level=env_str("LOG_LEVEL", "INFO"))
 CLINOPS_DEMO_ALLOWED = False
+CLINOPS_OTP_REQUIRED_FOR_CLINICIANS = True

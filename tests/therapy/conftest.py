@@ -54,35 +54,42 @@ def doses(clinic):
     return log
 
 
-@pytest.fixture
-def estimates(clinic):
-    """Stored estimates of the active model: [(hours ago, sbp, dbp)], with flags and interval ±hw."""
+def store_estimates(patient, device, values, *, flags=(), halfwidth=8.0, now=None):
+    """Stored estimates of the active model for `patient` (calibrated 8 days before `now` against a
+    140/88 cuff reading): values = [(hours ago, sbp, dbp)], each with interval ±halfwidth mmHg."""
     from monitoring import registry
     from tests.monitoring.test_bp_registry import register
 
+    now = now or NOW
     model = registry.model_active() or registry.model_version_promote(actor=SYSTEM, model=register("m", test_mae=4.0))
-    patient, device = clinic["patient"], clinic["device"]
-    reading = CuffReading.objects.create(patient=patient, measured_at=NOW - dt.timedelta(days=8), sbp_mmhg=140,
-                                         dbp_mmhg=88, source="clinician")
-    calibration = Calibration.objects.create(patient=patient, cuff_reading=reading, calibrated_at=reading.measured_at,
-                                             features={}, pipeline_version="signals-1.0")
+    calibration = Calibration.objects.filter(patient=patient).first()
+    if calibration is None:
+        reading = CuffReading.objects.create(patient=patient, measured_at=now - dt.timedelta(days=8), sbp_mmhg=140,
+                                             dbp_mmhg=88, source="clinician")
+        calibration = Calibration.objects.create(patient=patient, cuff_reading=reading, calibrated_at=reading.measured_at,
+                                                 features={}, pipeline_version="signals-1.0")
+    for hours_ago, sbp, dbp in values:
+        at = now - dt.timedelta(hours=hours_ago)
+        window = SignalWindow.objects.create(
+            device=device, patient=patient, sequence=SignalWindow.objects.count() + 1, recorded_at=at,
+            duration_s=30, ecg_fs=250, ppg_fs=250, encoding="compact", raw=b"", raw_sha256="", raw_bytes=0,
+            firmware="1", enqueued_at=at, status=WindowStatus.PROCESSED,
+        )
+        analysis = WindowAnalysis.objects.create(window=window, pipeline_version="signals-1.0", usable=True,
+                                                 processing_ms=1.0)
+        BPEstimate.objects.create(
+            window=window, analysis=analysis, patient=patient, model_version=model, calibration=calibration,
+            recorded_at=at, sbp_mmhg=sbp, dbp_mmhg=dbp, sbp_low_mmhg=sbp - halfwidth, sbp_high_mmhg=sbp + halfwidth,
+            dbp_low_mmhg=dbp - halfwidth, dbp_high_mmhg=dbp + halfwidth, interval_level=0.9,
+            calibration_age_days=(at - calibration.calibrated_at).days, flags=list(flags),
+        )
 
+
+@pytest.fixture
+def estimates(clinic):
+    """Stored estimates of the active model: [(hours ago, sbp, dbp)], with flags and interval ±hw."""
     def make(values, *, flags=(), halfwidth=8.0):
-        for hours_ago, sbp, dbp in values:
-            at = NOW - dt.timedelta(hours=hours_ago)
-            window = SignalWindow.objects.create(
-                device=device, patient=patient, sequence=SignalWindow.objects.count() + 1, recorded_at=at,
-                duration_s=30, ecg_fs=250, ppg_fs=250, encoding="compact", raw=b"", raw_sha256="", raw_bytes=0,
-                firmware="1", enqueued_at=at, status=WindowStatus.PROCESSED,
-            )
-            analysis = WindowAnalysis.objects.create(window=window, pipeline_version="signals-1.0", usable=True,
-                                                     processing_ms=1.0)
-            BPEstimate.objects.create(
-                window=window, analysis=analysis, patient=patient, model_version=model, calibration=calibration,
-                recorded_at=at, sbp_mmhg=sbp, dbp_mmhg=dbp, sbp_low_mmhg=sbp - halfwidth, sbp_high_mmhg=sbp + halfwidth,
-                dbp_low_mmhg=dbp - halfwidth, dbp_high_mmhg=dbp + halfwidth, interval_level=0.9,
-                calibration_age_days=(at - calibration.calibrated_at).days, flags=list(flags),
-            )
+        store_estimates(clinic["patient"], clinic["device"], values, flags=flags, halfwidth=halfwidth)
     return make
 
 

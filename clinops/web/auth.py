@@ -1,0 +1,61 @@
+"""Signing in: password (django-axes locks out repeated failures), then for clinicians a TOTP
+second factor (django-otp) where CLINOPS_OTP_REQUIRED_FOR_CLINICIANS is on (production), optional
+elsewhere. Each person lands on their own part of the app."""
+from __future__ import annotations
+
+import base64
+import io
+
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django_otp import login as otp_login
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from patients.models import Role
+
+
+def landing(request: HttpRequest) -> HttpResponse:
+    """/: patients to the portal, the care team to the review queue."""
+    if not request.user.is_authenticated:
+        return redirect("web:login")
+    return redirect("web:portal" if request.user.role == Role.PATIENT else "web:queue")
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "web/login.html"
+    redirect_authenticated_user = True
+
+    def get_default_redirect_url(self) -> str:
+        return "/"
+
+
+@login_required
+def otp(request: HttpRequest) -> HttpResponse:
+    """Verify a TOTP code; a clinician without an authenticator app enrols one first (QR code)."""
+    device = TOTPDevice.objects.filter(user=request.user, confirmed=True).first()
+    enrolling = device is None
+    if enrolling:
+        device = TOTPDevice.objects.filter(user=request.user, confirmed=False).first() or TOTPDevice.objects.create(
+            user=request.user, name="authenticator app", confirmed=False)
+    error = ""
+    if request.method == "POST":
+        if device.verify_token(request.POST.get("token", "").strip()):
+            if enrolling:
+                device.confirmed = True
+                device.save(update_fields=["confirmed"])
+            otp_login(request, device)
+            return redirect(request.GET.get("next") or "/")
+        error = "That code is not valid. Check the time on your phone and try the current code."
+    context = {"enrolling": enrolling, "error": error}
+    if enrolling:
+        import qrcode
+        import qrcode.image.svg
+
+        image = qrcode.make(device.config_url, image_factory=qrcode.image.svg.SvgPathImage)
+        buffer = io.BytesIO()
+        image.save(buffer)
+        context["qr_svg_b64"] = base64.b64encode(buffer.getvalue()).decode()
+        context["secret"] = base64.b32encode(device.bin_key).decode()
+    return render(request, "web/otp.html", context)

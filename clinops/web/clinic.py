@@ -1,0 +1,118 @@
+"""The clinician app: review queue with one-click decisions (htmx), patient list with triage,
+patient page. Views are thin: a selector or a service, then a template."""
+from __future__ import annotations
+
+import datetime as dt
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from clinops.errors import ApplicationError
+from clinops.models import AuditEvent
+from clinops.web.access import clinician_required
+from monitoring.models import Calibration
+from monitoring.selectors import bp_trend
+from patients.selectors import patients_visible_to
+from therapy import plans, services
+from therapy.models import Suggestion, SuggestionStatus
+from therapy.selectors import patients_with_triage, plan_current, review_queue_for, suggestions_visible_to
+from therapy.triage import Triage
+
+QUEUE_PAGE = 100
+TREND_DAYS = 30
+
+
+def _with_rung_choices(item: Suggestion) -> Suggestion:
+    """The rungs a clinician may choose when modifying: the current one and its neighbours."""
+    ladder = plans.ladder_of(item.plan_version)
+    item.rung_choices = [(i, ladder.label(i)) for i in range(item.from_rung - 1, item.from_rung + 2) if ladder.has(i)]
+    return item
+
+
+@clinician_required
+def queue(request: HttpRequest) -> HttpResponse:
+    items = [_with_rung_choices(s) for s in review_queue_for(request.user)[:QUEUE_PAGE]]
+    return render(request, "web/clinic/queue.html", {"items": items})
+
+
+DECISIONS = {
+    "approve": lambda user, s, post: services.suggestion_approve(actor=user, suggestion_id=s.pk, note=post.get("note", "")),
+    "modify": lambda user, s, post: services.suggestion_modify(actor=user, suggestion_id=s.pk, to_rung=_rung(post),
+                                                               reason=post.get("reason", "")),
+    "reject": lambda user, s, post: services.suggestion_reject(actor=user, suggestion_id=s.pk, reason=post.get("reason", "")),
+}
+
+
+def _rung(post) -> int:
+    try:
+        return int(post.get("to_rung", ""))
+    except ValueError:
+        raise ApplicationError("Choose a rung.", extra={"fields": {"to_rung": ["required"]}}) from None
+
+
+@require_POST
+@clinician_required
+def decide(request: HttpRequest, suggestion_id: int, action: str) -> HttpResponse:
+    """Approve, modify or reject one pending suggestion. With htmx the item is replaced in place by
+    the outcome (or re-shown with the error); without, back to the queue."""
+    suggestion = get_object_or_404(suggestions_visible_to(request.user), pk=suggestion_id)
+    if action not in DECISIONS:
+        raise PermissionDenied("Unknown decision.")
+    try:
+        decided = DECISIONS[action](request.user, suggestion, request.POST)
+    except ApplicationError as exc:
+        if not request.htmx:
+            messages.error(request, exc.message)
+            return redirect("web:queue")
+        suggestion.refresh_from_db()
+        return render(request, "web/clinic/_queue_item.html",
+                      {"item": _with_rung_choices(suggestion), "error": exc.message, "open_alerts": []})
+    if request.htmx:
+        return render(request, "web/clinic/_decided.html", {"item": decided})
+    messages.success(request, f"{decided.get_status_display()}: {decided.patient}.")
+    return redirect("web:queue")
+
+
+@clinician_required
+def patient_list(request: HttpRequest) -> HttpResponse:
+    search = request.GET.get("q", "")[:100]
+    wanted = request.GET.get("triage", "")
+    rows = patients_with_triage(request.user, now=timezone.now(), search=search)
+    counts = {t: sum(1 for r in rows if r.triage is t) for t in Triage}
+    if wanted in {t.value for t in Triage}:
+        rows = [r for r in rows if r.triage.value == wanted]
+    template = "web/clinic/_patient_rows.html" if request.htmx else "web/clinic/patients.html"
+    return render(request, template, {"rows": rows, "counts": counts, "q": search, "triage": wanted,
+                                      "triages": list(Triage)})
+
+
+@clinician_required
+def patient_detail(request: HttpRequest, patient_id: int) -> HttpResponse:
+    patient = get_object_or_404(patients_visible_to(request.user), pk=patient_id)
+    plan = plan_current(patient)
+    now = timezone.now()
+    ladder = plans.ladder_of(plan) if plan else None
+    rung_changes = [
+        {"t": round(v.created_at.timestamp()), "label": f"v{v.version}: rung {v.current_rung + 1}"}
+        for v in patient.plan_versions.order_by("version").only("version", "current_rung", "created_at")
+    ]
+    context = {
+        "patient": patient,
+        "plan": plan,
+        "rungs": [(i, ladder.describe(i)) for i in range(len(ladder.rungs))] if ladder else [],
+        "trend": {**bp_trend(patient, since=now - dt.timedelta(days=TREND_DAYS)), "rung_changes": rung_changes,
+                  "target": [plan.target_sbp_mmhg, plan.target_dbp_mmhg] if plan else None},
+        "suggestions": patient.suggestions.select_related("plan_version").order_by("-created_at")[:50],
+        "devices": patient.devices.order_by("-registered_at"),
+        "calibrations": Calibration.objects.filter(patient=patient).select_related("cuff_reading").order_by("-calibrated_at")[:20],
+        "reports": patient.symptom_reports.order_by("-reported_at")[:50],
+        "alerts": patient.alerts.filter(closed_at__isnull=True),
+        "evaluation": getattr(patient, "latest_evaluation", None),
+        "audit": AuditEvent.objects.filter(patient=patient).order_by("-at")[:50],
+        "pending": patient.suggestions.filter(status=SuggestionStatus.PENDING_REVIEW).first(),
+    }
+    return render(request, "web/clinic/patient.html", context)

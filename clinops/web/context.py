@@ -1,0 +1,15 @@
+"""Template context for every page: the open-alert counter the care team sees everywhere."""
+from __future__ import annotations
+
+from django.http import HttpRequest
+
+from patients.models import Role
+
+
+def alert_counter(request: HttpRequest) -> dict:
+    user = getattr(request, "user", None)
+    if not (user and user.is_authenticated and getattr(user, "role", None) in (Role.CLINICIAN, Role.ADMIN)):
+        return {}
+    from therapy.selectors import alerts_open_for
+
+    return {"open_alert_count": alerts_open_for(user).count()}

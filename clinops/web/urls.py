@@ -1,0 +1,23 @@
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from clinops.web import auth, clinic, portal
+
+app_name = "web"
+urlpatterns = [
+    path("", auth.landing, name="landing"),
+    path("login/", auth.LoginView.as_view(), name="login"),
+    path("login/otp/", auth.otp, name="otp"),
+    path("logout/", auth_views.LogoutView.as_view(next_page="web:login"), name="logout"),
+    path("clinic/", clinic.queue, name="queue"),
+    path("clinic/suggestions/<int:suggestion_id>/<str:action>/", clinic.decide, name="decide"),
+    path("clinic/patients/", clinic.patient_list, name="patients"),
+    path("clinic/patients/<int:patient_id>/", clinic.patient_detail, name="patient"),
+    path("portal/", portal.home, name="portal"),
+    path("portal/doses/", portal.dose_log, name="portal-dose"),
+    path("portal/changes/<int:suggestion_id>/acknowledge/", portal.acknowledge, name="portal-acknowledge"),
+    path("portal/cuff/", portal.cuff_reading, name="portal-cuff"),
+    path("portal/symptoms/", portal.symptoms, name="portal-symptoms"),
+    path("portal/devices/", portal.devices, name="portal-devices"),
+    path("portal/history/", portal.history, name="portal-history"),
+]
