@@ -137,7 +137,15 @@ class IsDevice(permissions.BasePermission):
 class IsPerson(permissions.BasePermission):
     """A logged-in person (clinician, patient, admin); devices are refused."""
 
+    message = "Sign in (with your second factor, for clinicians where it is required)."
+
     def has_permission(self, request: Any, view: Any) -> bool:
-        return bool(request.user and request.user.is_authenticated) and not isinstance(
-            request.user, DevicePrincipal
-        )
+        user = request.user
+        if not (user and user.is_authenticated) or isinstance(user, DevicePrincipal):
+            return False
+        # The API asks a clinician's session for the same TOTP second factor as the web app.
+        from django.conf import settings
+
+        if settings.CLINOPS_OTP_REQUIRED_FOR_CLINICIANS and getattr(user, "role", None) == "clinician":
+            return bool(getattr(user, "is_verified", lambda: False)())
+        return True

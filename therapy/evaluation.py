@@ -79,6 +79,13 @@ def _raise_alerts(suggestion: Suggestion, escalations: list[Escalation], plan: P
     """One open alert per patient and cause: a new episode updates the open one (and points it at
     the newest suggestion); the patient sees the plan's seek-care instructions when they must."""
     patient = suggestion.patient
+    # A new urgent question means the patient worsened: every snoozed alert comes back now.
+    snoozed = Alert.objects.filter(patient=patient, closed_at__isnull=True, snoozed_until__gt=suggestion.created_at)
+    for alert in snoozed if escalations else ():
+        alert.snoozed_until = None
+        alert.save(update_fields=["snoozed_until", "updated_at"])
+        audit_record(actor=SYSTEM, action="alert.unsnooze", target=alert, patient=patient,
+                     detail={"reason": "the patient worsened", "suggestion": suggestion.pk})
     Alert.objects.filter(patient=patient, closed_at__isnull=True).update(suggestion=suggestion, updated_at=suggestion.created_at)
     for item in escalations:
         values = {"message": item.reason, "seek_care": item.seek_care, "suggestion": suggestion,

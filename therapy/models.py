@@ -170,6 +170,11 @@ class Alert(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     closed_at = models.DateTimeField(null=True, blank=True)
     closed_by = models.ForeignKey("patients.User", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    snoozed_until = models.DateTimeField(null=True, blank=True,
+                                         help_text="Out of the queue and the counter until then (at most 7 days); "
+                                                   "back at once if the patient worsens.")
+    snooze_reason = models.CharField(max_length=500, blank=True)
+    snoozed_by = models.ForeignKey("patients.User", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
 
     class Meta:
         ordering = ["-raised_at"]

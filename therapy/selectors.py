@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from django.db.models import Count, F, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -71,16 +71,26 @@ def suggestions_visible_to(user) -> QuerySet[Suggestion]:
     return Suggestion.objects.filter(patient__in=patients_visible_to(user)).select_related("patient", "plan_version")
 
 
-def alerts_open_for(user) -> QuerySet[Alert]:
-    """Open alerts of the patients the user may see, newest first."""
-    return Alert.objects.filter(patient__in=patients_visible_to(user), closed_at__isnull=True).select_related("patient")
+def alerts_open_for(user, *, include_snoozed: bool = True, now: dt.datetime | None = None) -> QuerySet[Alert]:
+    """Open alerts of the patients the user may see, newest first (without the snoozed ones when
+    include_snoozed is False: the counter)."""
+    alerts = Alert.objects.filter(patient__in=patients_visible_to(user), closed_at__isnull=True).select_related("patient")
+    return alerts if include_snoozed else alerts.exclude(_snoozed(now or timezone.now()))
 
 
-def review_queue_for(user) -> QuerySet[Suggestion]:
+def _snoozed(now: dt.datetime) -> Q:
+    return Q(snoozed_until__gt=now)
+
+
+def review_queue_for(user, *, now: dt.datetime | None = None) -> QuerySet[Suggestion]:
     """Pending suggestions of the user's patients: escalations first, then the oldest; each with
-    its patient, plan version and open alerts (three queries whatever the length)."""
+    its patient, plan version and open alerts (three queries whatever the length). An escalation
+    whose alerts are all snoozed is left out until the snooze ends."""
+    now = now or timezone.now()
     open_alerts = Prefetch("alerts", queryset=Alert.objects.filter(closed_at__isnull=True), to_attr="open_alerts")
+    alerts = Alert.objects.filter(suggestion=OuterRef("pk"), closed_at__isnull=True)
     return (suggestions_visible_to(user).filter(status=SuggestionStatus.PENDING_REVIEW)
+            .exclude(Exists(alerts.filter(_snoozed(now))) & ~Exists(alerts.exclude(_snoozed(now))))
             .order_by("-urgent", "created_at").prefetch_related(open_alerts))
 
 
@@ -97,11 +107,11 @@ class PatientTriageRow:
     evaluated_at: dt.datetime | None
 
 
-def patients_with_triage(user, *, now: dt.datetime, search: str = "") -> list[PatientTriageRow]:
-    """The user's patients with their triage category, most urgent first (one query).
-    search: part of a name or medical record number."""
+def patients_with_triage(patients: QuerySet[Patient], *, now: dt.datetime) -> list[PatientTriageRow]:
+    """These patients (already scoped to the user and filtered) with their triage category, most
+    urgent first, in one query."""
     latest_plan = PlanVersion.objects.filter(patient=OuterRef("pk")).order_by("-version")
-    patients = (patients_visible_to(user).select_related("latest_evaluation").annotate(
+    patients = (patients.select_related("latest_evaluation").annotate(
         n_open_alerts=Coalesce(Subquery(Alert.objects.filter(patient=OuterRef("pk"), closed_at__isnull=True)
                                         .values("patient").annotate(n=Count("id")).values("n")), 0),
         last_upload_at=Subquery(Device.objects.filter(patient=OuterRef("pk")).order_by(F("last_seen_at").desc(nulls_last=True))
@@ -109,11 +119,6 @@ def patients_with_triage(user, *, now: dt.datetime, search: str = "") -> list[Pa
         target_sbp=Subquery(latest_plan.values("target_sbp_mmhg")[:1]),
         target_dbp=Subquery(latest_plan.values("target_dbp_mmhg")[:1]),
     ))
-    if search.strip():
-        words = search.split()
-        for word in words:
-            patients = patients.filter(Q(given_name__icontains=word) | Q(family_name__icontains=word)
-                                       | Q(medical_record_number__icontains=word))
     rows = []
     for p in patients:
         evaluation = getattr(p, "latest_evaluation", None)

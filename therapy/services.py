@@ -296,3 +296,30 @@ def symptom_report_record(*, actor: Any, patient: Patient, kind: str, symptom: s
                  detail={"kind": kind, "symptom": symptom})
     enqueue_on_commit(evaluate_patient, patient.pk)
     return report
+
+
+# Snoozing an alert is for "known, handled, check again later" — never longer than a week.
+MAX_SNOOZE_DAYS = 7
+
+
+@transaction.atomic
+def alert_snooze(*, actor: Any, alert_id: int, reason: str, days: float, now: dt.datetime | None = None):
+    """Take an open alert out of the queue and the counter for `days` (0 < days <= 7), with a
+    reason (care team only). It comes back when the time is up, or at once if the patient worsens."""
+    from therapy.models import Alert
+
+    alert = Alert.objects.select_for_update().select_related("patient").get(pk=alert_id)
+    _require_care_team_clinician(actor, alert.patient)
+    if alert.closed_at is not None:
+        raise ApplicationError("This alert is closed already.", status_code=409)
+    if not reason.strip():
+        raise ApplicationError("Say why the alert is snoozed.", extra={"fields": {"reason": ["required"]}})
+    if not 0 < days <= MAX_SNOOZE_DAYS:
+        raise ApplicationError(f"An alert can be snoozed for at most {MAX_SNOOZE_DAYS} days.",
+                               extra={"fields": {"days": [f"must be more than 0 and at most {MAX_SNOOZE_DAYS}"]}})
+    alert.snoozed_until = (now or timezone.now()) + dt.timedelta(days=days)
+    alert.snooze_reason, alert.snoozed_by = reason.strip(), actor
+    alert.save(update_fields=["snoozed_until", "snooze_reason", "snoozed_by", "updated_at"])
+    audit_record(actor=actor, action="alert.snooze", target=alert, patient=alert.patient,
+                 detail={"until": alert.snoozed_until.isoformat(), "reason": alert.snooze_reason})
+    return alert

@@ -6,6 +6,7 @@ import datetime as dt
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -14,12 +15,20 @@ from django.views.decorators.http import require_POST
 from clinops.errors import ApplicationError
 from clinops.models import AuditEvent
 from clinops.web.access import clinician_required
+from clinops.web.forms import PlanForm, PatientListFilter
 from monitoring.models import Calibration
 from monitoring.selectors import bp_trend
 from patients.selectors import patients_visible_to
 from therapy import plans, services
 from therapy.models import Suggestion, SuggestionStatus
-from therapy.selectors import patients_with_triage, plan_current, review_queue_for, suggestions_visible_to
+from therapy.domain import LADDER_TEMPLATES
+from therapy.selectors import (
+    alerts_open_for,
+    patients_with_triage,
+    plan_current,
+    review_queue_for,
+    suggestions_visible_to,
+)
 from therapy.triage import Triage
 
 QUEUE_PAGE = 100
@@ -77,17 +86,97 @@ def decide(request: HttpRequest, suggestion_id: int, action: str) -> HttpRespons
     return redirect("web:queue")
 
 
+PATIENTS_PAGE = 50
+
+
 @clinician_required
 def patient_list(request: HttpRequest) -> HttpResponse:
-    search = request.GET.get("q", "")[:100]
-    wanted = request.GET.get("triage", "")
-    rows = patients_with_triage(request.user, now=timezone.now(), search=search)
+    """The care teams' patients, most urgent first: triage, search and filters, 50 a page."""
+    filters = PatientListFilter(request.GET, queryset=patients_visible_to(request.user), user=request.user)
+    rows = patients_with_triage(filters.qs, now=timezone.now())
     counts = {t: sum(1 for r in rows if r.triage is t) for t in Triage}
+    wanted = request.GET.get("triage", "")
     if wanted in {t.value for t in Triage}:
         rows = [r for r in rows if r.triage.value == wanted]
+    page = Paginator(rows, PATIENTS_PAGE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
     template = "web/clinic/_patient_rows.html" if request.htmx else "web/clinic/patients.html"
-    return render(request, template, {"rows": rows, "counts": counts, "q": search, "triage": wanted,
-                                      "triages": list(Triage)})
+    return render(request, template, {"page": page, "rows": page.object_list, "counts": counts, "filters": filters,
+                                      "triage": wanted, "triages": list(Triage), "query": query.urlencode()})
+
+
+@require_POST
+@clinician_required
+def snooze(request: HttpRequest, alert_id: int) -> HttpResponse:
+    """Snooze an alert with a reason for 1-7 days; the item leaves the queue until then."""
+    alert = get_object_or_404(alerts_open_for(request.user), pk=alert_id)
+    try:
+        days = float(request.POST.get("days", "0"))
+        services.alert_snooze(actor=request.user, alert_id=alert.pk, reason=request.POST.get("reason", ""), days=days)
+    except (ValueError, ApplicationError) as exc:
+        message = exc.message if isinstance(exc, ApplicationError) else "Choose how many days."
+        if request.htmx:
+            suggestion = _with_rung_choices(alert.suggestion)
+            return render(request, "web/clinic/_queue_item.html",
+                          {"item": suggestion, "error": message, "open_alerts": list(suggestion.alerts.filter(closed_at=None))})
+        messages.error(request, message)
+        return redirect("web:queue")
+    alert.refresh_from_db()
+    if request.htmx:
+        return render(request, "web/clinic/_snoozed.html", {"alert": alert})
+    messages.success(request, f"Snoozed until {alert.snoozed_until:%d %b %H:%M}.")
+    return redirect("web:queue")
+
+
+@clinician_required
+def plan_edit(request: HttpRequest, patient_id: int) -> HttpResponse:
+    """Change the plan (a new version, with a required reason), or start it from a template."""
+    patient = get_object_or_404(patients_visible_to(request.user), pk=patient_id)
+    plan = plan_current(patient)
+    ladder = plans.ladder_of(plan) if plan else LADDER_TEMPLATES["ace-ccb-thiazide"]
+    chosen = request.POST.get("template") if request.method == "POST" else None
+    shown = LADDER_TEMPLATES.get(chosen or "", ladder)
+    rungs = [shown.describe(i) for i in range(len(shown.rungs))]
+    if request.method == "POST":
+        form = PlanForm(request.POST, rungs=rungs)
+        if form.is_valid():
+            settings = form.plan_settings()
+            try:
+                if form.cleaned_data["template"] or plan is None:
+                    services.plan_create(actor=request.user, patient=patient, reason=form.cleaned_data["reason"],
+                                         template=form.cleaned_data["template"] or "ace-ccb-thiazide", **settings)
+                else:
+                    services.plan_change(actor=request.user, patient=patient, reason=form.cleaned_data["reason"], **settings)
+            except ApplicationError as exc:
+                form.add_error(None, exc.message)
+                for field, problems in exc.extra.get("fields", {}).items():
+                    form.add_error(field if field in form.fields else None, "; ".join(problems))
+            else:
+                messages.success(request, "The plan is saved as a new version.")
+                return redirect("web:patient", patient_id=patient.pk)
+    else:
+        # The reason is for this change, never the last version's.
+        initial = {name: getattr(plan, name) for name in PlanForm.base_fields
+                   if plan and hasattr(plan, name) and name not in ("reason", "template")}
+        if plan:
+            initial["min_usable_window_share"] = round(plan.min_usable_window_share * 100)
+            initial["exclusions"] = [e["kind"] for e in plan.exclusions]
+            initial["exclusion_detail"] = ", ".join(e.get("detail", "") for e in plan.exclusions if e.get("detail"))
+        else:
+            initial.update(_plan_defaults())
+        form = PlanForm(initial=initial, rungs=rungs)
+    return render(request, "web/clinic/plan.html", {"patient": patient, "plan": plan, "form": form, "rungs": rungs})
+
+
+def _plan_defaults() -> dict:
+    from therapy.models import PlanVersion
+
+    values = {f.name: f.get_default() for f in PlanVersion._meta.get_fields()
+              if f.name in PlanForm.base_fields and hasattr(f, "get_default")}
+    values["min_usable_window_share"] = round(values["min_usable_window_share"] * 100)
+    values["exclusions"] = []
+    return values
 
 
 @clinician_required

@@ -12,4 +12,4 @@ def alert_counter(request: HttpRequest) -> dict:
         return {}
     from therapy.selectors import alerts_open_for
 
-    return {"open_alert_count": alerts_open_for(user).count()}
+    return {"open_alert_count": alerts_open_for(user, include_snoozed=False).count()}

@@ -172,3 +172,29 @@ def test_the_sweeper_evaluates_patients_whose_report_was_never_evaluated(clinic,
     assert tasks.sweep_unevaluated_reports() == 1 and sent == [clinic["patient"].pk]
     patient_therapy_evaluate(patient_id=clinic["patient"].pk, now=timezone.now())
     assert tasks.sweep_unevaluated_reports() == 0
+
+
+def test_an_alert_is_snoozed_with_a_reason_for_at_most_a_week_and_returns_when_the_patient_worsens(clinic, plan, estimates):
+    from therapy.selectors import alerts_open_for, review_queue_for
+
+    plan()
+    estimates(week_of(128, 80))
+    report(clinic, kind="side_effect", detail="ankle swelling", drug="amlodipine")
+    item = evaluate(clinic)
+    alert = Alert.objects.get()
+    for reason, days in (("", 2), ("known, reviewed by phone", 8), ("known", 0)):
+        with pytest.raises(ApplicationError):
+            services.alert_snooze(actor=clinic["clinician"], alert_id=alert.pk, reason=reason, days=days)
+    with pytest.raises(ApplicationError, match="care team"):
+        services.alert_snooze(actor=make_clinician(team=make_team()).user, alert_id=alert.pk, reason="x", days=1)
+    services.alert_snooze(actor=clinic["clinician"], alert_id=alert.pk, reason="known, reviewed by phone", days=3)
+    assert list(review_queue_for(clinic["clinician"])) == []
+    assert alerts_open_for(clinic["clinician"], include_snoozed=False).count() == 0
+    assert list(review_queue_for(clinic["clinician"], now=timezone.now() + dt.timedelta(days=3, minutes=1))) == [item]
+    assert AuditEvent.objects.filter(action="alert.snooze").get().detail["reason"] == "known, reviewed by phone"
+    # The patient worsens: a red flag brings everything back at once.
+    report(clinic, "severe headache")
+    worse = evaluate(clinic)
+    assert list(review_queue_for(clinic["clinician"])) == [worse]
+    assert alerts_open_for(clinic["clinician"], include_snoozed=False).count() == 2
+    assert AuditEvent.objects.filter(action="alert.unsnooze").count() == 1

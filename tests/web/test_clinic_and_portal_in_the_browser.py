@@ -54,6 +54,8 @@ def item(page: Page, suggestion: Suggestion):
 def test_the_clinician_decides_the_queue_and_the_patients_see_and_report(celery_worker, live_server, browser, ward):
     crisis, step_a, step_b, step_c = ward["suggestions"]
     clinician = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+    clinician.goto(f"{live_server.url}/login/")
+    save_screenshots(clinician, "login")
     sign_in(clinician, live_server.url, ward["clinician"].username, "pw-clinician")
     expect(clinician).to_have_url(f"{live_server.url}/clinic/")
 
@@ -94,6 +96,9 @@ def test_the_clinician_decides_the_queue_and_the_patients_see_and_report(celery_
     expect(clinician.locator("#trend canvas")).to_have_count(1)
     expect(clinician.locator("body")).to_contain_text("Audit trail")
     save_screenshots(clinician, "clinic-patient")
+    clinician.get_by_test_id("edit-plan").click()
+    expect(clinician.get_by_test_id("plan-form")).to_contain_text("What may happen without you")
+    save_screenshots(clinician, "clinic-plan")
 
     # The patient whose step up was approved sees the change and acknowledges it.
     patient = browser.new_context(viewport={"width": 390, "height": 844}).new_page()
@@ -105,6 +110,9 @@ def test_the_clinician_decides_the_queue_and_the_patients_see_and_report(celery_
     change.get_by_test_id("acknowledge").click()
     expect(patient.locator(".msg")).to_contain_text("your care team can see you have read this change")
     assert Suggestion.objects.get(pk=step_a.pk).status == SuggestionStatus.ACKNOWLEDGED
+    patient.get_by_role("link", name="Cuff reading").click()
+    expect(patient.locator("body")).to_contain_text("How to measure")
+    save_screenshots(patient, "portal-cuff")
 
     # Another patient reports chest pain: told to seek care now, and the worker escalates it.
     reporter = browser.new_context(viewport={"width": 390, "height": 844}).new_page()

@@ -113,3 +113,78 @@ def test_pages_run_a_bounded_number_of_queries_whatever_the_volume(clinic, plan,
         with django_assert_max_num_queries(25):
             assert client.get(url).status_code == 200
     assert len(client.get("/clinic/").context["items"]) == 16
+
+
+def test_the_plan_editor_saves_a_new_version_only_with_a_reason(clinic, plan):  # noqa: F811
+    first = plan()
+    client = logged_in(clinic["clinician"])
+    url = f"/clinic/patients/{clinic['patient'].pk}/plan/"
+    page = client.get(url)
+    assert "Only when every bound below holds" in page.content.decode()
+    assert "reason" not in page.context["form"].initial  # each change states its own reason
+    form = {**page.context["form"].initial, "target_sbp_mmhg": 130, "target_dbp_mmhg": 80, "auto_step_up": "on",
+            "max_auto_rung": 2, "exclusions": ["irregular rhythm"], "exclusion_detail": "atrial fibrillation", "reason": ""}
+    refused = client.post(url, form)
+    assert refused.status_code == 200 and "reason" in refused.context["form"].errors
+    assert clinic["patient"].plan_versions.count() == 1
+    saved = client.post(url, {**form, "reason": "high risk: diabetes"})
+    assert saved.status_code == 302, saved.context["form"].errors
+    new = clinic["patient"].plan_versions.order_by("-version").first()
+    assert (new.version, new.target_sbp_mmhg, new.auto_step_up, new.max_auto_rung, new.current_rung) == (2, 130, True, 2, first.current_rung)
+    assert new.exclusions == [{"kind": "irregular rhythm", "detail": "atrial fibrillation"}]
+    assert new.min_usable_window_share == first.min_usable_window_share and new.reason == "high risk: diabetes"
+    assert logged_in(clinic["patient"].user).get(url).status_code == 403
+    assert logged_in(make_clinician(team=make_team()).user).get(url).status_code == 404
+
+
+def test_snoozing_from_the_queue_needs_a_reason_and_takes_the_item_out(clinic, plan, estimates):  # noqa: F811
+    plan()
+    estimates(week_of(128, 80))
+    services.symptom_report_record(actor=clinic["patient"].user, patient=clinic["patient"], kind="side_effect", detail="cough")
+    item = patient_therapy_evaluate(patient_id=clinic["patient"].pk, now=timezone.now())
+    alert = item.alerts.get()
+    client = logged_in(clinic["clinician"])
+    assert 'data-testid="alert-counter"' in client.get("/clinic/").content.decode()
+    assert client.get("/clinic/").context["open_alert_count"] == 1
+    refused = client.post(f"/clinic/alerts/{alert.pk}/snooze/", {"reason": "", "days": "3"}, HTTP_HX_REQUEST="true")
+    assert "Say why the alert is snoozed." in refused.content.decode()
+    assert client.post(f"/clinic/alerts/{alert.pk}/snooze/", {"reason": "x", "days": "30"}, HTTP_HX_REQUEST="true").context["error"]
+    done = client.post(f"/clinic/alerts/{alert.pk}/snooze/", {"reason": "ACE cough known", "days": "7"}, HTTP_HX_REQUEST="true")
+    assert 'data-testid="snoozed"' in done.content.decode()
+    after = client.get("/clinic/")
+    assert after.context["items"] == [] and after.context["open_alert_count"] == 0
+
+
+def test_five_failed_sign_ins_lock_the_account_even_for_the_right_password(clinic):
+    client = Client()
+    attempts = [client.post("/login/", {"username": clinic["clinician"].username, "password": "wrong"}).status_code
+                for _ in range(5)]
+    assert attempts == [200, 200, 200, 200, 429]  # the fifth failure locks
+    locked = client.post("/login/", {"username": clinic["clinician"].username, "password": "pw-clinician"})
+    assert locked.status_code == 429 and "Too many failed sign-ins" in locked.content.decode()
+    assert "_auth_user_id" not in client.session
+    other = Client().post("/login/", {"username": clinic["patient"].user.username, "password": "pw-patient"})
+    assert other.status_code == 302 and other["Location"] == "/"
+
+
+def test_clinicians_need_a_totp_code_when_the_second_factor_is_required(clinic, settings):
+    from django_otp.oath import totp
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    settings.CLINOPS_OTP_REQUIRED_FOR_CLINICIANS = True
+    settings.OTP_TOTP_THROTTLE_FACTOR = 0  # no back-off after the wrong code below
+    client = Client()
+    assert client.post("/login/", {"username": clinic["clinician"].username, "password": "pw-clinician"}).status_code == 302
+    assert client.get("/clinic/")["Location"] == "/login/otp/"
+    enrol = client.get("/login/otp/")
+    assert enrol.context["enrolling"] and enrol.context["qr_svg_b64"]
+    device = TOTPDevice.objects.get(user=clinic["clinician"])
+    assert client.post("/login/otp/", {"token": "000000"}).context["error"]
+    assert client.post("/login/otp/", {"token": f"{totp(device.bin_key):06d}"}).status_code == 302
+    assert client.get("/clinic/").status_code == 200
+    # The API asks the same of a clinician's session.
+    fresh = Client()
+    fresh.force_login(clinic["clinician"])
+    assert fresh.get("/api/v1/suggestions/").status_code == 403
+    # Patients are not asked for a second factor.
+    assert logged_in(clinic["patient"].user).get("/portal/").status_code == 200

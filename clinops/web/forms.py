@@ -1,0 +1,87 @@
+"""Forms of the web app. The plan form says in plain words what each bound does; the therapy
+services still check everything (a form is a convenience, not the rule)."""
+from __future__ import annotations
+
+import django_filters
+from django import forms
+from django.db.models import Q
+
+from patients.models import CareTeam, Patient
+from therapy.domain import LADDER_TEMPLATES, ExclusionKind
+
+KEEP_LADDER = ""
+
+
+class PlanForm(forms.Form):
+    template = forms.ChoiceField(
+        required=False, label="Medication ladder",
+        choices=[(KEEP_LADDER, "Keep the current ladder")] + [(k, v.name) for k, v in LADDER_TEMPLATES.items()],
+        help_text="Choosing a template starts the patient on its first rung.")
+    target_sbp_mmhg = forms.FloatField(label="Target systolic (home mean below, mmHg)", min_value=90, max_value=180,
+                                       help_text="135 by default; 130 for high-risk patients.")
+    target_dbp_mmhg = forms.FloatField(label="Target diastolic (home mean below, mmHg)", min_value=50, max_value=120,
+                                       help_text="85 by default; 80 for high-risk patients.")
+    auto_step_up = forms.BooleanField(required=False, label="Release a step UP automatically",
+                                      help_text="Only when every bound below holds and at least 80 % of doses were taken.")
+    auto_step_down = forms.BooleanField(required=False, label="Release a step DOWN automatically",
+                                        help_text="When the mean systolic is below the step-down threshold.")
+    max_auto_rung = forms.TypedChoiceField(coerce=int, label="Highest rung reachable automatically",
+                                           help_text="Anything above waits for you.")
+    max_interval_halfwidth_mmhg = forms.FloatField(
+        label="Widest uncertainty accepted (± mmHg)", min_value=0, max_value=50,
+        help_text="If the estimates' 90 % interval is wider, the suggestion waits for you.")
+    min_usable_window_share = forms.IntegerField(
+        label="Minimum usable recordings (%)", min_value=0, max_value=100,
+        help_text="Share of the wearable's recordings that passed the quality check over the look-back.")
+    calibration_max_age_days = forms.FloatField(label="Cuff calibration at most (days old)", min_value=0, max_value=365,
+                                                help_text="An older calibration sends every suggestion to you.")
+    look_back_days = forms.FloatField(label="Look-back (days)", min_value=1, max_value=90)
+    min_usable_estimates = forms.IntegerField(label="At least this many estimates", min_value=1, max_value=1000)
+    min_distinct_days = forms.IntegerField(label="…on at least this many days", min_value=1, max_value=90)
+    min_days_between_changes = forms.FloatField(label="Minimum days between changes", min_value=0, max_value=365)
+    step_down_sbp_mmhg = forms.FloatField(label="Step down when the mean systolic is below (mmHg)", min_value=80,
+                                          max_value=160)
+    exclusions = forms.MultipleChoiceField(
+        required=False, widget=forms.CheckboxSelectMultiple, label="Exclude from automatic changes",
+        choices=[(k.value, k.value.capitalize()) for k in ExclusionKind],
+        help_text="Any of these turns automatic changes off for this patient.")
+    exclusion_detail = forms.CharField(required=False, max_length=200, label="Exclusion detail",
+                                       help_text='e.g. "paroxysmal atrial fibrillation"')
+    seek_care_instructions = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=2000,
+                                             label="What the patient is told in a crisis")
+    reason = forms.CharField(max_length=500, label="Reason for this change (kept with the new version)")
+
+    def __init__(self, *args, rungs: list[str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["max_auto_rung"].choices = [(i, f"rung {i + 1}: {label}") for i, label in enumerate(rungs or [])]
+
+    def plan_settings(self) -> dict:
+        """The cleaned values as plan settings (shares as fractions, exclusions as records)."""
+        data = dict(self.cleaned_data)
+        data.pop("reason"), data.pop("template")
+        detail = data.pop("exclusion_detail").strip()
+        data["exclusions"] = [{"kind": kind, "detail": detail} for kind in data["exclusions"]]
+        data["min_usable_window_share"] = data["min_usable_window_share"] / 100
+        return data
+
+
+class PatientListFilter(django_filters.FilterSet):
+    """Search by name or record number, and by care team."""
+
+    q = django_filters.CharFilter(method="search", label="Name or record number")
+    team = django_filters.ModelChoiceFilter(field_name="care_teams", queryset=CareTeam.objects.none(), label="Care team")
+
+    class Meta:
+        model = Patient
+        fields = ["q", "team"]
+
+    def __init__(self, *args, user=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        clinician = getattr(user, "clinician", None)
+        self.filters["team"].queryset = clinician.care_teams.all() if clinician else CareTeam.objects.all()
+
+    def search(self, queryset, name, value):
+        for word in value.split()[:5]:
+            queryset = queryset.filter(Q(given_name__icontains=word) | Q(family_name__icontains=word)
+                                       | Q(medical_record_number__icontains=word))
+        return queryset
