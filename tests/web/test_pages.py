@@ -44,6 +44,12 @@ def test_a_clinician_outside_the_care_team_gets_404_and_a_patient_403_in_the_cli
     assert logged_in(clinic["clinician"]).get("/portal/").status_code == 403
     pending.refresh_from_db()
     assert pending.status == SuggestionStatus.PENDING_REVIEW
+    # Another patient can neither see nor acknowledge this patient's released change.
+    services.suggestion_approve(actor=clinic["clinician"], suggestion_id=pending.pk)
+    assert other_patient.post(f"/portal/changes/{pending.pk}/acknowledge/").status_code == 404
+    assert "lisinopril 20 mg" not in other_patient.get("/portal/").content.decode()
+    pending.refresh_from_db()
+    assert pending.status == SuggestionStatus.APPROVED
 
 
 def test_forms_are_csrf_protected(clinic, pending):
