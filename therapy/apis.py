@@ -172,40 +172,42 @@ class RejectInput(serializers.Serializer):
     reason = serializers.CharField(max_length=2000)
 
 
-class SuggestionApproveApi(_DecisionApi):
+class _ClinicianDecisionApi(_DecisionApi):
+    """One pending suggestion decided by the care team: validate the input, call the service."""
+
+    input_serializer: type[serializers.Serializer]
+    decide: staticmethod  # the therapy service that records the decision
+
+    def post(self, request: Request, suggestion_id: int) -> Response:
+        suggestion = self._suggestion(request, suggestion_id)
+        payload = self.input_serializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        decided = self.decide(actor=request.user, suggestion_id=suggestion.pk, **payload.validated_data)
+        return Response(SuggestionOutput(decided).data)
+
+
+@extend_schema(request=ApproveInput, responses=SuggestionOutput)
+class SuggestionApproveApi(_ClinicianDecisionApi):
     """Approve the step as proposed: it is released to the patient and the rung moves (care team)."""
 
-    @extend_schema(request=ApproveInput, responses=SuggestionOutput)
-    def post(self, request: Request, suggestion_id: int) -> Response:
-        suggestion = self._suggestion(request, suggestion_id)
-        payload = ApproveInput(data=request.data)
-        payload.is_valid(raise_exception=True)
-        decided = services.suggestion_approve(actor=request.user, suggestion_id=suggestion.pk, **payload.validated_data)
-        return Response(SuggestionOutput(decided).data)
+    input_serializer = ApproveInput
+    decide = staticmethod(services.suggestion_approve)
 
 
-class SuggestionModifyApi(_DecisionApi):
+@extend_schema(request=ModifyInput, responses=SuggestionOutput)
+class SuggestionModifyApi(_ClinicianDecisionApi):
     """Release another rung (at most one from the current), with a reason (care team)."""
 
-    @extend_schema(request=ModifyInput, responses=SuggestionOutput)
-    def post(self, request: Request, suggestion_id: int) -> Response:
-        suggestion = self._suggestion(request, suggestion_id)
-        payload = ModifyInput(data=request.data)
-        payload.is_valid(raise_exception=True)
-        decided = services.suggestion_modify(actor=request.user, suggestion_id=suggestion.pk, **payload.validated_data)
-        return Response(SuggestionOutput(decided).data)
+    input_serializer = ModifyInput
+    decide = staticmethod(services.suggestion_modify)
 
 
-class SuggestionRejectApi(_DecisionApi):
+@extend_schema(request=RejectInput, responses=SuggestionOutput)
+class SuggestionRejectApi(_ClinicianDecisionApi):
     """Reject with a reason; nothing reaches the patient (care team)."""
 
-    @extend_schema(request=RejectInput, responses=SuggestionOutput)
-    def post(self, request: Request, suggestion_id: int) -> Response:
-        suggestion = self._suggestion(request, suggestion_id)
-        payload = RejectInput(data=request.data)
-        payload.is_valid(raise_exception=True)
-        decided = services.suggestion_reject(actor=request.user, suggestion_id=suggestion.pk, **payload.validated_data)
-        return Response(SuggestionOutput(decided).data)
+    input_serializer = RejectInput
+    decide = staticmethod(services.suggestion_reject)
 
 
 class SuggestionAcknowledgeApi(_DecisionApi):
