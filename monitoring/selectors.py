@@ -9,6 +9,7 @@ from django.db.models import QuerySet
 
 from clinops.permissions import DevicePrincipal
 from django.db.models import Avg, Count, F, OuterRef, Subquery
+from django.db.models.functions import TruncHour
 
 from monitoring.models import BPEstimate, BPModelVersion, CuffReading, SignalWindow, WindowStatus
 from patients.models import Role
@@ -46,28 +47,23 @@ def shadow_comparison(model: BPModelVersion) -> dict[str, float | int | None]:
     return {"n": paired.count(), "sbp_mean_diff_mmhg": summary["sbp"], "dbp_mean_diff_mmhg": summary["dbp"]}
 
 
-# The trend chart shows at most this many estimates (the newest); beyond that it thins nothing out
-# of the clinical decision, which uses the stored aggregate, not the chart.
-TREND_MAX_POINTS = 3000
-
-
 def bp_trend(patient: Any, *, since: dt.datetime) -> dict[str, list]:
-    """Estimates (live model) and cuff readings of the patient since `since`, as columns for the
-    chart: times in epoch seconds, pressures in mmHg. Two queries, bounded."""
-    estimates = list(
+    """Hourly means of the patient's live estimates (with their interval bounds) and every cuff
+    reading since `since`, as columns for the chart: times in epoch seconds, pressures in mmHg.
+    Hourly, so 30 days are at most 720 points however often the wearable records; two queries."""
+    hours = list(
         BPEstimate.objects.filter(patient=patient, shadow=False, recorded_at__gte=since)
-        .order_by("-recorded_at").values_list("recorded_at", "sbp_mmhg", "dbp_mmhg", "sbp_low_mmhg", "sbp_high_mmhg",
-                                              "dbp_low_mmhg", "dbp_high_mmhg")[:TREND_MAX_POINTS]
-    )[::-1]
-    cuffs = list(CuffReading.objects.filter(patient=patient, measured_at__gte=since).order_by("measured_at")
-                 .values_list("measured_at", "sbp_mmhg", "dbp_mmhg"))
-    columns = list(zip(*estimates)) if estimates else [()] * 7
+        .annotate(hour=TruncHour("recorded_at")).values("hour")
+        .annotate(sbp=Avg("sbp_mmhg"), dbp=Avg("dbp_mmhg"), sbp_low=Avg("sbp_low_mmhg"), sbp_high=Avg("sbp_high_mmhg"),
+                  dbp_low=Avg("dbp_low_mmhg"), dbp_high=Avg("dbp_high_mmhg"))
+        .order_by("hour")
+    )
+    cuffs = CuffReading.objects.filter(patient=patient, measured_at__gte=since).order_by("measured_at")
+    columns = {name: [round(h[name], 1) for h in hours] for name in ("sbp", "dbp", "sbp_low", "sbp_high", "dbp_low", "dbp_high")}
     return {
-        "t": [round(t.timestamp()) for t in columns[0]],
-        "sbp": [round(v, 1) for v in columns[1]], "dbp": [round(v, 1) for v in columns[2]],
-        "sbp_low": [round(v, 1) for v in columns[3]], "sbp_high": [round(v, 1) for v in columns[4]],
-        "dbp_low": [round(v, 1) for v in columns[5]], "dbp_high": [round(v, 1) for v in columns[6]],
-        "cuff": [[round(t.timestamp()), s, d] for t, s, d in cuffs],
+        "t": [round(h["hour"].timestamp()) + 1800 for h in hours],  # the middle of the hour
+        **columns,
+        "cuff": [[round(t.timestamp()), s, d] for t, s, d in cuffs.values_list("measured_at", "sbp_mmhg", "dbp_mmhg")],
     }
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Exists, F, FloatField, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
 from patients.models import Device, Patient
@@ -107,27 +108,36 @@ class PatientTriageRow:
     evaluated_at: dt.datetime | None
 
 
+def _evidence_number(key: str) -> Cast:
+    return Cast(KeyTextTransform(key, "latest_evaluation__evidence"), FloatField())
+
+
 def patients_with_triage(patients: QuerySet[Patient], *, now: dt.datetime) -> list[PatientTriageRow]:
     """These patients (already scoped to the user and filtered) with their triage category, most
-    urgent first, in one query."""
+    urgent first, in one query. Reads plain values, not model graphs: a clinic of 2,000 patients
+    triages in tens of ms (bench/web_pages.py)."""
     latest_plan = PlanVersion.objects.filter(patient=OuterRef("pk")).order_by("-version")
-    patients = (patients.select_related("latest_evaluation").annotate(
+    values = Patient.objects.filter(pk__in=patients.values("pk")).annotate(
         n_open_alerts=Coalesce(Subquery(Alert.objects.filter(patient=OuterRef("pk"), closed_at__isnull=True)
                                         .values("patient").annotate(n=Count("id")).values("n")), 0),
         last_upload_at=Subquery(Device.objects.filter(patient=OuterRef("pk")).order_by(F("last_seen_at").desc(nulls_last=True))
                                 .values("last_seen_at")[:1]),
         target_sbp=Subquery(latest_plan.values("target_sbp_mmhg")[:1]),
         target_dbp=Subquery(latest_plan.values("target_dbp_mmhg")[:1]),
-    ))
+        mean_sbp=_evidence_number("mean_sbp_mmhg"),
+        mean_dbp=_evidence_number("mean_dbp_mmhg"),
+        sufficient=KeyTextTransform("sufficient", "latest_evaluation__evidence"),
+        evaluated_at=F("latest_evaluation__evaluated_at"),
+    ).values("id", "given_name", "family_name", "medical_record_number", "n_open_alerts", "last_upload_at",
+             "target_sbp", "target_dbp", "mean_sbp", "mean_dbp", "sufficient", "evaluated_at")
     rows = []
-    for p in patients:
-        evaluation = getattr(p, "latest_evaluation", None)
-        evidence = evaluation.evidence if evaluation else {}
-        mean_sbp, mean_dbp = evidence.get("mean_sbp_mmhg"), evidence.get("mean_dbp_mmhg")
+    for v in values:
         triage = triage_of(TriageInput(
-            open_alerts=p.n_open_alerts, last_upload_at=p.last_upload_at, mean_sbp_mmhg=mean_sbp, mean_dbp_mmhg=mean_dbp,
-            sufficient=bool(evidence.get("sufficient")), target_sbp_mmhg=p.target_sbp or 135.0,
-            target_dbp_mmhg=p.target_dbp or 85.0), now=now)
-        rows.append(PatientTriageRow(p, triage, p.n_open_alerts, p.last_upload_at, mean_sbp, mean_dbp, p.target_sbp,
-                                     p.target_dbp, evaluation.evaluated_at if evaluation else None))
+            open_alerts=v["n_open_alerts"], last_upload_at=v["last_upload_at"], mean_sbp_mmhg=v["mean_sbp"],
+            mean_dbp_mmhg=v["mean_dbp"], sufficient=v["sufficient"] in (True, 1, "1", "true"),
+            target_sbp_mmhg=v["target_sbp"] or 135.0, target_dbp_mmhg=v["target_dbp"] or 85.0), now=now)
+        patient = Patient(id=v["id"], given_name=v["given_name"], family_name=v["family_name"],
+                          medical_record_number=v["medical_record_number"])
+        rows.append(PatientTriageRow(patient, triage, v["n_open_alerts"], v["last_upload_at"], v["mean_sbp"], v["mean_dbp"],
+                                     v["target_sbp"], v["target_dbp"], v["evaluated_at"]))
     return sorted(rows, key=lambda r: (r.triage.rank, r.patient.family_name, r.patient.given_name))

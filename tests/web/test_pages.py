@@ -194,3 +194,14 @@ def test_clinicians_need_a_totp_code_when_the_second_factor_is_required(clinic, 
     assert fresh.get("/api/v1/suggestions/").status_code == 403
     # Patients are not asked for a second factor.
     assert logged_in(clinic["patient"].user).get("/portal/").status_code == 200
+
+
+def test_the_trend_is_hourly_means_so_a_month_stays_a_small_chart(clinic, plan, estimates):  # noqa: F811
+    from monitoring.selectors import bp_trend
+
+    plan()
+    estimates([(0.2, 150, 90), (0.4, 140, 80), (5.0, 130, 84)])
+    trend = bp_trend(clinic["patient"], since=timezone.now() - dt.timedelta(days=30))
+    assert [trend["sbp"], trend["dbp"]] in ([[130.0, 145.0], [84.0, 85.0]], [[130.0, 150.0, 140.0], [84.0, 90.0, 80.0]])
+    assert trend["t"] == sorted(trend["t"]) and trend["sbp_low"][0] == 122.0
+    assert trend["cuff"][0][1:] == [140.0, 88.0]
