@@ -113,6 +113,12 @@ def test_the_clinician_decides_the_queue_and_the_patients_see_and_report(celery_
     patient.get_by_role("link", name="Cuff reading").click()
     expect(patient.locator("body")).to_contain_text("How to measure")
     save_screenshots(patient, "portal-cuff")
+    patient.get_by_role("link", name="History").click()
+    expect(patient.locator("main")).to_contain_text("lisinopril 20 mg once daily")
+    save_screenshots(patient, "portal-history")
+    patient.get_by_role("link", name="Devices").click()
+    expect(patient.locator("main")).to_contain_text("last sent data")
+    save_screenshots(patient, "portal-devices")
 
     # Another patient reports chest pain: told to seek care now, and the worker escalates it.
     reporter = browser.new_context(viewport={"width": 390, "height": 844}).new_page()
