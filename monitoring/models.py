@@ -205,3 +205,81 @@ class BPEstimate(models.Model):
     @property
     def supports_automatic_release(self) -> bool:
         return not self.shadow and not self.flags
+
+
+class ReportKind(models.TextChoices):
+    ACCURACY = "accuracy", "Accuracy in production"
+    DRIFT = "drift", "Data drift"
+    PIPELINE = "pipeline", "Pipeline health"
+    AGREEMENT = "agreement", "Clinician-AI agreement"
+    SUBGROUPS = "subgroups", "Accuracy by subgroup"
+    POPULATION = "population", "Population report"
+
+
+class MonitoringReport(models.Model):
+    """One computed monitoring report (by beat), stored so pages read it instead of scanning.
+    scope: what it covers, e.g. "all", "model:<version>", "team:<id>"."""
+
+    kind = models.CharField(max_length=16, choices=ReportKind.choices)
+    scope = models.CharField(max_length=120, default="all")
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    computed_at = models.DateTimeField(auto_now_add=True)
+    payload = models.JSONField()
+
+    class Meta:
+        ordering = ["-computed_at"]
+        indexes = [models.Index(fields=["kind", "scope", "-computed_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} report for {self.scope} at {self.computed_at:%Y-%m-%d %H:%M}"
+
+
+class AlertSeverity(models.TextChoices):
+    WARNING = "warning", "Warning"
+    CRITICAL = "critical", "Critical"
+
+
+class OperatorAlert(models.Model):
+    """A monitoring signal past its threshold, for operators: stored, shown on the model-health
+    page and logged. One open alert per (signal, scope); resolved when the signal is back."""
+
+    signal = models.CharField(max_length=80, help_text='e.g. "accuracy.sbp_mae_mmhg", "drift.pat_foot_ms_median".')
+    scope = models.CharField(max_length=120, default="all")
+    severity = models.CharField(max_length=8, choices=AlertSeverity.choices)
+    message = models.TextField()
+    value = models.FloatField(null=True, blank=True)
+    threshold = models.FloatField(null=True, blank=True)
+    report = models.ForeignKey(MonitoringReport, null=True, blank=True, on_delete=models.SET_NULL, related_name="alerts")
+    raised_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-raised_at"]
+        constraints = [models.UniqueConstraint(fields=["signal", "scope"], condition=models.Q(resolved_at__isnull=True),
+                                               name="operator_alert_one_open_per_signal_scope")]
+
+    def __str__(self) -> str:
+        return f"{self.severity} {self.signal} ({self.scope})"
+
+
+class AutonomySuspension(models.Model):
+    """Automatic releases suspended for patients whose estimates come from `model_version`, because
+    an accuracy or drift alert fired; in force until a clinician lifts it (audited both ways)."""
+
+    model_version = models.ForeignKey(BPModelVersion, on_delete=models.PROTECT, related_name="suspensions")
+    reason = models.TextField()
+    alert = models.ForeignKey(OperatorAlert, null=True, blank=True, on_delete=models.PROTECT, related_name="suspensions")
+    created_at = models.DateTimeField(auto_now_add=True)
+    lifted_at = models.DateTimeField(null=True, blank=True)
+    lifted_by = models.ForeignKey("patients.User", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    lift_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["model_version"], condition=models.Q(lifted_at__isnull=True),
+                                               name="suspension_one_in_force_per_model")]
+
+    def __str__(self) -> str:
+        return f"automatic releases suspended for {self.model_version_id}{'' if self.lifted_at is None else ' (lifted)'}"
