@@ -12,7 +12,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from clinops.audit import Actor
-from monitoring import bp, registry
+from monitoring import bp, quality, registry
 from monitoring.models import BPModelVersion
 
 
@@ -55,8 +55,10 @@ def bp_models_train(*, actor: Actor, data_dir: Path, trained_by: str,
         model = bp.train_bp_model(train, validation, candidates=candidates)
         validation_report = bp.evaluate(model, validation, cross_conformal=True)
         test_report = bp.evaluate(model, test)
-        metrics = {"validation": validation_report, "test": test_report, "training": model.metadata(),
-                   "kind": label}
+        # The training features' distribution, kept so production drift can be measured against it.
+        training = {**model.metadata(),
+                    "feature_reference": quality.feature_reference([sample.features for sample in train.samples])}
+        metrics = {"validation": validation_report, "test": test_report, "training": training, "kind": label}
         version = registry.model_version_register(
             actor=actor, version=f"bp-{stamp}-{model.name}", artifact=bp.estimator_to_bytes(model.estimator),
             trained_by=trained_by, code_version=code_version(), data_fingerprint=fingerprint.as_dict(),

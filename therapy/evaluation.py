@@ -10,6 +10,7 @@ from django.db import transaction
 from django.db.models import Count, Q
 
 from clinops.audit import SYSTEM, audit_record
+from monitoring.model_health import autonomy_suspensions_in_force
 from monitoring.models import BPEstimate, Calibration, SignalWindow, WindowStatus
 from patients.models import Patient
 from therapy import plans
@@ -24,7 +25,7 @@ from therapy.titration import propose_step
 log = structlog.get_logger(__name__)
 
 # Names the rules a suggestion was routed by; bump when titration/routing/escalation change.
-POLICY_VERSION = "therapy-policy-2"
+POLICY_VERSION = "therapy-policy-3"
 # A clinician has answered these; their escalations are not raised again.
 DECIDED = (SuggestionStatus.APPROVED, SuggestionStatus.MODIFIED, SuggestionStatus.REJECTED, SuggestionStatus.ACKNOWLEDGED)
 
@@ -130,9 +131,11 @@ def patient_therapy_evaluate(*, patient_id: int, now: dt.datetime) -> Suggestion
                                                    look_back_days=plan.look_back_days)
                        if _is_new_episode(e, handled)]
         calibration_age_days = (now - calibration.calibrated_at).total_seconds() / 86400 if calibration else None
+        suspended = [f"{s.model_version.version}: {s.reason}" for s in autonomy_suspensions_in_force(model_versions)]
         decision = route(
             proposal, plans.bounds_of(plan), estimates=evidence, calibration_age_days=calibration_age_days,
             adherence=state.adherence_share, exclusions=state.exclusions, escalations=escalations, now=now,
+            suspensions=suspended,
         )
         summary = _jsonable({**dataclasses.asdict(proposal.evidence), "adherence": dataclasses.asdict(adherence),
                              "adherence_text": adherence.describe(), "calibration_age_days": calibration_age_days})

@@ -12,7 +12,7 @@ Pure: values in, a `RoutingDecision` out; `now` is passed in. Units: mmHg, days,
   >= minimum; calibration age known and <= limit; no flagged estimate (in the evidence or among
   the estimates passed); no crisis-level reading at all (even unconfirmed); for a step up no
   SBP < 100 reading and adherence known and >= 80 % (more drug is not the answer to missed
-  doses); no exclusion; no escalation (those passed in, and those found again here from the
+  doses); no exclusion; no monitoring suspension of the model; no escalation (those passed in, and those found again here from the
   estimates, as a second line of defence); the proposal not computed in the future nor more than
   a day before `now`.
 """
@@ -57,8 +57,12 @@ def route(
     exclusions: Iterable[Exclusion],
     escalations: Sequence[Escalation],
     now: dt.datetime,
+    suspensions: Sequence[str] = (),
 ) -> RoutingDecision:
     """Route a proposal by the plan's autonomy bounds.
+
+    suspensions: why monitoring has suspended automatic releases for the model behind these
+    estimates (an accuracy or drift alert), one text each; any one sends the step to review.
 
     estimates: the estimates the proposal rests on (its look-back); calibration_age_days: age of
     the patient's current cuff calibration, days (None = none on record); adherence: share (0..1)
@@ -169,6 +173,8 @@ def route(
             )
     for exclusion in exclusions:
         failing.append(f"patient excluded from automatic changes: {exclusion.describe()}")
+    for why in suspensions:
+        failing.append(f"automatic releases suspended by model monitoring: {why}")
     failing.extend(urgent)
 
     if failing:

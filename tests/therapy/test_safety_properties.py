@@ -5,7 +5,8 @@
    decisions always name a reason, and a step never skips a rung.
 2. From a generated case that WOULD auto-release, injecting any single hazard (failing bound,
    stale / insufficient / low-quality / uncalibrated data, crisis, hypotension, red flag, side
-   effect, low adherence, exclusion, beyond the max rung) means it is never auto-released.
+   effect, low adherence, exclusion, beyond the max rung, the model suspended by monitoring) means it
+   is never auto-released.
 """
 from __future__ import annotations
 
@@ -99,16 +100,18 @@ share_ = st.one_of(st.none(), st.floats(0, 1))
 cal_age_ = st.one_of(st.none(), st.floats(0, 60))
 
 
-def run(plan, ladder, bounds, state, estimates, *, share, cal_age):
+def run(plan, ladder, bounds, state, estimates, *, share, cal_age, suspensions=()):
     proposal = propose_step(plan, ladder, state, estimates, now=NOW, usable_window_share=share)
     escalations = check_escalation(estimates, state.symptoms, state.side_effects, now=NOW)
     window = [e for e in estimates if NOW - dt.timedelta(days=plan.look_back_days) < e.recorded_at <= NOW]
     decision = route(proposal, bounds, estimates=window, calibration_age_days=cal_age,
-                     adherence=state.adherence_share, exclusions=state.exclusions, escalations=escalations, now=NOW)
+                     adherence=state.adherence_share, exclusions=state.exclusions, escalations=escalations, now=NOW,
+                     suspensions=suspensions)
     return proposal, escalations, window, decision
 
 
-def independent_failures(plan, bounds, state, proposal, escalations, window, *, share, cal_age) -> list[str]:
+def independent_failures(plan, bounds, state, proposal, escalations, window, *, share, cal_age,
+                         suspensions=()) -> list[str]:
     """Every reason an automatic release would be unsafe, checked here without the routing code."""
     failures = []
     if proposal.kind not in (ProposalKind.STEP_UP, ProposalKind.STEP_DOWN):
@@ -144,6 +147,8 @@ def independent_failures(plan, bounds, state, proposal, escalations, window, *, 
         failures.append("adherence")
     if state.exclusions:
         failures.append("excluded")
+    if suspensions:
+        failures.append("model suspended by monitoring")
     if escalations:
         failures.append("escalation")
     return failures
@@ -164,7 +169,9 @@ def test_auto_release_exactly_when_every_bound_holds_and_steps_never_skip_a_rung
         symptoms=tuple(data.draw(st.one_of(st.just([]), symptoms_))),
         side_effects=tuple(data.draw(st.one_of(st.just([]), side_effects_))),
     )
-    proposal, escalations, window, decision = run(plan, ladder, bounds, state, estimates, share=share, cal_age=cal_age)
+    suspensions = data.draw(st.one_of(st.just(()), st.just(("bp-1: SBP error SD 9.1 mmHg against cuff readings",))))
+    proposal, escalations, window, decision = run(plan, ladder, bounds, state, estimates, share=share, cal_age=cal_age,
+                                                  suspensions=suspensions)
 
     # a step never skips a rung, and stays on the ladder
     assert abs(proposal.to_rung - proposal.from_rung) <= 1
@@ -172,7 +179,8 @@ def test_auto_release_exactly_when_every_bound_holds_and_steps_never_skip_a_rung
     assert (proposal.kind is ProposalKind.STEP_UP) == (proposal.to_rung == proposal.from_rung + 1)
     assert (proposal.kind is ProposalKind.STEP_DOWN) == (proposal.to_rung == proposal.from_rung - 1)
 
-    failures = independent_failures(plan, bounds, state, proposal, escalations, window, share=share, cal_age=cal_age)
+    failures = independent_failures(plan, bounds, state, proposal, escalations, window, share=share, cal_age=cal_age,
+                                    suspensions=suspensions)
     event(f"{proposal.kind.value} -> {decision.route.value}")
     if failures:
         assert not decision.auto_release, failures
@@ -266,6 +274,7 @@ HAZARDS = {
         c["state"], exclusions=frozenset({Exclusion(d.draw(st.sampled_from(list(ExclusionKind))))}))},
     "recent change": lambda c, d: c | {"state": dataclasses.replace(
         c["state"], last_change_at=NOW - dt.timedelta(days=d.draw(st.floats(0, 27.9))))},
+    "model suspended by monitoring": lambda c, d: c | {"suspensions": ("bp-1: data drift: pat_foot_ms_median PSI 0.41",)},
 }
 
 
@@ -273,10 +282,11 @@ HAZARDS = {
 @given(case=releasable(), hazard=st.sampled_from(sorted(HAZARDS)), data=st.data())
 def test_any_single_hazard_stops_an_automatic_release(case, hazard, data):
     bounds, state, estimates, share, cal_age = case
-    base = dict(bounds=bounds, state=state, estimates=estimates, share=share, cal_age=cal_age)
+    base = dict(bounds=bounds, state=state, estimates=estimates, share=share, cal_age=cal_age, suspensions=())
 
     def decide(c):
-        return run(PLAN, ACE_CCB_THIAZIDE, c["bounds"], c["state"], c["estimates"], share=c["share"], cal_age=c["cal_age"])
+        return run(PLAN, ACE_CCB_THIAZIDE, c["bounds"], c["state"], c["estimates"], share=c["share"], cal_age=c["cal_age"],
+                   suspensions=c["suspensions"])
 
     proposal, _, _, decision = decide(base)
     assert proposal.kind is ProposalKind.STEP_UP and decision.auto_release, decision.reasons  # the case is releasable
