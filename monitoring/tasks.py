@@ -47,3 +47,19 @@ def sweep_unprocessed_windows() -> int:
             process_window.delay(window_id)
             resent += 1
     return resent
+
+
+@shared_task(name="monitoring.tasks.compute_accuracy_reports", **RETRY_TRANSIENT)
+def compute_accuracy_reports() -> int:
+    """Production accuracy and subgroup reports per model version; alerts; autonomy narrowing."""
+    from monitoring.model_health import accuracy_reports_compute
+
+    return len(accuracy_reports_compute())
+
+
+@shared_task(name="monitoring.tasks.compute_drift_reports", **RETRY_TRANSIENT)
+def compute_drift_reports() -> int:
+    """Data drift of the last 7 days against the models' training distributions; alerts; narrowing."""
+    from monitoring.model_health import drift_reports_compute
+
+    return len(drift_reports_compute())

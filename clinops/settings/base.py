@@ -173,6 +173,17 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(minutes=1),
         "options": {"expires": 55},
     },
+    # Model health (monitoring/model_health.py): stored reports, operator alerts, autonomy narrowing.
+    "compute-accuracy-reports": {
+        "task": "monitoring.tasks.compute_accuracy_reports",
+        "schedule": timedelta(hours=1),
+        "options": {"expires": 3000},
+    },
+    "compute-drift-reports": {
+        "task": "monitoring.tasks.compute_drift_reports",
+        "schedule": timedelta(hours=1),
+        "options": {"expires": 3000},
+    },
     "sweep-unevaluated-reports": {
         "task": "therapy.tasks.sweep_unevaluated_reports",
         "schedule": timedelta(minutes=1),
