@@ -71,3 +71,11 @@ def bp_mean_since(patient: Any, *, since: dt.datetime) -> dict[str, float | int 
     """Mean SBP/DBP (mmHg) and count of the patient's live estimates since `since` (one query)."""
     return BPEstimate.objects.filter(patient=patient, shadow=False, recorded_at__gte=since).aggregate(
         sbp=Avg("sbp_mmhg"), dbp=Avg("dbp_mmhg"), n=Count("id"))
+
+
+def latest_reports(kind: str) -> list:
+    """The newest stored report of `kind` for each scope (one query; scopes in name order)."""
+    from monitoring.models import MonitoringReport
+
+    newest = MonitoringReport.objects.filter(kind=kind, scope=OuterRef("scope")).order_by("-computed_at").values("pk")[:1]
+    return list(MonitoringReport.objects.filter(kind=kind, pk=Subquery(newest)).order_by("scope"))

@@ -10,3 +10,21 @@ register = template.Library()
 def percent(share: float | None) -> str:
     """0.83 -> "83 %"."""
     return "—" if share is None else f"{100 * float(share):.0f} %"
+
+
+@register.filter
+def humanize_key(key: str) -> str:
+    """ "override_rate_pct" -> "override rate %"."""
+    return str(key).replace("_pct", " %").replace("_ms", " (ms)").replace("_", " ")
+
+
+@register.filter
+def report_value(value) -> str:
+    """A stored report value in words: numbers rounded, small mappings as "key: value" lists."""
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {report_value(v)}" for k, v in list(value.items())[:30]) or "—"
+    if isinstance(value, list):
+        return ", ".join(report_value(v) for v in value[:30]) or "—"
+    return "—" if value is None else str(value)

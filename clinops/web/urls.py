@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from clinops.web import auth, clinic, portal
+from clinops.web import auth, clinic, model_health, portal
 
 app_name = "web"
 urlpatterns = [
@@ -15,6 +15,8 @@ urlpatterns = [
     path("clinic/patients/<int:patient_id>/", clinic.patient_detail, name="patient"),
     path("clinic/patients/<int:patient_id>/plan/", clinic.plan_edit, name="plan"),
     path("clinic/alerts/<int:alert_id>/snooze/", clinic.snooze, name="snooze"),
+    path("clinic/model-health/", model_health.model_health, name="model-health"),
+    path("clinic/model-health/suspensions/<int:suspension_id>/lift/", model_health.suspension_lift, name="suspension-lift"),
     path("portal/", portal.home, name="portal"),
     path("portal/doses/", portal.dose_log, name="portal-dose"),
     path("portal/changes/<int:suggestion_id>/acknowledge/", portal.acknowledge, name="portal-acknowledge"),

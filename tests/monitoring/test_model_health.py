@@ -199,3 +199,21 @@ def test_drift_reports_use_the_training_distribution_kept_with_the_model(db, rea
     assert OperatorAlert.objects.filter(signal="drift.pat_foot_ms_median", resolved_at=None).exists()
     assert AutonomySuspension.objects.filter(model_version=model, lifted_at=None).exists()
     assert dataclasses.is_dataclass(quality.FeatureDrift)
+
+
+def test_the_model_health_page_shows_reports_alerts_and_lets_a_clinician_lift_a_suspension(drifting_clinic, client):
+    model_health.accuracy_reports_compute()
+    client.force_login(drifting_clinic["clinician"])
+    page = client.get("/clinic/model-health/")
+    html = page.content.decode()
+    assert page.status_code == 200 and "SBP mean error -15.0 mmHg" in html and 'data-testid="suspension"' in html
+    assert page.context["chart"]["series"][0]["label"] == "cf-1 SBP MAE"
+    suspension = AutonomySuspension.objects.get()
+    refused = client.post(f"/clinic/model-health/suspensions/{suspension.pk}/lift/", {"reason": ""}, follow=True)
+    assert "Say why automatic releases may resume." in refused.content.decode()
+    client.post(f"/clinic/model-health/suspensions/{suspension.pk}/lift/", {"reason": "faulty cuff replaced"})
+    suspension.refresh_from_db()
+    assert suspension.lifted_by == drifting_clinic["clinician"] and suspension.lift_reason == "faulty cuff replaced"
+    patient_client = type(client)()
+    patient_client.force_login(drifting_clinic["patient"].user)
+    assert patient_client.get("/clinic/model-health/").status_code == 403
