@@ -3,7 +3,15 @@ from django.contrib import admin, messages
 from clinops.admin import ReadOnlyAdminMixin
 from clinops.errors import ApplicationError
 from monitoring import registry, selectors
-from monitoring.models import BPModelVersion, SignalWindow, WindowAnalysis
+from monitoring.models import (
+    AutonomySuspension,
+    BPModelVersion,
+    MonitoringReport,
+    OperatorAlert,
+    SignalWindow,
+    TrainingSet,
+    WindowAnalysis,
+)
 
 
 class WindowAnalysisInline(admin.TabularInline):
@@ -83,3 +91,30 @@ class BPModelVersionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def shadow_off(self, request, queryset):
         self._run(request, queryset, lambda m: registry.model_version_set_shadow(actor=request.user, model=m, shadow=False),
                   lambda m: f"{m.version} no longer runs in shadow mode.")
+
+
+@admin.register(MonitoringReport)
+class MonitoringReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Stored by beat; read on the model-health page."""
+
+    list_display = ["kind", "scope", "period_start", "period_end", "computed_at"]
+    list_filter = ["kind"]
+
+
+@admin.register(OperatorAlert)
+class OperatorAlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["signal", "scope", "severity", "value", "threshold", "raised_at", "resolved_at"]
+    list_filter = ["severity", "resolved_at"]
+
+
+@admin.register(AutonomySuspension)
+class AutonomySuspensionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Lifted by a clinician on the model-health page (audited), never edited here."""
+
+    list_display = ["model_version", "created_at", "lifted_at", "lifted_by"]
+
+
+@admin.register(TrainingSet)
+class TrainingSetAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["version", "created_at", "n_samples", "n_patients", "n_decisions", "sha256"]
+    exclude = ["content"]

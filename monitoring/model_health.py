@@ -222,3 +222,13 @@ def autonomy_suspension_lift(*, actor, suspension_id: int, reason: str) -> Auton
     audit_record(actor=actor, action="autonomy.resume", target=suspension,
                  detail={"model_version": suspension.model_version.version, "reason": suspension.lift_reason})
     return suspension
+
+
+@transaction.atomic
+def operational_alerts_sync(report: MonitoringReport) -> list[OperatorAlert]:
+    """Operator alerts from a stored pipeline-health or agreement report (no autonomy narrowing:
+    those are about operations and people, not about whether the model's numbers hold)."""
+    rules = {ReportKind.PIPELINE: ("pipeline.", quality.pipeline_findings),
+             ReportKind.AGREEMENT: ("agreement.", quality.agreement_findings)}
+    prefix, findings_of = rules[report.kind]
+    return _sync_alerts(prefix, report.scope, findings_of(report.payload), report, report.period_end)

@@ -283,3 +283,27 @@ class AutonomySuspension(models.Model):
 
     def __str__(self) -> str:
         return f"automatic releases suspended for {self.model_version_id}{'' if self.lifted_at is None else ' (lifted)'}"
+
+
+class TrainingSet(models.Model):
+    """A versioned, immutable training set built from production: cuff-paired windows (features,
+    the calibration they are relative to, the cuff reading as reference) and the clinicians'
+    decisions of the period. `train_bp_model --production-set VERSION` adds its windows to the
+    training split only; validation, test and the promotion gates stay those of the shipped data."""
+
+    version = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=150)
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    n_samples = models.PositiveIntegerField()
+    n_patients = models.PositiveIntegerField()
+    n_decisions = models.PositiveIntegerField()
+    sha256 = models.CharField(max_length=64, help_text="Of the canonical JSON of `content`.")
+    content = models.JSONField(help_text='{"samples": [...], "decisions": [...]}; patients pseudonymised.')
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"training set {self.version} ({self.n_samples} windows)"

@@ -228,3 +228,54 @@ def subgroup_findings(report: Mapping[str, Mapping]) -> list[Finding]:
                                         f"{channel.upper()} MAE {mae:.1f} mmHg for {axis} {label} against "
                                         f"{whole:.1f} mmHg overall ({result['n']} pairs)"))
     return findings
+
+
+# --- pipeline and clinician-AI agreement ---------------------------------------------------------
+
+MAX_REJECTED_PCT = 40.0  # of judged windows, over >= MIN_JUDGED_WINDOWS
+MIN_JUDGED_WINDOWS = 50
+MAX_LATENCY_P95_MS = 60_000.0  # upload to processed
+MAX_WAITING_MINUTES = 15.0  # oldest window still unprocessed
+MAX_OVERRIDE_PCT = 50.0  # of reviewed step suggestions, over >= MIN_REVIEWED
+MIN_REVIEWED = 10
+MAX_DECISION_P95_HOURS = 72.0
+
+
+def pipeline_findings(payload: Mapping) -> list[Finding]:
+    """Operator alerts from a pipeline-health report (monitoring.reports.pipeline_report)."""
+    findings = []
+    if payload.get("judged", 0) >= MIN_JUDGED_WINDOWS and (payload.get("rejected_pct") or 0) > MAX_REJECTED_PCT:
+        findings.append(Finding("pipeline.rejected_pct", "warning", payload["rejected_pct"], MAX_REJECTED_PCT,
+                                f"{payload['rejected_pct']:.0f} % of {payload['judged']} windows rejected by the quality "
+                                f"gate in the last {payload.get('period_hours', 24)} h"))
+    silent = payload.get("silent_devices") or []
+    if silent:
+        findings.append(Finding("pipeline.silent_devices", "warning", len(silent), 0,
+                                f"{len(silent)} device(s) silent for more than {payload.get('silent_after_hours', 48)} h"))
+    p95 = (payload.get("latency_ms") or {}).get("p95")
+    if p95 is not None and p95 > MAX_LATENCY_P95_MS:
+        findings.append(Finding("pipeline.latency_p95_ms", "warning", p95, MAX_LATENCY_P95_MS,
+                                f"processing latency p95 {p95 / 1000:.0f} s (limit {MAX_LATENCY_P95_MS / 1000:.0f} s)"))
+    waiting = (payload.get("queue") or {}).get("oldest_waiting_minutes")
+    if waiting is not None and waiting > MAX_WAITING_MINUTES:
+        findings.append(Finding("pipeline.oldest_waiting_minutes", "critical", waiting, MAX_WAITING_MINUTES,
+                                f"a window has waited {waiting:.0f} min for processing: are the workers running?"))
+    failed = (payload.get("failed") or {}).get("count") or 0
+    if failed:
+        findings.append(Finding("pipeline.failed", "warning", failed, 0, f"{failed} window(s) failed processing"))
+    return findings
+
+
+def agreement_findings(payload: Mapping) -> list[Finding]:
+    """Operator alerts from a clinician-AI agreement report (monitoring.reports.agreement_report)."""
+    findings = []
+    override = payload.get("override_pct_steps_only")
+    if payload.get("reviewed", 0) >= MIN_REVIEWED and override is not None and override > MAX_OVERRIDE_PCT:
+        findings.append(Finding("agreement.override_pct", "warning", override, MAX_OVERRIDE_PCT,
+                                f"clinicians overrode {override:.0f} % of reviewed steps in the last "
+                                f"{payload.get('period_days', 30)} days (limit {MAX_OVERRIDE_PCT:.0f} %)"))
+    p95 = (payload.get("time_to_decision_hours") or {}).get("p95")
+    if p95 is not None and p95 > MAX_DECISION_P95_HOURS:
+        findings.append(Finding("agreement.time_to_decision_p95_hours", "warning", p95, MAX_DECISION_P95_HOURS,
+                                f"review queue: 95 % of decisions within {p95:.0f} h (limit {MAX_DECISION_P95_HOURS:.0f} h)"))
+    return findings

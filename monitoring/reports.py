@@ -517,14 +517,24 @@ RETRY_TRANSIENT = {"autoretry_for": (OperationalError, InterfaceError), "retry_b
 
 @shared_task(name="monitoring.tasks.report_pipeline", **RETRY_TRANSIENT)
 def report_pipeline() -> int:
-    """Pipeline health of the last 24 h; returns the report's id."""
-    return pipeline_report_store(now=timezone.now()).pk
+    """Pipeline health of the last 24 h, with its operator alerts; returns the report's id."""
+    from monitoring.model_health import operational_alerts_sync
+
+    report = pipeline_report_store(now=timezone.now())
+    operational_alerts_sync(report)
+    return report.pk
 
 
 @shared_task(name="monitoring.tasks.report_agreement", **RETRY_TRANSIENT)
 def report_agreement() -> int:
-    """Clinician-AI agreement of the last 30 days, overall and per model version; returns the count."""
-    return len(agreement_reports_store(now=timezone.now()))
+    """Clinician-AI agreement of the last 30 days, overall and per model version, with their
+    operator alerts; returns the count."""
+    from monitoring.model_health import operational_alerts_sync
+
+    reports = agreement_reports_store(now=timezone.now())
+    for report in reports:
+        operational_alerts_sync(report)
+    return len(reports)
 
 
 @shared_task(name="monitoring.tasks.report_population", **RETRY_TRANSIENT)

@@ -63,3 +63,8 @@ def compute_drift_reports() -> int:
     from monitoring.model_health import drift_reports_compute
 
     return len(drift_reports_compute())
+
+
+# The stored pipeline, agreement and population reports live beside their queries; importing them
+# here registers their tasks with the worker (Celery discovers `tasks` modules only).
+from monitoring import reports  # noqa: E402, F401

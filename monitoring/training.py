@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from clinops.audit import Actor
 from monitoring import bp, quality, registry
-from monitoring.models import BPModelVersion
+from monitoring.feedback import training_samples_of
+from monitoring.models import BPModelVersion, TrainingSet
 
 
 @dataclass
@@ -35,7 +36,8 @@ def code_version() -> str:
 
 
 def bp_models_train(*, actor: Actor, data_dir: Path, trained_by: str,
-                    progress: Callable[[str], None] = lambda _: None) -> TrainingRun:
+                    progress: Callable[[str], None] = lambda _: None,
+                    production_set: TrainingSet | None = None) -> TrainingRun:
     """Train on `data_dir` (split by record, fixed seed), evaluate on validation and test, and
     register two candidates: the best learned model and the carry-forward baseline. Neither is
     promoted here; promotion is its own audited step."""
@@ -44,6 +46,14 @@ def bp_models_train(*, actor: Actor, data_dir: Path, trained_by: str,
     progress(f"reading {len(names)} records and running the signal pipeline")
     dataset = bp.load_dataset(data_dir, names)
     train, validation, test = (dataset.subset(split.train), dataset.subset(split.validation), dataset.subset(split.test))
+    production = None
+    if production_set is not None:
+        # Production windows join the training split only: validation, test and the gates stay
+        # those of the shipped records, so a new model is judged exactly as the last one was.
+        extra = training_samples_of(production_set)
+        train = bp.BPDataset(samples=train.samples + tuple(extra), outcomes=train.outcomes)
+        production = {"version": production_set.version, "sha256": production_set.sha256, "n_samples": len(extra)}
+        progress(f"added {len(extra)} production windows of training set {production_set.version}")
     progress(f"split by record (seed {split.seed}): {len(train.samples)} train, {len(validation.samples)} "
              f"validation, {len(test.samples)} test windows")
     fingerprint = bp.fingerprint_records(data_dir, split)
@@ -56,7 +66,7 @@ def bp_models_train(*, actor: Actor, data_dir: Path, trained_by: str,
         validation_report = bp.evaluate(model, validation, cross_conformal=True)
         test_report = bp.evaluate(model, test)
         # The training features' distribution, kept so production drift can be measured against it.
-        training = {**model.metadata(),
+        training = {**model.metadata(), "production_set": production,
                     "feature_reference": quality.feature_reference([sample.features for sample in train.samples])}
         metrics = {"validation": validation_report, "test": test_report, "training": training, "kind": label}
         version = registry.model_version_register(

@@ -184,6 +184,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(hours=1),
         "options": {"expires": 3000},
     },
+    "report-pipeline": {"task": "monitoring.tasks.report_pipeline", "schedule": timedelta(minutes=15),
+                        "options": {"expires": 800}},
+    "report-agreement": {"task": "monitoring.tasks.report_agreement", "schedule": timedelta(hours=1),
+                         "options": {"expires": 3000}},
+    "report-population": {"task": "monitoring.tasks.report_population", "schedule": timedelta(hours=1),
+                          "options": {"expires": 3000}},
     "sweep-unevaluated-reports": {
         "task": "therapy.tasks.sweep_unevaluated_reports",
         "schedule": timedelta(minutes=1),

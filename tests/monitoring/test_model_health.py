@@ -217,3 +217,50 @@ def test_the_model_health_page_shows_reports_alerts_and_lets_a_clinician_lift_a_
     patient_client = type(client)()
     patient_client.force_login(drifting_clinic["patient"].user)
     assert patient_client.get("/clinic/model-health/").status_code == 403
+
+
+def test_pipeline_and_agreement_thresholds_raise_operator_alerts(db):
+    from monitoring.models import ReportKind
+
+    pipeline = {"judged": 100, "rejected_pct": 55.0, "period_hours": 24, "silent_devices": [{"device_id": 1}],
+                "silent_after_hours": 48, "latency_ms": {"p95": 1200.0}, "queue": {"oldest_waiting_minutes": 40.0},
+                "failed": {"count": 0}}
+    signals_ = {f.signal: f.severity for f in quality.pipeline_findings(pipeline)}
+    assert signals_ == {"pipeline.rejected_pct": "warning", "pipeline.silent_devices": "warning",
+                        "pipeline.oldest_waiting_minutes": "critical"}
+    assert quality.agreement_findings({"reviewed": 12, "override_pct_steps_only": 75.0,
+                                       "time_to_decision_hours": {"p95": 10.0}})[0].signal == "agreement.override_pct"
+    assert quality.agreement_findings({"reviewed": 3, "override_pct_steps_only": 100.0}) == []  # too few to judge
+    now = timezone.now()
+    report = MonitoringReport.objects.create(kind=ReportKind.PIPELINE, scope="all", period_start=now, period_end=now,
+                                             payload=pipeline)
+    model_health.operational_alerts_sync(report)
+    assert OperatorAlert.objects.filter(resolved_at=None).count() == 3
+    assert not AutonomySuspension.objects.exists()  # operations, not model trust: autonomy is untouched
+
+
+def test_cuff_paired_windows_and_decisions_become_a_versioned_training_set_train_bp_model_uses(drifting_clinic):
+    from monitoring import feedback
+    from monitoring.feedback import training_samples_of, training_set_build
+    from monitoring.training import bp_models_train
+
+    now = timezone.now()
+    training_set = training_set_build(actor=SYSTEM, created_by="test", since=now - dt.timedelta(days=56), until=now)
+    assert (training_set.n_samples, training_set.n_patients) == (12, 1)
+    sample = training_set.content["samples"][0]
+    assert sample["reference"] == {"sbp_mmhg": 145.0, "dbp_mmhg": 88.0} and sample["calibration"]["sbp_mmhg"] == 130.0
+    assert sample["record"] == feedback._pseudonym(drifting_clinic["patient"].pk) != f"prod-{drifting_clinic['patient'].pk}"
+    assert AuditEvent.objects.filter(action="training_set.build").get().detail["sha256"] == training_set.sha256
+    assert len(training_samples_of(training_set)) == 12
+    run = bp_models_train(actor=SYSTEM, data_dir=settings.RECORDINGS_DIR / "challenge2015", trained_by="test",
+                          production_set=training_set)
+    training = run.learned.metrics["training"]
+    assert training["production_set"] == {"version": training_set.version, "sha256": training_set.sha256, "n_samples": 12}
+    assert set(training["feature_reference"]) == set(bp.FEATURES)
+    # The same gates judge it: validation and test are the shipped records' alone.
+    assert run.test_report["dataset"] == run.baseline.metrics["test"]["dataset"]
+    assert run.test_report["sbp"]["model"]["n_windows"] == run.baseline.metrics["test"]["sbp"]["model"]["n_windows"]
+    # A tampered set is refused.
+    training_set.content["samples"][0]["reference"]["sbp_mmhg"] = 200.0
+    with pytest.raises(ValueError, match="SHA-256"):
+        training_samples_of(training_set)
