@@ -1,0 +1,160 @@
+"""One patient's record as a FHIR Bundle (`Patient/{id}/$everything`): reads the rows in a fixed
+number of queries, whatever the record's size, and hands them to the builders of resources.py.
+
+What goes in:
+- the Patient, their Devices, the Practitioners who decided or entered something;
+- BP estimates (live, not shadow) recorded in [since, end), the most recent MAX_ESTIMATES of them
+  (an OperationOutcome entry says when older ones were left out, and how to ask for them), each
+  with the Observation of its signal window;
+- cuff readings measured in [since, end), and every calibration reading an exported estimate
+  derives from (whatever its age, so derivedFrom always resolves inside the Bundle);
+- every suggestion as a MedicationRequest proposal, every released or approved change as an order,
+  the Provenance of each decision and an AuditEvent per plan change (the whole history: a few per
+  month, and the trail must be complete).
+
+A patient reading their own record gets what the API shows them: their released changes only
+(not pending, rejected or superseded proposals), without clinicians' free-text reasons or the
+estimates' internal flags.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db.models import F, Q
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.resource import Resource
+
+from clinops.fhir import resources as fhir
+from clinops.models import AuditEvent
+from monitoring import registry
+from monitoring.models import BPEstimate, BPModelVersion, CuffReading
+from patients.models import Clinician, Device, Patient
+from therapy import plans
+from therapy.domain import Rung
+from therapy.models import PlanVersion, Suggestion, SuggestionStatus
+
+# By default the export covers this much recent data (estimates and cuff readings).
+DEFAULT_SINCE = dt.timedelta(days=90)
+# fhir.resources takes about 1.2 ms to validate and serialise an Observation, and each estimate
+# brings its window: 1,000 estimates took 2.5 s (a 3 MB Bundle) on the development machine. A
+# wearable uploading all day makes far more than that in 90 days; `_since` and `end` narrow the span.
+MAX_ESTIMATES = 1000
+
+RELEASED = (SuggestionStatus.AUTO_RELEASED, SuggestionStatus.APPROVED, SuggestionStatus.MODIFIED,
+            SuggestionStatus.ACKNOWLEDGED)
+
+
+def _rung(plan: PlanVersion, index: int) -> Rung | None:
+    ladder = plans.ladder_of(plan)
+    return ladder.rungs[index] if ladder.has(index) else None
+
+
+def patient_everything(patient: Patient, *, since: dt.datetime, now: dt.datetime, base_url: str, self_url: str,
+                       end: dt.datetime | None = None, for_patient: bool = False) -> Bundle:
+    """The Bundle of `patient`'s record: observations recorded in [since, end) (end None: up to
+    now and beyond), the therapy history in full. base_url: absolute URL the entries' fullUrl start
+    with (ends with "/"). for_patient: the reader is the patient themself (see the module docstring)."""
+    recorded = Q(recorded_at__gte=since) & (Q(recorded_at__lt=end) if end else Q())
+    measured = Q(measured_at__gte=since) & (Q(measured_at__lt=end) if end else Q())
+    devices = list(Device.objects.filter(patient=patient).order_by("pk"))
+    serials = {d.pk: d.serial for d in devices}
+
+    # --- Observations
+    # Never the raw signal, the model file or the feature JSON: large, and not exported.
+    rows = list(
+        BPEstimate.objects.filter(recorded, patient=patient, shadow=False)
+        .select_related("window", "analysis", "calibration")
+        .defer("window__raw", "analysis__features", "analysis__issues", "analysis__reasons", "calibration__features")
+        .order_by("-recorded_at", "-pk")[:MAX_ESTIMATES + 1]
+    )
+    truncated = len(rows) > MAX_ESTIMATES
+    estimates = sorted(rows[:MAX_ESTIMATES], key=lambda e: (e.recorded_at, e.pk))
+    models = {m.pk: m for m in BPModelVersion.objects.filter(pk__in={e.model_version_id for e in estimates})
+              .only("version", "hyperparameters")}
+    calibration_readings = {e.calibration.cuff_reading_id for e in estimates}
+    readings = list(
+        CuffReading.objects.filter(patient=patient)
+        .filter(measured | Q(pk__in=calibration_readings))
+        .select_related("entered_by__clinician").order_by("measured_at", "pk")
+    )
+    cuff_devices = dict(
+        AuditEvent.objects.filter(action="cuff_reading.record", object_type=CuffReading._meta.label,
+                                  object_id__in=[str(r.pk) for r in readings], actor_device__isnull=False)
+        .values_list("object_id", "actor_device_id")
+    )
+
+    # --- Therapy: suggestions, their decisions, plan changes
+    suggestions = Suggestion.objects.filter(patient=patient).select_related("plan_version").order_by("created_at", "pk")
+    if for_patient:
+        suggestions = suggestions.filter(status__in=RELEASED).exclude(to_rung=F("from_rung"))
+    suggestions = list(suggestions)
+    exported = {s.pk for s in suggestions}
+    events = [
+        e for e in AuditEvent.objects.filter(patient=patient, action__in=(*fhir.DECISION_ACTIONS, *fhir.PLAN_ACTIONS))
+        .select_related("actor_user__clinician", "actor_user__patient").order_by("at", "pk")
+        if e.action in fhir.PLAN_ACTIONS or (e.object_type == Suggestion._meta.label and int(e.object_id) in exported)
+    ]
+    decisions: dict[int, dict[str, AuditEvent]] = {}
+    for e in events:
+        if e.action in fhir.DECISION_ACTIONS:
+            decisions.setdefault(int(e.object_id), {})[e.action] = e
+    current = PlanVersion.objects.filter(patient=patient).order_by("-version").only(
+        "ladder", "ladder_name", "current_rung").first()
+    current_regimen = _rung(current, current.current_rung) if current else None
+
+    # --- Resources
+    clinicians: dict[int, Clinician] = {}
+    for user in [e.actor_user for e in events] + [r.entered_by for r in readings]:
+        clinician = fhir.clinician_of(user)
+        if clinician is not None:
+            clinicians[clinician.pk] = clinician
+
+    out: list[Resource] = [fhir.patient_resource(patient)]
+    out += [fhir.practitioner_resource(c) for _, c in sorted(clinicians.items())]
+    out += [fhir.device_resource(d) for d in devices]
+    out += [fhir.cuff_observation(r, device_id=cuff_devices.get(str(r.pk))) for r in readings]
+    for e in estimates:
+        out.append(fhir.window_observation(e.window, e.analysis, device_serial=serials.get(e.window.device_id, "?")))
+        model = models[e.model_version_id]
+        out.append(fhir.estimate_observation(e, model, baseline=registry.is_baseline(model),
+                                             cuff_reading_id=e.calibration.cuff_reading_id, with_flags=not for_patient))
+    exported_estimates = {e.pk for e in estimates}
+
+    orders: list[tuple[dt.datetime, Suggestion, Rung, AuditEvent | None]] = []
+    for s in suggestions:
+        decided = decisions.get(s.pk, {})
+        # A modify rewrites the suggestion's to_rung; what the engine proposed is in the audit row.
+        modify = decided.get("suggestion.modify")
+        proposed_rung = (modify.detail or {}).get("proposed_rung", s.to_rung) if modify else s.to_rung
+        proposed = _rung(s.plan_version, proposed_rung) or _rung(s.plan_version, s.to_rung)
+        supporting = [f"Observation/{fhir.estimate_id(i)}" for i in s.estimate_ids if i in exported_estimates]
+        out.append(fhir.medication_request_proposal(s, proposed=proposed, supporting=supporting))
+        if s.status in RELEASED and s.to_rung != s.from_rung:
+            event = decided.get("suggestion.approve") or modify or decided.get("suggestion.auto_released")
+            orders.append((event.at if event else s.updated_at, s, _rung(s.plan_version, s.to_rung), event))
+    orders.sort(key=lambda o: (o[0], o[1].pk))
+    has_order = set()
+    for i, (at, s, released, event) in enumerate(orders):
+        # In force: the latest change, while the current plan still holds its regimen.
+        in_force = i == len(orders) - 1 and current_regimen is not None and released == current_regimen
+        requester = fhir.actor_reference(event) if event is not None else {"display": fhir.ENGINE}
+        out.append(fhir.medication_request_order(s, released=released, authored_at=at, requester=requester,
+                                                 in_force=in_force))
+        has_order.add(s.pk)
+
+    for e in events:
+        if e.action in fhir.PLAN_ACTIONS:
+            continue
+        pk = int(e.object_id)
+        targets = [f"MedicationRequest/{fhir.proposal_id(pk)}"]
+        if e.action in ("suggestion.approve", "suggestion.modify", "suggestion.auto_released") and pk in has_order:
+            targets.append(f"MedicationRequest/{fhir.order_id(pk)}")
+        out.append(fhir.decision_provenance(e, targets=targets, with_reason=not for_patient))
+    out += [fhir.plan_audit_event(e) for e in events if e.action in fhir.PLAN_ACTIONS]
+
+    if truncated:
+        out.append(fhir.operation_outcome(
+            f"Only the {MAX_ESTIMATES} most recent BP estimates since {since.isoformat()} are included; for "
+            f"older ones ask again with end={estimates[0].recorded_at.isoformat()} (exclusive).",
+            severity="warning", code="too-costly", outcome_id="estimates-truncated"))
+    return fhir.everything_bundle(out, base_url=base_url, self_url=self_url, timestamp=now)
