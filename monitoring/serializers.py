@@ -31,7 +31,11 @@ class AwareDateTimeField(serializers.DateTimeField):
     """An ISO 8601 time that must state its zone: a device clock without one is ambiguous."""
 
     def to_internal_value(self, value):
-        if isinstance(value, str) and parse_datetime(value) is not None and parse_datetime(value).tzinfo is None:
+        try:
+            parsed = parse_datetime(value) if isinstance(value, str) else None
+        except ValueError:  # well formed but impossible (e.g. 12:99): DRF's own parse answers "invalid"
+            parsed = None
+        if parsed is not None and parsed.tzinfo is None:
             raise serializers.ValidationError("must carry a time zone (UTC, e.g. 2026-11-23T10:00:00Z)")
         return super().to_internal_value(value)
 
