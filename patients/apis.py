@@ -5,7 +5,6 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -39,18 +38,11 @@ class DeviceOutput(serializers.ModelSerializer):
         fields = ["id", "patient", "make", "model", "firmware", "serial", "registered_at", "revoked", "revoked_at", "last_seen_at"]
 
 
-class Pagination(LimitOffsetPagination):
-    """LimitOffsetPagination with a ceiling. DRF's has none, so ?limit=62272507225849520128 reached
-    the database as a LIMIT neither SQLite nor PostgreSQL can hold: a 500 instead of a page."""
-
-    max_limit = 1000
-
 
 class PatientListApi(ListAPIView):
     """Patients the caller may see (a clinician: their care teams'; a patient: themself)."""
 
     permission_classes = [IsPerson]
-    pagination_class = Pagination
     serializer_class = PatientOutput
 
     def get_queryset(self):

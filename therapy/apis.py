@@ -16,7 +16,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from clinops.permissions import IsPerson
-from patients.apis import Pagination
 from patients.models import Role
 from patients.selectors import patients_visible_to
 from therapy import plans, services
@@ -130,7 +129,6 @@ class SuggestionListApi(ListAPIView):
     first then oldest. For a patient: their released changes."""
 
     permission_classes = [IsPerson]
-    pagination_class = Pagination  # bounded ?limit= (a huge one was a 500)
     filterset_fields = ["status", "patient", "urgent", "kind"]
 
     def get_queryset(self):
@@ -357,7 +355,6 @@ class AlertListApi(ListAPIView):
     patient, their own seek-care messages."""
 
     permission_classes = [IsPerson]
-    pagination_class = Pagination  # bounded ?limit= (a huge one was a 500)
     filterset_fields = ["patient", "cause", "seek_care"]
 
     def get_queryset(self):

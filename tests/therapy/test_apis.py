@@ -133,3 +133,8 @@ def test_a_ladder_built_by_hand_is_checked_by_the_domain(clinic, client_for):
     made = clinician.post(url, {"reason": "ARB intolerance of losartan", "ladder_name": "candesartan", "ladder": by_hand},
                           format="json")
     assert made.status_code == 201 and made.json()["rungs"] == ["candesartan 8 mg once daily", "candesartan 16 mg once daily"]
+
+
+def test_a_huge_page_size_is_capped_not_an_error(clinic, pending, client_for):
+    page = client_for(clinic["clinician"]).get("/api/v1/suggestions/", {"limit": "62272507225849520128"})
+    assert page.status_code == 200 and [s["id"] for s in page.json()["results"]] == [pending.pk]
