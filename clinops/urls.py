@@ -16,3 +16,5 @@ urlpatterns = [
     path("fhir/", include("clinops.fhir.urls")),
     path("", include("clinops.web.urls")),
 ]
+
+handler404 = "clinops.views.not_found"

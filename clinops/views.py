@@ -37,3 +37,12 @@ def healthz(request: HttpRequest) -> JsonResponse:
         checks["worker_last_beat_age_s"] = round(age, 1)
     healthy = checks["database"] == "ok" and checks["redis"] == "ok"
     return JsonResponse({"status": "ok" if healthy else "degraded", "checks": checks}, status=200 if healthy else 503)
+
+
+def not_found(request: HttpRequest, exception=None):
+    """404 for an unknown URL: the API's error envelope under /api/, Django's page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"message": "Not found.", "extra": {}}, status=404)
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
