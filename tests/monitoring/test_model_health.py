@@ -96,6 +96,16 @@ def test_a_subgroup_materially_worse_than_the_whole_is_flagged():
 
 # --- from the database: alerts and the narrowing of autonomy ---------------------------------------
 
+def analysed_window(device, *, sequence: int, at: dt.datetime, features: dict, firmware: str = "1") -> WindowAnalysis:
+    """A processed, usable window of `device` recorded at `at` with these beat features (no raw signal)."""
+    window = SignalWindow.objects.create(
+        device=device, patient=device.patient, sequence=sequence, recorded_at=at, duration_s=30, ecg_fs=250, ppg_fs=250,
+        encoding="compact", raw=b"", raw_sha256="", raw_bytes=0, firmware=firmware, enqueued_at=at,
+        status=WindowStatus.PROCESSED)
+    return WindowAnalysis.objects.create(window=window, pipeline_version=signals.PIPELINE_VERSION, usable=True,
+                                         processing_ms=1.0, features=features)
+
+
 @pytest.fixture
 def drifting_clinic(db):
     """A patient on the carry-forward model, calibrated at 130/80, whose next 12 cuff-paired windows
@@ -114,12 +124,7 @@ def drifting_clinic(db):
                                         dbp_mmhg=88, source="patient")
     for i in range(12):
         at = second.measured_at + dt.timedelta(seconds=40 * (i - 6))
-        window = SignalWindow.objects.create(
-            device=device, patient=patient, sequence=i + 1, recorded_at=at, duration_s=30, ecg_fs=250, ppg_fs=250,
-            encoding="compact", raw=b"", raw_sha256="", raw_bytes=0, firmware="1", enqueued_at=at,
-            status=WindowStatus.PROCESSED)
-        WindowAnalysis.objects.create(window=window, pipeline_version=signals.PIPELINE_VERSION, usable=True,
-                                      processing_ms=1.0, features=features)
+        analysed_window(device, sequence=i + 1, at=at, features=features)
     return {"model": model, "patient": patient, "clinician": make_clinician(team=team).user}
 
 
@@ -186,12 +191,7 @@ def test_drift_reports_use_the_training_distribution_kept_with_the_model(db, rea
     for i, features in enumerate(real_features[half:half + 80]):
         at = now - dt.timedelta(hours=i)
         shifted = {**features, "pat_foot_ms_median": (features.get("pat_foot_ms_median") or 200.0) + 40.0}
-        window = SignalWindow.objects.create(
-            device=device, patient=patient, sequence=i + 1, recorded_at=at, duration_s=30, ecg_fs=250, ppg_fs=250,
-            encoding="compact", raw=b"", raw_sha256="", raw_bytes=0, firmware="2.0", enqueued_at=at,
-            status=WindowStatus.PROCESSED)
-        WindowAnalysis.objects.create(window=window, pipeline_version=signals.PIPELINE_VERSION, usable=True,
-                                      processing_ms=1.0, features=shifted)
+        analysed_window(device, sequence=i + 1, at=at, features=shifted, firmware="2.0")
     [report] = model_health.drift_reports_compute()
     by_feature = {d["feature"]: d for d in report.payload["features"]}
     assert by_feature["pat_foot_ms_median"]["severity"] == "critical" and report.payload["n_windows"] == 80
