@@ -1,6 +1,7 @@
 """Device window API: upload one, upload a batch, read a window's status and result."""
 from __future__ import annotations
 
+import structlog
 from django.conf import settings
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -11,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
+from redis.exceptions import RedisError
 
 from clinops.permissions import DeviceAPIKeyAuthentication, DevicePrincipal, IsDevice
 from monitoring import services
@@ -20,6 +22,8 @@ from monitoring.models import CuffReading, CuffSource
 from monitoring.serializers import AwareDateTimeField, BatchInput, WindowAccepted, WindowInput, WindowOutput
 from patients.models import Role
 from patients.selectors import patients_visible_to
+
+log = structlog.get_logger(__name__)
 
 
 class DeviceUploadThrottle(SimpleRateThrottle):
@@ -31,6 +35,16 @@ class DeviceUploadThrottle(SimpleRateThrottle):
         if isinstance(request.user, DevicePrincipal):
             return self.cache_format % {"scope": self.scope, "ident": request.user.device.pk}
         return None
+
+    def allow_request(self, request, view) -> bool:
+        # With Redis down the counter cannot be read. Refusing would drop a patient's data for an
+        # outage of a rate limiter, so the upload is let through (stored in the database; the
+        # sweeper queues it once the broker is back) and the outage is logged.
+        try:
+            return super().allow_request(request, view)
+        except RedisError as exc:
+            log.warning("device_upload.throttle_unavailable", error=exc.__class__.__name__)
+            return True
 
 
 class DeviceUploadApi(APIView):

@@ -297,3 +297,13 @@ def test_a_patient_cannot_read_raw_windows_and_an_admin_can(device_client, make_
     as_admin = APIClient()
     as_admin.force_login(make_admin())
     assert as_admin.get(url).status_code == 200
+
+
+def test_with_the_redis_cache_down_an_upload_is_still_stored_not_refused(device_client, make_payload, settings):
+    from clinops import localservices
+
+    dead = f"redis://127.0.0.1:{localservices.free_port()}/1"
+    settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": dead}}
+    response = post(device_client, make_payload(0, sequence=4242))
+    assert response.status_code == 202, response.content
+    assert SignalWindow.objects.filter(sequence=4242, status=WindowStatus.RECEIVED).exists()
