@@ -52,6 +52,10 @@ class AuditEvent(models.Model):
         "patients.Patient", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     detail = models.JSONField(default=dict, blank=True)
+    # Tamper evidence: each row carries the hash of the row before it and its own
+    # (clinops.audit.row_hash); `manage.py verify_audit_trail` reports any break in the chain.
+    prev_hash = models.CharField(max_length=64, default="", blank=True)
+    row_hash = models.CharField(max_length=64, default="", blank=True)
 
     objects = AuditEventQuerySet.as_manager()
 
