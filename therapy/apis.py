@@ -5,7 +5,6 @@ Patients see their own released changes, doses, reports and seek-care messages; 
 reasons, model versions and evidence are for the care team."""
 from __future__ import annotations
 
-from django.db.models import F
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -21,10 +20,19 @@ from patients.selectors import patients_visible_to
 from therapy import plans, services
 from therapy.adherence import scheduled_doses
 from therapy.domain import RED_FLAG_SYMPTOMS, Symptom
-from therapy.models import DEFAULT_SEEK_CARE_INSTRUCTIONS, Alert, DoseLog, PlanVersion, ReportKind, Suggestion, SymptomReport
-from therapy.selectors import adherence_of, alerts_open_for, plan_current, suggestions_visible_to
+from therapy.models import (
+    DEFAULT_SEEK_CARE_INSTRUCTIONS,
+    RELEASED_STATUSES,
+    Alert,
+    DoseLog,
+    PlanVersion,
+    ReportKind,
+    Suggestion,
+    SuggestionStatus,
+    SymptomReport,
+)
+from therapy.selectors import adherence_of, alerts_open_for, plan_current, released_changes, suggestions_visible_to
 
-RELEASED = ("auto_released", "approved", "modified", "acknowledged")
 
 
 def _is_patient(request: Request) -> bool:
@@ -134,7 +142,7 @@ class SuggestionListApi(ListAPIView):
     def get_queryset(self):
         visible = suggestions_visible_to(self.request.user)
         if _is_patient(self.request):
-            return visible.filter(status__in=RELEASED).exclude(to_rung=F("from_rung")).order_by("-created_at")
+            return released_changes(visible)
         return visible.order_by("-urgent", "created_at")
 
     def get_serializer_class(self):
@@ -147,7 +155,8 @@ class SuggestionDetailApi(APIView):
     @extend_schema(responses=SuggestionOutput)
     def get(self, request: Request, suggestion_id: int) -> Response:
         if _is_patient(request):
-            suggestion = get_object_or_404(suggestions_visible_to(request.user).filter(status__in=RELEASED), pk=suggestion_id)
+            shown = suggestions_visible_to(request.user).filter(status__in=(*RELEASED_STATUSES, SuggestionStatus.ACKNOWLEDGED))
+            suggestion = get_object_or_404(shown, pk=suggestion_id)
             return Response(ReleasedChangeOutput(suggestion).data)
         return Response(SuggestionOutput(get_object_or_404(suggestions_visible_to(request.user), pk=suggestion_id)).data)
 

@@ -70,6 +70,10 @@ class SuggestionStatus(models.TextChoices):
     ACKNOWLEDGED = "acknowledged", "Acknowledged by the patient"
 
 
+# Reached the patient (automatically or by a clinician) and not yet acknowledged.
+RELEASED_STATUSES = (SuggestionStatus.AUTO_RELEASED, SuggestionStatus.APPROVED, SuggestionStatus.MODIFIED)
+
+
 class Suggestion(models.Model):
     """A proposed dosage step with its evidence and the routing decision, with every reason."""
 

@@ -15,7 +15,7 @@ from therapy import plans
 from therapy.adherence import Adherence, DoseLogEntry, adherence_over_look_back
 from therapy.domain import SideEffectReport, Symptom, SymptomReport
 from therapy.triage import Triage, TriageInput, triage_of
-from therapy.models import Alert, DoseLog, PlanVersion, ReportKind, Suggestion, SuggestionStatus
+from therapy.models import RELEASED_STATUSES, Alert, DoseLog, PlanVersion, ReportKind, Suggestion, SuggestionStatus
 from therapy.models import SymptomReport as SymptomReportRow
 
 
@@ -70,6 +70,13 @@ def reports_since(patient: Patient, since: dt.datetime) -> tuple[list[SymptomRep
 def suggestions_visible_to(user) -> QuerySet[Suggestion]:
     """Suggestions of the patients the user may see (care teams' for a clinician, their own for a patient)."""
     return Suggestion.objects.filter(patient__in=patients_visible_to(user)).select_related("patient", "plan_version")
+
+
+def released_changes(suggestions: QuerySet[Suggestion]) -> QuerySet[Suggestion]:
+    """Changes that reached the patient (released or approved, acknowledged or not) and moved the
+    rung: what a patient is shown of their suggestions, newest first."""
+    return (suggestions.filter(status__in=(*RELEASED_STATUSES, SuggestionStatus.ACKNOWLEDGED))
+            .exclude(to_rung=F("from_rung")).order_by("-created_at"))
 
 
 def alerts_open_for(user, *, include_snoozed: bool = True, now: dt.datetime | None = None) -> QuerySet[Alert]:

@@ -194,15 +194,14 @@ def suggestion_reject(*, actor: Any, suggestion_id: int, reason: str):
 @transaction.atomic
 def suggestion_acknowledge(*, actor: Any, suggestion_id: int):
     """The patient confirms they have seen a released change (their own only)."""
-    from therapy.models import Suggestion, SuggestionStatus
+    from therapy.models import RELEASED_STATUSES, Suggestion, SuggestionStatus
 
     suggestion = Suggestion.objects.select_for_update().select_related("patient").get(pk=suggestion_id)
     if not (isinstance(actor, User) and suggestion.patient.user_id == actor.pk):
         raise ApplicationError("Only the patient acknowledges their own change.", status_code=403)
-    released = (SuggestionStatus.AUTO_RELEASED, SuggestionStatus.APPROVED, SuggestionStatus.MODIFIED)
     if suggestion.status == SuggestionStatus.ACKNOWLEDGED:
         return suggestion
-    if suggestion.status not in released or suggestion.to_rung == suggestion.from_rung:
+    if suggestion.status not in RELEASED_STATUSES or suggestion.to_rung == suggestion.from_rung:
         raise ApplicationError("Only a released change can be acknowledged.", status_code=409)
     previous = suggestion.status
     suggestion.status = SuggestionStatus.ACKNOWLEDGED

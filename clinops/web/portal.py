@@ -20,9 +20,8 @@ from therapy import plans, services
 from therapy.adherence import scheduled_doses
 from therapy.domain import RED_FLAG_SYMPTOMS, Symptom
 from therapy.models import DEFAULT_SEEK_CARE_INSTRUCTIONS, DoseLog, Suggestion, SuggestionStatus
-from therapy.selectors import adherence_of, plan_current
+from therapy.selectors import adherence_of, plan_current, released_changes
 
-RELEASED = (SuggestionStatus.AUTO_RELEASED, SuggestionStatus.APPROVED, SuggestionStatus.MODIFIED)
 
 
 def _in_words(mean: dict, plan) -> str:
@@ -58,8 +57,8 @@ def home(request: HttpRequest) -> HttpResponse:
         "bp_words": _in_words(bp_mean_since(patient, since=now - dt.timedelta(days=7)), plan),
         "trend": {**bp_trend(patient, since=now - dt.timedelta(days=30)),
                   "target": [plan.target_sbp_mmhg, plan.target_dbp_mmhg] if plan else None, "rung_changes": []},
-        "to_acknowledge": [s for s in patient.suggestions.filter(status__in=RELEASED).order_by("-updated_at")
-                           if s.to_rung != s.from_rung],
+        "to_acknowledge": released_changes(patient.suggestions.all()).exclude(status=SuggestionStatus.ACKNOWLEDGED)
+                                                                        .order_by("-updated_at"),
         "seek_care": patient.alerts.filter(closed_at__isnull=True, seek_care=True).first(),
         "today": today,
         "doses": _doses_today(patient, plan, today),
@@ -169,6 +168,5 @@ def devices(request: HttpRequest) -> HttpResponse:
 @patient_required
 def history(request: HttpRequest) -> HttpResponse:
     patient = request.user.patient
-    changes = [s for s in patient.suggestions.filter(status__in=(*RELEASED, SuggestionStatus.ACKNOWLEDGED)).order_by("-created_at")
-               if s.to_rung != s.from_rung]
+    changes = released_changes(patient.suggestions.all())
     return render(request, "web/portal/history.html", {"changes": changes, "plan": plan_current(patient)})

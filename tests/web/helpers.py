@@ -7,7 +7,7 @@ from pathlib import Path
 from django.conf import settings
 from playwright.sync_api import Page, expect
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's package (make test installs it); never `playwright install`
+CHROMIUM = "/usr/bin/chromium"  # Debian's package (make test installs it); playwright never downloads a browser here
 CHROMIUM_ARGS = ["--no-sandbox"]  # the tests run as root
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
