@@ -84,7 +84,7 @@ def celery_worker(django_db_setup, django_db_blocker):
     """A real `celery worker` process on the test Redis and the test database, for the session."""
     with django_db_blocker.unblock():
         database_url = _database_url_of_test_db()
-    log_path = settings.VAR_DIR / f"test-worker-{connection.vendor}.log"
+    log_path = settings.VAR_DIR / f"test-worker-{connection.vendor}-{os.getpid()}.log"
     log = open(log_path, "wb")  # noqa: SIM115 - closed at teardown
     # A short debounce so tests see the evaluation that follows new estimates within seconds.
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "clinops.settings.test", "DATABASE_URL": database_url,
