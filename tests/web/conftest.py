@@ -74,9 +74,14 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    """A fresh browser context (no cookies) and page per test, desktop-sized."""
+    """A fresh browser context (no cookies) and page per test, desktop-sized. The test fails if
+    the browser refused anything under the Content Security Policy on any page it showed."""
     context = browser.new_context(viewport=DESKTOP)
     context.set_default_timeout(10_000)
     page = context.new_page()
+    refused: list[str] = []
+    page.on("console", lambda message: refused.append(f"{page.url}: {message.text}")
+            if "Content Security Policy" in message.text else None)
     yield page
     context.close()
+    assert not refused, "the Content Security Policy refused:\n" + "\n".join(refused)
