@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import socket
-from functools import partial
 from typing import Any
 
 from celery import Task, shared_task
@@ -21,7 +20,13 @@ def enqueue_on_commit(task: Task, *args: Any, **kwargs: Any) -> None:
     committed work stands and the failure is logged (robust): periodic sweepers re-send what is
     still waiting (e.g. monitoring.tasks.sweep_unprocessed_windows).
     """
-    transaction.on_commit(partial(task.apply_async, args=args, kwargs=kwargs), robust=True)
+    def send() -> None:
+        task.apply_async(args=args, kwargs=kwargs)
+
+    # Django 5.2 names a failing robust callback by its __qualname__ when it logs the error; with
+    # none (a functools.partial) the log call itself raised, and a broker outage became a 500.
+    send.__qualname__ = f"send {task.name}"
+    transaction.on_commit(send, robust=True)
 
 
 @shared_task(name="clinops.tasks.worker_heartbeat", ignore_result=True)
