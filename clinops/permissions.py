@@ -149,3 +149,14 @@ class IsPerson(permissions.BasePermission):
         if settings.CLINOPS_OTP_REQUIRED_FOR_CLINICIANS and getattr(user, "role", None) == "clinician":
             return bool(getattr(user, "is_verified", lambda: False)())
         return True
+
+
+class IsDeviceOrPerson(permissions.BasePermission):
+    """The API's default (REST_FRAMEWORK DEFAULT_PERMISSION_CLASSES): a registered device, or a
+    person as IsPerson has them, so that a route naming no permission of its own still asks a
+    clinician's session for the second factor."""
+
+    message = IsPerson.message
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        return IsDevice().has_permission(request, view) or IsPerson().has_permission(request, view)

@@ -272,16 +272,7 @@ ADMIN_SAMPLES = ("admin:index", "admin:patients_patient_changelist", "admin:pati
 
 # Cases where the matrix found someone let in who must not be: (route, role, method) -> what is wrong.
 # Each is an xfail(strict=True) until the product is fixed (then it passes and must be removed here).
-_NO_OTP_BUG = ("{what} without the second factor: {view} has no IsPerson (DRF's default IsAuthenticated), "
-               "so the TOTP check every other person route makes (clinops.permissions.IsPerson) is skipped")
-KNOWN_BUGS: dict[tuple[str, str, str], str] = {
-    ("monitoring:window-detail", "clinician_no_otp", "GET"):
-        _NO_OTP_BUG.format(what="200: a window's status and features", view="WindowDetailApi"),
-    ("monitoring:patient-cuff-readings", "clinician_no_otp", "POST"):
-        _NO_OTP_BUG.format(what="201: stores a cuff reading (a calibration)", view="PatientCuffReadingApi"),
-    ("monitoring:patient-cuff-readings", "clinician_no_otp", "GET"):
-        _NO_OTP_BUG.format(what="405 instead of 403 (harmless on its own)", view="PatientCuffReadingApi"),
-}
+KNOWN_BUGS: dict[tuple[str, str, str], str] = {}
 
 
 # --- The routes, from the URL conf --------------------------------------------------------------
