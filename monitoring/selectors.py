@@ -8,7 +8,7 @@ import datetime as dt
 from django.db.models import QuerySet
 
 from clinops.permissions import DevicePrincipal
-from django.db.models import Avg, Count, F, OuterRef, Subquery
+from django.db.models import Avg, Count, Exists, F, OuterRef, Subquery
 from django.db.models.functions import TruncHour
 
 from monitoring.models import BPEstimate, BPModelVersion, CuffReading, SignalWindow, WindowStatus
@@ -34,6 +34,21 @@ def windows_waiting_for_processing(*, sent_before: dt.datetime, limit: int = 500
     return list(
         SignalWindow.objects.filter(status=WindowStatus.RECEIVED, enqueued_at__lt=sent_before)
         .order_by("enqueued_at").values_list("id", flat=True)[:limit]
+    )
+
+
+def windows_waiting_for_estimate(*, patient_id: int, recorded_from: dt.datetime, limit: int = 5000) -> list[int]:
+    """Ids of a patient's usable processed windows (current pipeline) recorded from `recorded_from`
+    on that have no live estimate yet, oldest first: those that found no calibration when they
+    were processed."""
+    from monitoring.signals import PIPELINE_VERSION
+
+    return list(
+        SignalWindow.objects.filter(
+            patient_id=patient_id, status=WindowStatus.PROCESSED, recorded_at__gte=recorded_from,
+            analyses__pipeline_version=PIPELINE_VERSION, analyses__usable=True,
+        ).filter(~Exists(BPEstimate.objects.filter(window_id=OuterRef("pk"), shadow=False)))
+        .order_by("recorded_at").values_list("id", flat=True)[:limit]
     )
 
 

@@ -1,6 +1,7 @@
 """Cuff readings are recorded by patient, clinician or connected cuff, and calibrate against the
 usable windows recorded within +/- 10 minutes of them."""
 import datetime as dt
+import inspect
 import json
 
 import pytest
@@ -129,3 +130,25 @@ def test_a_calibration_used_by_an_estimate_no_longer_changes(patient, processed_
     calibration = Calibration.objects.get(cuff_reading=reading)
     assert list(calibration.windows.all()) == [first] and calibration.features == features
     assert any("part of its own calibration" in flag for flag in estimate.flags)
+
+
+def test_windows_processed_before_their_calibration_are_estimated_once_it_exists(
+        patient, processed_window_at, django_capture_on_commit_callbacks):
+    from monitoring import registry
+    from tests.monitoring.test_bp_registry import register
+
+    registry.model_version_promote(actor=SYSTEM, model=register("cf", test_mae=5.0, kind="baseline"))
+    near = processed_window_at(T0 + dt.timedelta(minutes=2), 0)
+    later = processed_window_at(T0 + dt.timedelta(minutes=30), 1)
+    before = processed_window_at(T0 - dt.timedelta(minutes=30), 2)
+    assert services.window_estimate(window_id=later.pk) == []  # no calibration, no estimate
+    with django_capture_on_commit_callbacks() as sent:
+        services.cuff_reading_record(actor=SYSTEM, patient=patient, measured_at=T0, sbp_mmhg=140, dbp_mmhg=85,
+                                     source="clinician")
+    queued = [inspect.getclosurevars(c).nonlocals["args"][0] for c in sent
+              if c.__qualname__ == "send monitoring.tasks.estimate_window"]
+    # The calibration cannot serve a window recorded before it (more than the pairing time).
+    assert queued == [near.pk, later.pk]
+    for window_id in queued:
+        services.window_estimate(window_id=window_id)
+    assert [len(w.estimates.all()) for w in (near, later, before)] == [1, 1, 0]
