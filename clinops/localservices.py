@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -118,9 +119,36 @@ def _as_postgres_user(cmd: list[str]) -> list[str]:
     return cmd
 
 
+@dataclass(frozen=True)
+class PostgresCluster:
+    """A throwaway PostgreSQL cluster: its URL, and what pg_ctl needs to stop or restart it."""
+
+    url: str
+    data_dir: Path
+    options: str
+    log_file: Path
+
+
+def _pg_ctl(cluster_data_dir: Path, *args: str) -> None:
+    subprocess.run(
+        _as_postgres_user([postgres_bin("pg_ctl"), "-D", str(cluster_data_dir), *args]),
+        check=True, stdout=subprocess.DEVNULL,
+    )
+
+
+def postgres_start(cluster: PostgresCluster) -> None:
+    """Start the cluster's server and wait until it accepts connections."""
+    _pg_ctl(cluster.data_dir, "-o", cluster.options, "-l", str(cluster.log_file), "-w", "start")
+
+
+def postgres_stop(cluster: PostgresCluster) -> None:
+    """Stop the server the way an operator's restart does: open connections are cut (fast mode)."""
+    _pg_ctl(cluster.data_dir, "-m", "fast", "-w", "stop")
+
+
 @contextlib.contextmanager
-def temporary_postgres(*, port: int | None = None, database: str = "clinops") -> Iterator[str]:
-    """Run a throwaway PostgreSQL cluster on 127.0.0.1; yields its postgres:// URL; removes it after."""
+def temporary_postgres_cluster(*, port: int | None = None, database: str = "clinops") -> Iterator[PostgresCluster]:
+    """Run a throwaway PostgreSQL cluster on 127.0.0.1; yields it; removes it after."""
     port = port or free_port()
     root = Path(tempfile.mkdtemp(prefix="clinops-pg-"))
     data_dir, socket_dir = root / "data", root / "sock"
@@ -140,24 +168,30 @@ def temporary_postgres(*, port: int | None = None, database: str = "clinops") ->
         ]),
         check=True, stdout=subprocess.DEVNULL,
     )
-    options = f"-p {port} -k {socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
-    subprocess.run(
-        _as_postgres_user([postgres_bin("pg_ctl"), "-D", str(data_dir), "-o", options, "-l", str(root / "pg.log"), "-w", "start"]),
-        check=True, stdout=subprocess.DEVNULL,
+    cluster = PostgresCluster(
+        url=f"postgres://clinops:{password}@127.0.0.1:{port}/{database}", data_dir=data_dir,
+        options=f"-p {port} -k {socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
+        log_file=root / "pg.log",
     )
+    postgres_start(cluster)
     try:
         env = {**os.environ, "PGPASSWORD": password}
         subprocess.run(
             [postgres_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "clinops", database],
             check=True, env=env,
         )
-        yield f"postgres://clinops:{password}@127.0.0.1:{port}/{database}"
+        yield cluster
     finally:
-        subprocess.run(
-            _as_postgres_user([postgres_bin("pg_ctl"), "-D", str(data_dir), "-m", "fast", "-w", "stop"]),
-            check=False, stdout=subprocess.DEVNULL,
-        )
+        with contextlib.suppress(subprocess.CalledProcessError):
+            postgres_stop(cluster)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def temporary_postgres(*, port: int | None = None, database: str = "clinops") -> Iterator[str]:
+    """Run a throwaway PostgreSQL cluster on 127.0.0.1; yields its postgres:// URL; removes it after."""
+    with temporary_postgres_cluster(port=port, database=database) as cluster:
+        yield cluster.url
 
 
 def stop(process: subprocess.Popen | None, *, timeout_s: float = 10) -> None:

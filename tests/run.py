@@ -1,9 +1,12 @@
 """The test command behind `make test`: private Redis + PostgreSQL, then the suite in two passes.
 
-Pass 1 runs every test on SQLite (the zero-setup default) except the PostgreSQL-only ones; pass 2
-runs the integration tests and the PostgreSQL-only ones on a throwaway PostgreSQL cluster. Both
-passes use a real Redis and a real Celery worker process. The exit status is non-zero if any test
-failed or if a pass ran no test at all.
+Pass 1 runs every test on SQLite (the zero-setup default) except the PostgreSQL-only and fault
+ones; pass 2 runs the integration tests and the PostgreSQL-only ones on a throwaway PostgreSQL
+cluster. Both use a real Redis and a real Celery worker process. Pass 3 runs the fault tests
+(`faults` marker) on PostgreSQL with a Redis of its own: they kill workers, stop Redis and restart
+PostgreSQL, so they run last, alone, and are told where the servers are (CLINOPS_TEST_REDIS_PORT,
+CLINOPS_TEST_REDIS_DIR, CLINOPS_TEST_PG_DATA, CLINOPS_TEST_PG_OPTIONS, CLINOPS_TEST_PG_LOG). The
+exit status is non-zero if any test failed or if a pass ran no test at all.
 
     python -m tests.run                 # everything
     python -m tests.run -- -k audit     # extra arguments go to both pytest passes
@@ -19,9 +22,11 @@ from pathlib import Path
 from clinops import localservices
 
 ROOT = Path(__file__).resolve().parent.parent
+# (name, marker expression, on PostgreSQL, with a Redis of its own)
 PASSES = [
-    ("SQLite", "not postgres", False),
-    ("PostgreSQL", "postgres or integration", True),
+    ("SQLite", "not postgres and not faults", False, False),
+    ("PostgreSQL", "(postgres or integration) and not faults", True, False),
+    ("faults", "faults", True, True),
 ]
 
 
@@ -32,14 +37,25 @@ def main(argv: list[str]) -> int:
     redis = localservices.start_redis(port=redis_port, data_dir=redis_dir)
     results: list[tuple[str, int]] = []
     try:
-        with localservices.temporary_postgres() as postgres_url:
-            for name, marker, on_postgres in PASSES:
+        with localservices.temporary_postgres_cluster() as postgres:
+            for name, marker, on_postgres, own_redis in PASSES:
                 env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE"}}
-                env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+                port, own = redis_port, None
+                if own_redis:
+                    port = localservices.free_port()
+                    own_dir = Path(tempfile.mkdtemp(prefix="clinops-redis-faults-"))
+                    own = localservices.start_redis(port=port, data_dir=own_dir)
+                    env |= {"CLINOPS_TEST_REDIS_PORT": str(port), "CLINOPS_TEST_REDIS_DIR": str(own_dir),
+                            "CLINOPS_TEST_PG_DATA": str(postgres.data_dir), "CLINOPS_TEST_PG_OPTIONS": postgres.options,
+                            "CLINOPS_TEST_PG_LOG": str(postgres.log_file)}
+                env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
                 if on_postgres:
-                    env["DATABASE_URL"] = postgres_url
+                    env["DATABASE_URL"] = postgres.url
                 print(f"\n=== pass: {name} (-m '{marker}') ===", flush=True)
-                code = subprocess.call([sys.executable, "-m", "pytest", "-m", marker, *extra], cwd=ROOT, env=env)
+                try:
+                    code = subprocess.call([sys.executable, "-m", "pytest", "-m", marker, *extra], cwd=ROOT, env=env)
+                finally:
+                    localservices.stop(own)
                 results.append((name, code))
     finally:
         localservices.stop(redis)
