@@ -1,4 +1,5 @@
-"""Benchmark: accepted device uploads/s and latency of POST /api/v1/windows/ on the real server shape.
+"""Benchmark: accepted device uploads/s and latency of POST /api/v1/windows/ (or, with --batch N,
+accepted windows/s of POST /api/v1/windows/batch/) on the real server shape.
 
 Starts a private Redis and a throwaway PostgreSQL, migrates, registers devices (one per patient),
 then runs gunicorn with the production settings and drives it from this process with aiohttp:
@@ -12,8 +13,13 @@ the end, also on error or Ctrl-C.
     .venv/bin/python bench/ingest.py --workers 2,3,4        # one run (and summary line) per setting
     .venv/bin/python bench/ingest.py --worker-class gthread --threads 4 --workers 2
     .venv/bin/python bench/ingest.py --encoding json --no-gzip
+    .venv/bin/python bench/ingest.py --batch 100 --concurrency 4   # N windows per request, as devices buffer
 
-Per run it prints a RESULT line (accepted uploads/s, p50/p95/p99 latency of the 202s, errors by
+With --batch N every request carries N windows of one device (fresh sequences, so each one is a
+real accepted insert) to POST /api/v1/windows/batch/, which answers 200 with a result per window;
+the figures are then accepted *windows*/s (the target's unit), with the latency of a whole request.
+
+Per run it prints a RESULT line (accepted uploads/s, or windows/s in batch mode, p50/p95/p99 latency of the 202s, errors by
 status, gunicorn setting, concurrency, encoding, body size), the CPU each part used (the load
 generator shares the 2 cores), the CPU per accepted upload (comparable across runs even when other
 processes load the machine), a check that every 202 is a stored row and a queued task id, and the
@@ -61,6 +67,7 @@ PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "py
 RECORDINGS_DIR = ROOT / "data" / "recordings"
 TARGET_PER_S = 500.0  # product target: accepted 30-s windows per second on this machine
 UPLOAD_PATH = "/api/v1/windows/"
+BATCH_PATH = "/api/v1/windows/batch/"
 
 SETUP_SCRIPT = r"""
 import datetime as dt, json, sys
@@ -83,6 +90,11 @@ print("KEYS=" + json.dumps(keys))
 """
 
 
+def load_average() -> str:
+    """The machine's 1/5/15-min load average, as `uptime` shows it (other agents share the cores)."""
+    return "/".join(f"{v:.2f}" for v in os.getloadavg())
+
+
 # --- command line -------------------------------------------------------------------------------
 
 
@@ -100,17 +112,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="threads per worker (gthread; >1 turns sync into gthread in gunicorn)")
     p.add_argument("--concurrency", type=int_list, default=[32], help="requests in flight (aiohttp clients); a list makes one run each")
     p.add_argument("--duration", type=float, default=20.0, help="timed phase, seconds (upper bound)")
-    p.add_argument("--max-requests", type=int, default=20000, help="timed phase, request count (upper bound)")
+    p.add_argument("--max-requests", type=int, default=None,
+                   help="timed phase, request count (upper bound); default 20000 windows' worth (20000 / batch)")
     p.add_argument("--warmup", type=float, default=3.0, help="warm-up phase before each timed phase, seconds")
-    p.add_argument("--warmup-max-requests", type=int, default=1000, help="warm-up phase, request count (upper bound)")
+    p.add_argument("--warmup-max-requests", type=int, default=None,
+                   help="warm-up phase, request count (upper bound); default 1000 windows' worth (at least 20)")
     p.add_argument("--devices", type=int, default=200, help="registered devices (one patient each); requests rotate over them")
     p.add_argument("--records", type=int, default=3, help="challenge2015 records the windows come from")
     p.add_argument("--encoding", default="compact", choices=["compact", "json"], help="wire encoding of the samples")
     p.add_argument("--gzip", default=True, action=argparse.BooleanOptionalAction, help="send Content-Encoding: gzip bodies")
     p.add_argument("--timeout", type=float, default=60.0, help="per-request timeout, seconds")
+    p.add_argument("--batch", type=int, default=0,
+                   help="windows per request to POST /api/v1/windows/batch/ (1-100); 0 = one window per request to /api/v1/windows/")
     p.add_argument("--keep", action="store_true", help="keep the gunicorn log directory (path printed)")
     args = p.parse_args(argv)
-    if args.duration <= 0 or args.max_requests < 1 or args.devices < 1 or args.records < 1:
+    if not 0 <= args.batch <= 100:
+        p.error("--batch must be 0 (single uploads) or 1-100 windows per request")
+    per = max(1, args.batch)
+    if args.max_requests is None:
+        args.max_requests = max(100, 20000 // per)
+    if args.warmup_max_requests is None:
+        args.warmup_max_requests = max(20, 1000 // per)
+    if args.duration <= 0 or args.max_requests < 1 or args.warmup_max_requests < 1 or args.devices < 1 or args.records < 1:
         p.error("--duration, --max-requests, --devices and --records must be positive")
     return args
 
@@ -120,16 +143,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 @dataclass
 class Bodies:
-    """Pre-built bodies; body k carries sequence k, so (device d, body k) is a unique upload."""
+    """Pre-built bodies; body k carries sequence k (batch mode: sequences kN..kN+N-1), so
+    (device d, body k) is a unique upload."""
 
     items: list[bytes]
     raw_bytes: int  # mean JSON size before gzip
     wire_bytes: int  # mean size on the wire
     windows: int
     records: list[str]
+    per_body: int = 1  # windows per request body
 
 
-def build_bodies(*, count: int, encoding: str, gzipped: bool, n_records: int) -> Bodies:
+def build_bodies(*, count: int, encoding: str, gzipped: bool, n_records: int, batch: int = 0) -> Bodies:
     names = challenge2015_records(RECORDINGS_DIR)[:n_records]
     payloads = []
     base = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(minutes=10)
@@ -139,16 +164,20 @@ def build_bodies(*, count: int, encoding: str, gzipped: bool, n_records: int) ->
             payloads.append(window_payload(window, sequence=0, recorded_at=base, encoding=encoding))
     if not payloads:
         raise SystemExit("no 30-s windows found in the challenge2015 recordings")
-    items, raw_total = [], 0
-    for k in range(count):
+    def one(k: int) -> dict:
         payload = dict(payloads[k % len(payloads)], sequence=k)
         # A few minutes ago, 30 s apart, within the server's 5-min skew / 30-day age limits.
         payload["recorded_at"] = (base + dt.timedelta(seconds=30 * (k % 16))).isoformat().replace("+00:00", "Z")
-        raw = json.dumps(payload).encode("utf-8")
+        return payload
+
+    items, raw_total = [], 0
+    for k in range(count):
+        body = one(k) if batch == 0 else {"windows": [one(k * batch + j) for j in range(batch)]}
+        raw = json.dumps(body).encode("utf-8")
         raw_total += len(raw)
-        items.append(gzip_json(payload) if gzipped else raw)
+        items.append(gzip_json(body) if gzipped else raw)
     return Bodies(items=items, raw_bytes=raw_total // count, wire_bytes=sum(map(len, items)) // count,
-                  windows=len(payloads), records=names)
+                  windows=len(payloads), records=names, per_body=max(1, batch))
 
 
 # --- servers ------------------------------------------------------------------------------------
@@ -261,6 +290,7 @@ class Phase:
     latencies_ms: list[float] = field(default_factory=list)
     elapsed_s: float = 0.0
     sample_error: str = ""
+    windows: Counter = field(default_factory=Counter)  # batch mode: accepted / duplicates / rejected windows
 
 
 class Uploads:
@@ -285,7 +315,10 @@ class Uploads:
 
 
 async def drive(session: aiohttp.ClientSession, url: str, uploads: Uploads, *, concurrency: int,
-                duration_s: float, max_requests: int) -> Phase:
+                duration_s: float, max_requests: int, batch: int = 0) -> Phase:
+    """Requests in flight until the time or the count runs out. Single uploads: a 202 is one
+    accepted window. Batch mode: a 200 whose windows were all accepted counts as status 202 (all
+    accepted) and adds its per-window counts; anything else is counted by its status."""
     phase = Phase()
     started = time.perf_counter()
     deadline = started + duration_s
@@ -301,7 +334,14 @@ async def drive(session: aiohttp.ClientSession, url: str, uploads: Uploads, *, c
                 async with session.post(url, data=body, headers=headers) as resp:
                     text = await resp.read()
                     status: object = resp.status
-                    if resp.status != 202 and not phase.sample_error:
+                    if batch and resp.status == 200:
+                        answer = json.loads(text)
+                        phase.windows.update(accepted=answer["accepted"], duplicates=answer["duplicates"],
+                                             rejected=answer["rejected"])
+                        status = 202 if answer["accepted"] == batch else "200-not-all-accepted"
+                    elif batch and status == 202:
+                        status = "202-on-batch"
+                    if status != 202 and not phase.sample_error:
                         phase.sample_error = f"{resp.status}: {text[:300]!r}"
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 status = f"conn:{exc.__class__.__name__}"
@@ -309,11 +349,29 @@ async def drive(session: aiohttp.ClientSession, url: str, uploads: Uploads, *, c
                     phase.sample_error = f"{status}: {exc}"
             if status == 202:  # latency of accepted uploads; failures are counted by status instead
                 phase.latencies_ms.append((time.perf_counter() - t0) * 1000)
+                if not batch:
+                    phase.windows["accepted"] += 1
             phase.statuses[status] += 1
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
     phase.elapsed_s = time.perf_counter() - started
     return phase
+
+
+def queued_windows(rds) -> int:
+    """Window ids waiting in the Celery queue: 1 per process_window task, len(ids) per process_windows."""
+    import base64
+
+    count = 0
+    for raw in rds.lrange("celery", 0, -1):
+        message = json.loads(raw)
+        task = message.get("headers", {}).get("task", "")
+        if task == "monitoring.tasks.process_window":
+            count += 1
+        elif task == "monitoring.tasks.process_windows":
+            args = json.loads(base64.b64decode(message["body"]))[0]
+            count += len(args[0])
+    return count
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -340,6 +398,7 @@ async def one_run(*, args, env, workers: int, concurrency: int, uploads: Uploads
 
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
+    path = BATCH_PATH if args.batch else UPLOAD_PATH
     log_path = log_dir / f"gunicorn-w{workers}-c{concurrency}.log"
     gunicorn = start_gunicorn(env=env, port=port, workers=workers, worker_class=args.worker_class,
                               threads=args.threads, log_path=log_path)
@@ -352,13 +411,13 @@ async def one_run(*, args, env, workers: int, concurrency: int, uploads: Uploads
         rds = redis_lib.Redis(port=redis_port)
         with psycopg.connect(database_url, autocommit=True) as db:
             rows0 = db.execute("SELECT count(*) FROM monitoring_signalwindow").fetchone()[0]
-        queued0 = rds.llen("celery")
+        queued0 = queued_windows(rds)
         connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
         timeout = aiohttp.ClientTimeout(total=args.timeout)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            url = base_url + UPLOAD_PATH
+            url = base_url + path
             warm = await drive(session, url, uploads, concurrency=concurrency, duration_s=args.warmup,
-                               max_requests=args.warmup_max_requests) if args.warmup > 0 else Phase()
+                               max_requests=args.warmup_max_requests, batch=args.batch) if args.warmup > 0 else Phase()
             meter = CpuMeter({
                 "gunicorn": lambda: process_tree(gunicorn.pid),
                 "postgres": lambda: postgres_processes(pg_port),
@@ -366,31 +425,39 @@ async def one_run(*, args, env, workers: int, concurrency: int, uploads: Uploads
             })
             meter.start()
             timed = await drive(session, url, uploads, concurrency=concurrency, duration_s=args.duration,
-                                max_requests=args.max_requests)
+                                max_requests=args.max_requests, batch=args.batch)
             cpu = meter.stop()
         with psycopg.connect(database_url, autocommit=True) as db:
             rows1 = db.execute("SELECT count(*) FROM monitoring_signalwindow").fetchone()[0]
-        queued1 = rds.llen("celery")
+        queued1 = queued_windows(rds)
         rds.close()
     finally:
         stop(gunicorn)
         if gunicorn.poll() is None:  # pragma: no cover
             gunicorn.kill()
 
-    accepted = timed.statuses.get(202, 0)
+    accepted = timed.windows.get("accepted", 0)  # windows (= requests for single uploads)
     rate = accepted / timed.elapsed_s if timed.elapsed_s else 0.0
+    request_rate = timed.statuses.get(202, 0) / timed.elapsed_s if timed.elapsed_s else 0.0
     lat = sorted(timed.latencies_ms)
     all_statuses = warm.statuses + timed.statuses
     bad = {k: v for k, v in all_statuses.items() if k != 202}
-    failed = any(isinstance(k, str) or k >= 500 for k in bad)
+    failed = any((isinstance(k, str) and k.startswith("conn:")) or (isinstance(k, int) and k >= 500) for k in bad)
     errors = ", ".join(f"{k}x{v}" for k, v in sorted(bad.items(), key=lambda kv: str(kv[0]))) or "none"
     kind = args.worker_class if args.threads <= 1 else f"{args.worker_class} --threads {args.threads}"
     enc = f"{args.encoding}{'+gzip' if args.gzip else ''}"
+    if args.batch:
+        what = (f"RESULT POST {BATCH_PATH} (batch of {args.batch}): {rate:.1f} accepted windows/s "
+                f"({request_rate:.1f} requests/s) | latency (whole request, all accepted)")
+        unit = f"KiB per request of {args.batch} windows"
+    else:
+        what = f"RESULT POST {UPLOAD_PATH}: {rate:.1f} accepted uploads/s | latency (202s)"
+        unit = "KiB"
     line = (
-        f"RESULT POST {UPLOAD_PATH}: {rate:.1f} accepted uploads/s | latency (202s) p50 {percentile(lat, .50):.1f} ms, "
-        f"p95 {percentile(lat, .95):.1f} ms, p99 {percentile(lat, .99):.1f} ms | {accepted} accepted in "
+        f"{what} p50 {percentile(lat, .50):.1f} ms, "
+        f"p95 {percentile(lat, .95):.1f} ms, p99 {percentile(lat, .99):.1f} ms | {accepted} windows accepted in "
         f"{timed.elapsed_s:.1f} s | errors (incl. warm-up): {errors} | gunicorn {kind} -w {workers} | "
-        f"concurrency {concurrency} | encoding {enc} | body {bodies.wire_bytes / 1024:.1f} KiB on the wire "
+        f"concurrency {concurrency} | encoding {enc} | body {bodies.wire_bytes / 1024:.1f} {unit} on the wire "
         f"({bodies.raw_bytes / 1024:.1f} KiB JSON)"
     )
     print(line)
@@ -404,17 +471,19 @@ async def one_run(*, args, env, workers: int, concurrency: int, uploads: Uploads
                          f"steal {cpu['steal']:.2f}, other processes {max(0.0, cpu['machine'] - ours):.2f})")
     print("  CPU during the timed phase, in cores busy: " + ", ".join(cpu_parts))
     if "gunicorn" in cpu and rate > 0:
-        # CPU cost per upload does not depend on what else runs on the machine: compare configs by it.
-        per = {k: cpu[k] * 1000 / rate for k in ("gunicorn", "postgres", "redis")}
-        server_ms = sum(per.values())
-        print(f"  CPU per accepted upload: gunicorn {per['gunicorn']:.1f} ms, postgres {per['postgres']:.1f} ms, "
-              f"redis {per['redis']:.2f} ms = {server_ms:.1f} ms -> ceiling on {os.cpu_count()} idle cores without "
-              f"the load generator ~{os.cpu_count() * 1000 / server_ms:.0f} uploads/s")
-    expected = accepted + warm.statuses.get(202, 0)
+        # CPU cost per window does not depend on what else runs on the machine: compare configs by it.
+        per = {k: cpu[k] * 1000 / rate for k in ("loadgen", "gunicorn", "postgres", "redis")}
+        server_ms = per["gunicorn"] + per["postgres"] + per["redis"]
+        print(f"  CPU per accepted window: gunicorn {per['gunicorn']:.2f} ms, postgres {per['postgres']:.2f} ms, "
+              f"redis {per['redis']:.3f} ms = {server_ms:.2f} ms server (+ load generator {per['loadgen']:.2f} ms) "
+              f"-> ceiling on {os.cpu_count()} idle cores without the load generator "
+              f"~{os.cpu_count() * 1000 / server_ms:.0f} windows/s")
+    expected = accepted + warm.windows.get("accepted", 0)
     stored, queued = rows1 - rows0, queued1 - queued0
     ok = "ok" if stored == expected and queued == expected else "MISMATCH"
-    print(f"  check: {expected} accepted (incl. warm-up) -> {stored} rows stored in PostgreSQL, "
-          f"{queued} task ids queued in Redis: {ok}")
+    print(f"  check: {expected} windows accepted (incl. warm-up) -> {stored} rows stored in PostgreSQL, "
+          f"{queued} window ids queued in Redis (one process_window task per single upload, one process_windows "
+          f"task per batch): {ok}")
     if bad:
         print(f"  first non-202 answer: {warm.sample_error or timed.sample_error}")
     verdict = "MET" if rate >= TARGET_PER_S else "NOT MET"
@@ -439,6 +508,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = [(w, c) for w in args.workers for c in args.concurrency]
     per_run = args.max_requests + (args.warmup_max_requests if args.warmup > 0 else 0) + max(args.concurrency)
     n_bodies = math.ceil(len(runs) * per_run / args.devices)
+    if args.batch and n_bodies * args.batch > 40_000:
+        raise SystemExit(f"bench/ingest: {n_bodies} bodies of {args.batch} windows would not fit in memory: "
+                         "lower --max-requests / --warmup-max-requests or raise --devices")
 
     if psutil:
         busy = psutil.cpu_percent(interval=1.0) / 100 * psutil.cpu_count()
@@ -446,10 +518,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench/ingest: WARNING: {busy:.2f} cores already busy before the benchmark (other processes); "
                   "throughput will be low, compare configurations by CPU per upload", flush=True)
     t0 = time.monotonic()
-    bodies = build_bodies(count=n_bodies, encoding=args.encoding, gzipped=args.gzip, n_records=args.records)
-    print(f"bench/ingest: {len(bodies.items)} bodies x {args.devices} devices from {bodies.windows} real 30-s windows "
+    bodies = build_bodies(count=n_bodies, encoding=args.encoding, gzipped=args.gzip, n_records=args.records,
+                          batch=args.batch)
+    print(f"bench/ingest: {len(bodies.items)} bodies{f' of {args.batch} windows' if args.batch else ''} x "
+          f"{args.devices} devices from {bodies.windows} real 30-s windows "
           f"of challenge2015 {', '.join(bodies.records)} ({time.monotonic() - t0:.1f} s); "
-          f"{os.cpu_count()} CPUs; runs: {', '.join(f'-w {w} c={c}' for w, c in runs)}", flush=True)
+          f"{os.cpu_count()} CPUs; runs: {', '.join(f'-w {w} c={c}' for w, c in runs)}; "
+          f"{dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; load average {load_average()}", flush=True)
 
     work = Path(tempfile.mkdtemp(prefix="clinops-bench-ingest-"))
     redis_proc = None
@@ -497,6 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(results) > 1:
         best = max(results, key=lambda r: r.rate)
         print("BEST " + best.line)
+    print(f"bench/ingest: load average at the end {load_average()}")
     if any(r.failed for r in results):
         print("bench/ingest: FAILED: 5xx answers or connection errors (see above)", file=sys.stderr)
         return 1

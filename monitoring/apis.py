@@ -68,20 +68,27 @@ class DeviceUploadApi(APIView):
             "status_url": request.build_absolute_uri(reverse("monitoring:window-detail", args=[window.pk])),
         }
 
-    def _receive(self, request: Request, payload) -> tuple[dict, bool]:
-        device = request.user.device
+    @staticmethod
+    def _validated(device, payload, checker: WindowInput | None = None) -> services.WindowUpload:
+        """One window's fields, checked (ValidationError with an error per field otherwise).
+        `checker`: a WindowInput to reuse for every window of a batch, as DRF's ListSerializer
+        reuses its child (building a serializer deep-copies its fields: ~0.2 ms a window)."""
         if not isinstance(payload, dict):
             raise serializers.ValidationError({"non_field_errors": ["A window must be a JSON object."]})
-        upload = WindowInput(data=payload, context={"device": device})
-        upload.is_valid(raise_exception=True)
-        fields = upload.validated_data
-        window, created = services.window_receive(
-            device=device,
-            upload=services.WindowUpload(
-                sequence=fields["sequence"], recorded_at=fields["recorded_at"], duration_s=fields["duration_s"],
-                encoding=fields["encoding"], channels=fields["channels"],
-            ),
+        if checker is None:
+            upload = WindowInput(data=payload, context={"device": device})
+            upload.is_valid(raise_exception=True)
+            fields = upload.validated_data
+        else:
+            fields = checker.run_validation(payload)
+        return services.WindowUpload(
+            sequence=fields["sequence"], recorded_at=fields["recorded_at"], duration_s=fields["duration_s"],
+            encoding=fields["encoding"], channels=fields["channels"],
         )
+
+    def _receive(self, request: Request, payload) -> tuple[dict, bool]:
+        device = request.user.device
+        window, created = services.window_receive(device=device, upload=self._validated(device, payload))
         return self._accepted(request, window), created
 
 
@@ -115,17 +122,27 @@ class WindowBatchUploadApi(DeviceUploadApi):
             raise serializers.ValidationError({"windows": ['The body must be {"windows": [...]}.']})
         batch = BatchInput(data=request.data)
         batch.is_valid(raise_exception=True)
-        results, counts = [], {"accepted": 0, "duplicate": 0, "rejected": 0}
+        device = request.user.device
+        # Every window is checked first; a rejected one stores nothing. The valid ones are then
+        # stored together (one duplicate lookup, one insert, one enqueue: services.windows_receive),
+        # each still answered on its own, in the order sent.
+        results: list[dict | None] = []
+        valid: list[tuple[int, services.WindowUpload]] = []
+        counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
+        checker = WindowInput(context={"device": device})
         for index, payload in enumerate(batch.validated_data["windows"]):
             try:
-                body, created = self._receive(request, payload)
+                valid.append((index, self._validated(device, payload, checker)))
+                results.append(None)
             except serializers.ValidationError as exc:
                 counts["rejected"] += 1
                 results.append({"index": index, "result": "rejected", "errors": exc.detail})
-                continue
-            outcome = "accepted" if created else "duplicate"
-            counts[outcome] += 1
-            results.append({"index": index, "result": outcome, **body})
+        if valid:
+            received = services.windows_receive(device=device, uploads=[upload for _, upload in valid])
+            for (index, _), (window, created) in zip(valid, received, strict=True):
+                outcome = "accepted" if created else "duplicate"
+                counts[outcome] += 1
+                results[index] = {"index": index, "result": outcome, **self._accepted(request, window)}
         return Response({"accepted": counts["accepted"], "duplicates": counts["duplicate"],
                          "rejected": counts["rejected"], "results": results})
 

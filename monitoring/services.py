@@ -3,18 +3,21 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from clinops.audit import SYSTEM, audit_record
 from clinops.errors import ApplicationError
 from clinops.tasks import enqueue_on_commit
-from monitoring import bp, registry, selectors, signals
+from monitoring import bp, registry, signals
 from monitoring.encoding import Channel, pack_window, sha256_hex, unpack_window
-from monitoring.models import BPEstimate, Calibration, CuffReading, SignalWindow, WindowAnalysis, WindowStatus
+from monitoring.models import (BPEstimate, BPModelVersion, Calibration, CuffReading, ModelStatus, SignalWindow,
+                               WindowAnalysis, WindowStatus)
 from patients.models import Device
 
 log = structlog.get_logger(__name__)
@@ -35,33 +38,87 @@ class WindowUpload:
     channels: dict[str, Channel]
 
 
+def _require_consent(device: Device) -> None:
+    if not device.patient.has_consented:
+        raise ApplicationError(
+            "The patient's consent is not on record (or was withdrawn): no data is accepted for them.",
+            extra={"consent_status": device.patient.consent_status}, status_code=403,
+        )
+
+
+def _new_window(*, device: Device, upload: WindowUpload, now: dt.datetime) -> SignalWindow:
+    blob = pack_window(upload.channels)
+    return SignalWindow(
+        device=device, patient_id=device.patient_id, sequence=upload.sequence,
+        recorded_at=upload.recorded_at, duration_s=upload.duration_s,
+        ecg_fs=upload.channels["ecg"].fs, ppg_fs=upload.channels["ppg"].fs,
+        encoding=upload.encoding, raw=blob, raw_sha256=sha256_hex(blob), raw_bytes=len(blob),
+        firmware=device.firmware, enqueued_at=now,
+    )
+
+
+def _device_seen(*, device: Device, now: dt.datetime) -> None:
+    if device.last_seen_at is None or device.last_seen_at < now - LAST_SEEN_RESOLUTION:
+        Device.objects.filter(pk=device.pk).update(last_seen_at=now)
+        device.last_seen_at = now
+
+
+def windows_receive(*, device: Device, uploads: Sequence[WindowUpload]) -> list[tuple[SignalWindow, bool]]:
+    """A batch of one device's windows: the same answer, window by window, as window_receive on
+    each in turn (a sequence already stored, or repeated within the batch, is a duplicate of that
+    window; the rest are stored and queued), at a fraction of its cost: one query finds every
+    duplicate, one transaction inserts every new window (one INSERT), the device's last-seen time
+    is written at most once, and after the commit one process_windows task takes the new
+    windows' ids (processed, judged and estimated each on its own, in one task). Returns
+    (window, created) per upload, in order.
+
+    If a concurrent upload stores one of the sequences first, the insert fails as a whole and the
+    batch is taken window by window (window_receive handles that race)."""
+    _require_consent(device)
+    known = {w.sequence: w for w in _windows_of(device=device, sequences={u.sequence for u in uploads})}
+    now = timezone.now()
+    fresh: dict[int, SignalWindow] = {}
+    for upload in uploads:
+        if upload.sequence not in known and upload.sequence not in fresh:
+            fresh[upload.sequence] = _new_window(device=device, upload=upload, now=now)
+    if fresh:
+        seen = device.last_seen_at
+        try:
+            with transaction.atomic():
+                SignalWindow.objects.bulk_create(list(fresh.values()))
+                _device_seen(device=device, now=now)
+                from monitoring.tasks import process_windows
+
+                enqueue_on_commit(process_windows, [w.pk for w in fresh.values()])
+        except IntegrityError:
+            device.last_seen_at = seen  # rolled back with the rest
+            return [window_receive(device=device, upload=upload) for upload in uploads]
+        for window in fresh.values():
+            log.info("window.received", window_id=window.pk, device_id=device.pk, bytes=window.raw_bytes)
+    answers, answered = [], set()
+    for upload in uploads:
+        created = upload.sequence in fresh and upload.sequence not in answered
+        answered.add(upload.sequence)
+        answers.append((fresh[upload.sequence] if upload.sequence in fresh else known[upload.sequence], created))
+    return answers
+
+
 def window_receive(*, device: Device, upload: WindowUpload) -> tuple[SignalWindow, bool]:
     """Store a device's window and queue it for processing; the same (device, sequence) twice
     returns the stored window and changes nothing. Returns (window, created).
 
     Windows of a patient who has not given consent (or withdrew it) are refused and not stored.
     """
-    if not device.patient.has_consented:
-        raise ApplicationError(
-            "The patient's consent is not on record (or was withdrawn): no data is accepted for them.",
-            extra={"consent_status": device.patient.consent_status}, status_code=403,
-        )
+    _require_consent(device)
     existing = _window_of(device=device, sequence=upload.sequence)
     if existing is not None:
         return existing, False
-    blob = pack_window(upload.channels)
     now = timezone.now()
+    window = _new_window(device=device, upload=upload, now=now)
     try:
         with transaction.atomic():
-            window = SignalWindow.objects.create(
-                device=device, patient_id=device.patient_id, sequence=upload.sequence,
-                recorded_at=upload.recorded_at, duration_s=upload.duration_s,
-                ecg_fs=upload.channels["ecg"].fs, ppg_fs=upload.channels["ppg"].fs,
-                encoding=upload.encoding, raw=blob, raw_sha256=sha256_hex(blob), raw_bytes=len(blob),
-                firmware=device.firmware, enqueued_at=now,
-            )
-            if device.last_seen_at is None or device.last_seen_at < now - LAST_SEEN_RESOLUTION:
-                Device.objects.filter(pk=device.pk).update(last_seen_at=now)
+            window.save(force_insert=True)
+            _device_seen(device=device, now=now)
             from monitoring.tasks import process_window
 
             enqueue_on_commit(process_window, window.pk)
@@ -71,7 +128,7 @@ def window_receive(*, device: Device, upload: WindowUpload) -> tuple[SignalWindo
         if winner is None:
             raise
         return winner, False
-    log.info("window.received", window_id=window.pk, device_id=device.pk, bytes=len(blob))
+    log.info("window.received", window_id=window.pk, device_id=device.pk, bytes=window.raw_bytes)
     return window, True
 
 
@@ -83,6 +140,13 @@ def _window_of(*, device: Device, sequence: int) -> SignalWindow | None:
     )
 
 
+def _windows_of(*, device: Device, sequences: set[int]) -> list[SignalWindow]:
+    return list(
+        SignalWindow.objects.filter(device=device, sequence__in=sorted(sequences))
+        .only("id", "sequence", "status", "device_id").order_by()
+    )
+
+
 class WindowDataCorrupt(Exception):
     """The stored bytes cannot be decoded: permanent, retrying will not help."""
 
@@ -91,14 +155,65 @@ def window_process(*, window_id: int) -> WindowAnalysis | None:
     """Run the signal pipeline on a stored window, once per pipeline version.
 
     Idempotent: if this version's analysis exists, it is returned and nothing changes. Safe to run
-    concurrently: the row lock and the unique (window, version) constraint keep a single result.
+    concurrently: the unique (window, version) constraint keeps a single result. The BP estimate
+    of a usable window is the caller's next step (the tasks make it at once: see windows_estimate).
     """
-    window = SignalWindow.objects.filter(pk=window_id).only("id", "raw", "raw_sha256", "status").first()
-    if window is None or window.status == WindowStatus.FAILED:
-        return None
-    done = WindowAnalysis.objects.filter(window_id=window_id, pipeline_version=signals.PIPELINE_VERSION).first()
-    if done is not None:
-        return done
+    return windows_process(window_ids=[window_id]).get(window_id)
+
+
+def windows_process(*, window_ids: Sequence[int]) -> dict[int, WindowAnalysis]:
+    """window_process for many windows at once (a batch upload's): one query reads them, each is
+    decoded and analysed on its own (a window that cannot be decoded is marked failed, alone), and
+    one transaction writes every new analysis (one INSERT) and the windows' statuses. Returns
+    {window id: its analysis of this pipeline version} for each window that has one; windows gone
+    or failed are absent. An analysis made by this call carries `created_now = True` and its
+    window (`analysis.window`, without the raw bytes' use beyond this call).
+
+    If another worker stores an analysis of one of these windows first, the insert fails as a
+    whole and the new analyses are written window by window, each keeping whichever came first."""
+    analysed = WindowAnalysis.objects.filter(window_id=OuterRef("pk"), pipeline_version=signals.PIPELINE_VERSION)
+    windows = {
+        w.pk: w for w in SignalWindow.objects.filter(pk__in=sorted(set(window_ids)))
+        .only("id", "raw", "raw_sha256", "status", "patient_id", "recorded_at").annotate(analysed=Exists(analysed))
+    }
+    found: dict[int, WindowAnalysis] = {}
+    earlier = [pk for pk, w in windows.items() if w.analysed and w.status != WindowStatus.FAILED]
+    if earlier:
+        for analysis in WindowAnalysis.objects.filter(window_id__in=earlier, pipeline_version=signals.PIPELINE_VERSION):
+            analysis.window = windows[analysis.window_id]
+            found[analysis.window_id] = analysis
+    new: list[WindowAnalysis] = []
+    for window_id in dict.fromkeys(window_ids):
+        window = windows.get(window_id)
+        if window is None or window.status == WindowStatus.FAILED or window.analysed:
+            continue
+        analysis = _analyse(window)
+        if analysis is not None:
+            new.append(analysis)
+    if new:
+        try:
+            with transaction.atomic():
+                WindowAnalysis.objects.bulk_create(new)
+                now = timezone.now()
+                for usable, status in ((True, WindowStatus.PROCESSED), (False, WindowStatus.REJECTED)):
+                    ids = [a.window_id for a in new if a.usable is usable]
+                    if ids:
+                        SignalWindow.objects.filter(pk__in=ids).update(status=status, processed_at=now)
+        except IntegrityError:
+            new = [_analysis_store(a) for a in new]
+        for analysis in new:
+            analysis.window.status = WindowStatus.PROCESSED if analysis.usable else WindowStatus.REJECTED
+            found[analysis.window_id] = analysis
+            log.info(
+                "window.processed", window_id=analysis.window_id, usable=analysis.usable, reasons=analysis.reasons,
+                processing_ms=round(analysis.processing_ms, 2), pipeline_version=signals.PIPELINE_VERSION,
+            )
+    return found
+
+
+def _analyse(window: SignalWindow) -> WindowAnalysis | None:
+    """The pipeline's (unsaved) analysis of one window; None, with the window marked failed, when
+    its stored bytes cannot be decoded or analysed."""
     started = time.perf_counter()
     blob = bytes(window.raw)
     try:
@@ -112,34 +227,35 @@ def window_process(*, window_id: int) -> WindowAnalysis | None:
         # Decoding and analysis are pure functions of the stored bytes: whatever fails here (bad
         # data, a pipeline bug, the soft time limit) fails again on a retry. Mark it failed, with
         # the reason, so it is visible and never re-sent; database errors below stay retryable.
-        _window_fail(window_id=window_id, reason=f"{exc.__class__.__name__}: {exc}"[:255])
+        _window_fail(window_id=window.pk, reason=f"{exc.__class__.__name__}: {exc}"[:255])
         return None
     processing_ms = (time.perf_counter() - started) * 1000
     features = result.features.as_dict() if result.features else {}
-    with transaction.atomic():
-        locked = SignalWindow.objects.select_for_update().only("id", "status").get(pk=window_id)
-        done = WindowAnalysis.objects.filter(window_id=window_id, pipeline_version=signals.PIPELINE_VERSION).first()
-        if done is not None:
-            return done
-        analysis = WindowAnalysis.objects.create(
-            window_id=window_id, pipeline_version=signals.PIPELINE_VERSION, usable=result.usable,
-            reasons=list(result.reasons),
-            issues=[{"reason": i.reason.value, "channel": i.channel, "detail": i.detail} for i in result.issues],
-            features=features, beat_count=int(features.get("beat_count", 0)),
-            heart_rate_bpm=features.get("heart_rate_bpm_median"), pat_foot_ms=features.get("pat_foot_ms_median"),
-            processing_ms=processing_ms,
-        )
-        locked.status = WindowStatus.PROCESSED if result.usable else WindowStatus.REJECTED
-        locked.processed_at = timezone.now()
-        locked.save(update_fields=["status", "processed_at"])
-        if result.usable:
-            from monitoring.tasks import estimate_window
-
-            enqueue_on_commit(estimate_window, window_id)
-    log.info(
-        "window.processed", window_id=window_id, usable=result.usable, reasons=list(result.reasons),
-        processing_ms=round(processing_ms, 2), pipeline_version=signals.PIPELINE_VERSION,
+    analysis = WindowAnalysis(
+        window_id=window.pk, pipeline_version=signals.PIPELINE_VERSION, usable=result.usable,
+        reasons=list(result.reasons),
+        issues=[{"reason": i.reason.value, "channel": i.channel, "detail": i.detail} for i in result.issues],
+        features=features, beat_count=int(features.get("beat_count", 0)),
+        heart_rate_bpm=features.get("heart_rate_bpm_median"), pat_foot_ms=features.get("pat_foot_ms_median"),
+        processing_ms=processing_ms,
     )
+    analysis.window = window
+    analysis.created_now = True
+    return analysis
+
+
+def _analysis_store(analysis: WindowAnalysis) -> WindowAnalysis:
+    """Store one analysis unless one of this version exists already (a concurrent run): the first
+    one stands and is returned."""
+    window = analysis.window
+    try:
+        with transaction.atomic():
+            analysis.save(force_insert=True)
+            SignalWindow.objects.filter(pk=window.pk).update(
+                status=WindowStatus.PROCESSED if analysis.usable else WindowStatus.REJECTED, processed_at=timezone.now())
+    except IntegrityError:
+        analysis = WindowAnalysis.objects.get(window_id=window.pk, pipeline_version=signals.PIPELINE_VERSION)
+        analysis.window = window
     return analysis
 
 
@@ -258,14 +374,6 @@ def calibration_refresh(*, cuff_reading: CuffReading) -> Calibration | None:
             actor=SYSTEM, action="calibration.create" if created else "calibration.update", target=calibration,
             patient=cuff_reading.patient, detail={"cuff_reading_id": cuff_reading.pk, "window_ids": window_ids},
         )
-        # Windows processed while no calibration covered them (the cuff reading came later, or the
-        # windows beside it were processed after later ones) were left without an estimate.
-        from monitoring.tasks import estimate_window
-
-        for window_id in selectors.windows_waiting_for_estimate(
-            patient_id=cuff_reading.patient_id, recorded_from=cuff_reading.measured_at - CALIBRATION_PAIRING
-        ):
-            enqueue_on_commit(estimate_window, window_id)
     return calibration
 
 
@@ -292,67 +400,194 @@ def window_estimate(*, window_id: int, now: dt.datetime | None = None) -> list[B
 
     Flags (any flag = may not support an automatic dosage release): calibration older than 28 days,
     and the carry-forward baseline being the model (its estimate repeats the cuff reading)."""
-    window = SignalWindow.objects.filter(pk=window_id, status=WindowStatus.PROCESSED).first()
-    analysis = WindowAnalysis.objects.filter(
-        window_id=window_id, pipeline_version=signals.PIPELINE_VERSION, usable=True
-    ).first()
-    if window is None or analysis is None:
-        return []
-    calibrations_touching_window(window=window)
-    calibration = (
-        Calibration.objects.filter(patient_id=window.patient_id, calibrated_at__lte=window.recorded_at + CALIBRATION_PAIRING)
-        .select_related("cuff_reading").order_by("-calibrated_at").first()
-    )
-    if calibration is None:
-        log.info("window.no_estimate", window_id=window_id, reason="no calibration")
-        return []
-    active, shadows = registry.model_active(), registry.model_shadows()
-    age_days = (window.recorded_at - calibration.calibrated_at).total_seconds() / 86400.0
-    reference = bp.Calibration(sbp_mmhg=calibration.cuff_reading.sbp_mmhg, dbp_mmhg=calibration.cuff_reading.dbp_mmhg,
-                               features=calibration.features)
-    in_own_calibration = calibration.windows.filter(pk=window_id).exists()
-    estimates = []
-    for version in [v for v in (active, *shadows) if v is not None]:
-        shadow = version != active
-        existing = BPEstimate.objects.filter(window_id=window_id, model_version=version).first()
-        if existing is None and not shadow:
-            # A window keeps the one live estimate it got, even if another model is active now.
-            existing = BPEstimate.objects.filter(window_id=window_id, shadow=False).first()
-        if existing is not None:
-            estimates.append(existing)
+    return windows_estimate(window_ids=[window_id]).get(window_id, [])
+
+
+# Calibrations read per patient and batch, newest first; a window older than all of them (a
+# patient with more cuff readings than this since the window) is looked up on its own.
+_CALIBRATIONS_PER_PATIENT = 64
+
+
+def windows_estimate(*, window_ids: Sequence[int], analyses: dict[int, WindowAnalysis] | None = None
+                     ) -> dict[int, list[BPEstimate]]:
+    """window_estimate for many windows at once: returns {window id: its estimates ([] when it has
+    none: not usable, not processed, no calibration)}. The queries are per batch, not per window:
+    the windows with their analyses (none when `analyses` come from windows_process), the cuff
+    readings to re-pair, each patient's calibrations, the models in use (their files are read
+    and verified once per process: _estimator), the estimates made so far (none for analyses this
+    worker has just made), and one INSERT of the new estimates. A concurrent run that stores an
+    estimate first makes the insert fall back to one row at a time, keeping whichever came first."""
+    ids = list(dict.fromkeys(window_ids))
+    given = analyses or {}
+    rows = {i: given[i] for i in ids if i in given and given[i].usable
+            and given[i].pipeline_version == signals.PIPELINE_VERSION and "window" in given[i]._state.fields_cache}
+    missing = [i for i in ids if i not in rows]
+    if missing:
+        for analysis in (
+            WindowAnalysis.objects.select_related("window")
+            .only("id", "window_id", "pipeline_version", "usable", "features",
+                  "window__id", "window__patient_id", "window__recorded_at", "window__status")
+            .filter(window_id__in=missing, window__status=WindowStatus.PROCESSED,
+                    pipeline_version=signals.PIPELINE_VERSION, usable=True)
+        ):
+            rows[analysis.window_id] = analysis
+    rows = {i: rows[i] for i in ids if i in rows and rows[i].window.status == WindowStatus.PROCESSED}
+    out: dict[int, list[BPEstimate]] = {i: [] for i in ids}
+    if not rows:
+        return out
+    windows = [a.window for a in rows.values()]
+    _calibrations_touching(windows)
+    calibrations = _calibrations_at(windows)
+    active, shadows = _models_in_use()
+    versions = [v for v in (active, *shadows) if v is not None]
+    stale = [i for i, a in rows.items() if not getattr(a, "created_now", False)]
+    made: dict[int, list[BPEstimate]] = {}
+    if stale and versions:
+        for estimate in BPEstimate.objects.filter(window_id__in=stale):
+            made.setdefault(estimate.window_id, []).append(estimate)
+    pending: list[tuple[int, BPEstimate]] = []  # (index in out[window], estimate to insert)
+    for window_id, analysis in rows.items():
+        window = analysis.window
+        calibration = calibrations.get(window_id)
+        if calibration is None:
+            log.info("window.no_estimate", window_id=window_id, reason="no calibration")
             continue
-        try:
-            estimator = registry.model_load(version)
-        except registry.ModelFileTampered:
-            if not shadow:
-                raise
-            log.error("shadow_model.unusable", model_version=version.version)
-            continue
-        value = bp.estimate_bp(
-            estimator, analysis.features, reference,
-            halfwidth_mmhg=(version.interval_sbp_mmhg, version.interval_dbp_mmhg),
-            coverage=version.interval_level, names=version.features,
-        )
-        flags = estimate_flags(
-            version=version, analysis=analysis, calibration=calibration, age_days=age_days,
-            in_own_calibration=in_own_calibration,
-        )
+        age_days = (window.recorded_at - calibration.calibrated_at).total_seconds() / 86400.0
+        reference = bp.Calibration(sbp_mmhg=calibration.cuff_reading.sbp_mmhg, dbp_mmhg=calibration.cuff_reading.dbp_mmhg,
+                                   features=calibration.features)
+        # calibration_refresh pairs only windows within CALIBRATION_PAIRING of the reading: a window
+        # farther away cannot be part of it, and needs no query to say so.
+        in_own_calibration = (abs(window.recorded_at - calibration.calibrated_at) <= CALIBRATION_PAIRING
+                              and calibration.windows.filter(pk=window_id).exists())
+        existing_rows = made.get(window_id, [])
+        for version in versions:
+            shadow = version != active
+            existing = next((e for e in existing_rows if e.model_version_id == version.pk), None)
+            if existing is None and not shadow:
+                # A window keeps the one live estimate it got, even if another model is active now.
+                existing = next((e for e in existing_rows if not e.shadow), None)
+            if existing is not None:
+                out[window_id].append(existing)
+                continue
+            try:
+                estimator = _estimator(version)
+            except registry.ModelFileTampered:
+                if not shadow:
+                    raise
+                log.error("shadow_model.unusable", model_version=version.version)
+                continue
+            value = bp.estimate_bp(
+                estimator, analysis.features, reference,
+                halfwidth_mmhg=(version.interval_sbp_mmhg, version.interval_dbp_mmhg),
+                coverage=version.interval_level, names=version.features,
+            )
+            flags = estimate_flags(
+                version=version, analysis=analysis, calibration=calibration, age_days=age_days,
+                in_own_calibration=in_own_calibration,
+            )
+            estimate = BPEstimate(
+                window=window, analysis=analysis, patient_id=window.patient_id, model_version=version,
+                calibration=calibration, recorded_at=window.recorded_at,
+                sbp_mmhg=value.sbp_mmhg, dbp_mmhg=value.dbp_mmhg,
+                sbp_low_mmhg=value.sbp_low_mmhg, sbp_high_mmhg=value.sbp_high_mmhg,
+                dbp_low_mmhg=value.dbp_low_mmhg, dbp_high_mmhg=value.dbp_high_mmhg,
+                interval_level=value.coverage, shadow=shadow, calibration_age_days=age_days, flags=flags,
+            )
+            out[window_id].append(estimate)
+            pending.append((len(out[window_id]) - 1, estimate))
+    if pending:
         try:
             with transaction.atomic():
-                estimate = BPEstimate.objects.create(
-                    window=window, analysis=analysis, patient_id=window.patient_id, model_version=version,
-                    calibration=calibration, recorded_at=window.recorded_at,
-                    sbp_mmhg=value.sbp_mmhg, dbp_mmhg=value.dbp_mmhg,
-                    sbp_low_mmhg=value.sbp_low_mmhg, sbp_high_mmhg=value.sbp_high_mmhg,
-                    dbp_low_mmhg=value.dbp_low_mmhg, dbp_high_mmhg=value.dbp_high_mmhg,
-                    interval_level=value.coverage, shadow=shadow, calibration_age_days=age_days, flags=flags,
-                )
-        except IntegrityError:  # a concurrent run made it first
-            estimate = BPEstimate.objects.filter(window_id=window_id, model_version=version).first() or \
-                BPEstimate.objects.get(window_id=window_id, shadow=False)
-        estimates.append(estimate)
-    log.info("window.estimated", window_id=window_id, models=[e.model_version_id for e in estimates])
-    return estimates
+                BPEstimate.objects.bulk_create([e for _, e in pending])
+        except IntegrityError:  # a concurrent run made some of them first: one by one, the first stands
+            for position, estimate in pending:
+                out[estimate.window_id][position] = _estimate_store(estimate)
+    for window_id in rows:
+        if out[window_id]:
+            log.info("window.estimated", window_id=window_id, models=[e.model_version_id for e in out[window_id]])
+    return out
+
+
+def _estimate_store(estimate: BPEstimate) -> BPEstimate:
+    try:
+        _insert(estimate)
+        return estimate
+    except IntegrityError:
+        return BPEstimate.objects.filter(window_id=estimate.window_id, model_version_id=estimate.model_version_id).first() \
+            or BPEstimate.objects.get(window_id=estimate.window_id, shadow=False)
+
+
+def _calibrations_touching(windows: list[SignalWindow]) -> None:
+    """Re-pair the cuff readings within +/- 10 min of any of these newly processed windows
+    (readings can come first): one query finds them, each is refreshed once."""
+    by_patient: dict[int, list[dt.datetime]] = {}
+    for window in windows:
+        by_patient.setdefault(window.patient_id, []).append(window.recorded_at)
+    near = Q()
+    for patient_id, times in by_patient.items():
+        near |= Q(patient_id=patient_id, measured_at__gte=min(times) - CALIBRATION_PAIRING,
+                  measured_at__lte=max(times) + CALIBRATION_PAIRING)
+    for reading in CuffReading.objects.filter(near):
+        if any(abs(t - reading.measured_at) <= CALIBRATION_PAIRING for t in by_patient[reading.patient_id]):
+            calibration_refresh(cuff_reading=reading)
+
+
+def _calibrations_at(windows: list[SignalWindow]) -> dict[int, Calibration]:
+    """Each window's calibration: the patient's latest one calibrated at most 10 min after the
+    window's time (window id -> calibration; absent when there is none)."""
+    by_patient: dict[int, list[SignalWindow]] = {}
+    for window in windows:
+        by_patient.setdefault(window.patient_id, []).append(window)
+    found: dict[int, Calibration] = {}
+    for patient_id, own in by_patient.items():
+        latest = max(w.recorded_at for w in own) + CALIBRATION_PAIRING
+        candidates = list(Calibration.objects.filter(patient_id=patient_id, calibrated_at__lte=latest)
+                          .select_related("cuff_reading").order_by("-calibrated_at")[:_CALIBRATIONS_PER_PATIENT])
+        for window in own:
+            limit = window.recorded_at + CALIBRATION_PAIRING
+            calibration = next((c for c in candidates if c.calibrated_at <= limit), None)
+            if calibration is None and len(candidates) == _CALIBRATIONS_PER_PATIENT:
+                calibration = (Calibration.objects.filter(patient_id=patient_id, calibrated_at__lte=limit)
+                               .select_related("cuff_reading").order_by("-calibrated_at").first())
+            if calibration is not None:
+                found[window.pk] = calibration
+    return found
+
+
+def _insert(row) -> None:
+    """INSERT one row; an IntegrityError leaves any enclosing transaction usable (a savepoint
+    inside one; outside, autocommit needs no BEGIN/COMMIT round trips around a single statement)."""
+    if connection.in_atomic_block:
+        with transaction.atomic():
+            row.save(force_insert=True)
+    else:
+        row.save(force_insert=True)
+
+
+# The files of the model versions in use are large (skops) and do not change: each version is
+# read and verified against its registered SHA-256 (registry.model_load) once per process, keyed
+# by (version, SHA-256), instead of being fetched and hashed for every window.
+_ESTIMATORS: dict[tuple[int, str], object] = {}
+
+
+def _models_in_use() -> tuple[BPModelVersion | None, list[BPModelVersion]]:
+    """The active model and the shadow models (as registry.model_active / model_shadows), in one
+    query and without their files."""
+    rows = list(BPModelVersion.objects.filter(Q(status=ModelStatus.ACTIVE) | Q(shadow=True))
+                .defer("artifact", "metrics", "data_fingerprint"))
+    active = next((v for v in rows if v.status == ModelStatus.ACTIVE), None)
+    return active, [v for v in rows if v.shadow and v.status != ModelStatus.ACTIVE]
+
+
+def _estimator(version: BPModelVersion):
+    key = (version.pk, version.artifact_sha256)
+    estimator = _ESTIMATORS.get(key)
+    if estimator is None:
+        stored = BPModelVersion.objects.get(pk=version.pk)
+        estimator = registry.model_load(stored)  # raises ModelFileTampered if the file does not match
+        if stored.artifact_sha256 == version.artifact_sha256:
+            _ESTIMATORS[key] = estimator
+    return estimator
 
 
 def estimate_flags(*, version, analysis: WindowAnalysis, calibration: Calibration, age_days: float,

@@ -19,20 +19,41 @@ RETRY_TRANSIENT = {
 
 @shared_task(name="monitoring.tasks.process_window", **RETRY_TRANSIENT)
 def process_window(window_id: int) -> None:
-    """Quality gate + beat features for one stored window; a re-run changes nothing."""
-    services.window_process(window_id=window_id)
+    """Quality gate + beat features for one stored window, then, when it is usable, its BP
+    estimates in the same task (one task per window, not two: half the broker round trips and
+    task overhead, and no processed window left waiting for an estimate task that a broker outage
+    lost). A re-run or a redelivery changes nothing: both steps are idempotent, and a transient
+    error in either retries the whole task."""
+    analysis = services.window_process(window_id=window_id)
+    if analysis is not None and analysis.usable:
+        _schedule_evaluations(services.windows_estimate(window_ids=[window_id], analyses={window_id: analysis}))
+
+
+@shared_task(name="monitoring.tasks.process_windows", **RETRY_TRANSIENT)
+def process_windows(window_ids: list[int]) -> None:
+    """process_window for the windows of one batch upload, in one task: each window is still
+    analysed, judged and estimated on its own (and idempotently: a redelivered batch changes
+    nothing), while the queries and inserts are made once per batch instead of once per window."""
+    analyses = services.windows_process(window_ids=window_ids)
+    usable = [window_id for window_id, analysis in analyses.items() if analysis.usable]
+    if usable:
+        _schedule_evaluations(services.windows_estimate(window_ids=usable, analyses=analyses))
 
 
 @shared_task(name="monitoring.tasks.estimate_window", **RETRY_TRANSIENT)
 def estimate_window(window_id: int) -> None:
     """BP estimates (active + shadow models) for a usable window; a re-run changes nothing. New
-    live estimates schedule the patient's therapy evaluation (debounced)."""
+    live estimates schedule the patient's therapy evaluation (debounced). The processing tasks
+    estimate themselves; this one stays for re-running an estimate alone."""
+    _schedule_evaluations(services.windows_estimate(window_ids=[window_id]))
+
+
+def _schedule_evaluations(estimates: dict[int, list]) -> None:
     from therapy.tasks import schedule_evaluation
 
-    estimates = services.window_estimate(window_id=window_id)
-    live = [e for e in estimates if not e.shadow]
-    if live:
-        schedule_evaluation(live[0].patient_id)
+    patients = {e.patient_id for rows in estimates.values() for e in rows if not e.shadow}
+    for patient_id in sorted(patients):
+        schedule_evaluation(patient_id)
 
 
 @shared_task(name="monitoring.tasks.sweep_unprocessed_windows", ignore_result=True)
