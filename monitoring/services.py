@@ -14,7 +14,7 @@ from django.utils import timezone
 from clinops.audit import SYSTEM, audit_record
 from clinops.errors import ApplicationError
 from clinops.tasks import enqueue_on_commit
-from monitoring import bp, registry, signals
+from monitoring import bp, registry, selectors, signals
 from monitoring.encoding import Channel, pack_window, sha256_hex, unpack_window
 from monitoring.models import (BPEstimate, BPModelVersion, Calibration, CuffReading, ModelStatus, SignalWindow,
                                WindowAnalysis, WindowStatus)
@@ -374,6 +374,14 @@ def calibration_refresh(*, cuff_reading: CuffReading) -> Calibration | None:
             actor=SYSTEM, action="calibration.create" if created else "calibration.update", target=calibration,
             patient=cuff_reading.patient, detail={"cuff_reading_id": cuff_reading.pk, "window_ids": window_ids},
         )
+        # Windows processed while no calibration covered them (the cuff reading came later, or the
+        # windows beside it were processed after later ones) were left without an estimate.
+        from monitoring.tasks import estimate_window
+
+        for window_id in selectors.windows_waiting_for_estimate(
+            patient_id=cuff_reading.patient_id, recorded_from=cuff_reading.measured_at - CALIBRATION_PAIRING
+        ):
+            enqueue_on_commit(estimate_window, window_id)
     return calibration
 
 
