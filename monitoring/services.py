@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import structlog
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, OuterRef, Q
@@ -454,6 +455,8 @@ def windows_estimate(*, window_ids: Sequence[int], analyses: dict[int, WindowAna
         for estimate in BPEstimate.objects.filter(window_id__in=stale):
             made.setdefault(estimate.window_id, []).append(estimate)
     pending: list[tuple[int, BPEstimate]] = []  # (index in out[window], estimate to insert)
+    # One predict call per model version for the whole batch (per-call overhead dominates a row).
+    to_predict: dict[int, tuple[BPModelVersion, object, list[BPEstimate], list[np.ndarray], list[list[float]]]] = {}
     for window_id, analysis in rows.items():
         window = analysis.window
         calibration = calibrations.get(window_id)
@@ -484,25 +487,28 @@ def windows_estimate(*, window_ids: Sequence[int], analyses: dict[int, WindowAna
                     raise
                 log.error("shadow_model.unusable", model_version=version.version)
                 continue
-            value = bp.estimate_bp(
-                estimator, analysis.features, reference,
-                halfwidth_mmhg=(version.interval_sbp_mmhg, version.interval_dbp_mmhg),
-                coverage=version.interval_level, names=version.features,
-            )
             flags = estimate_flags(
                 version=version, analysis=analysis, calibration=calibration, age_days=age_days,
                 in_own_calibration=in_own_calibration,
             )
             estimate = BPEstimate(
                 window=window, analysis=analysis, patient_id=window.patient_id, model_version=version,
-                calibration=calibration, recorded_at=window.recorded_at,
-                sbp_mmhg=value.sbp_mmhg, dbp_mmhg=value.dbp_mmhg,
-                sbp_low_mmhg=value.sbp_low_mmhg, sbp_high_mmhg=value.sbp_high_mmhg,
-                dbp_low_mmhg=value.dbp_low_mmhg, dbp_high_mmhg=value.dbp_high_mmhg,
-                interval_level=value.coverage, shadow=shadow, calibration_age_days=age_days, flags=flags,
+                calibration=calibration, recorded_at=window.recorded_at, interval_level=version.interval_level,
+                shadow=shadow, calibration_age_days=age_days, flags=flags,
             )
+            group = to_predict.setdefault(version.pk, (version, estimator, [], [], []))
+            group[2].append(estimate)
+            group[3].append(bp.feature_vector(analysis.features, reference.features, version.features))
+            group[4].append([reference.sbp_mmhg, reference.dbp_mmhg])
             out[window_id].append(estimate)
             pending.append((len(out[window_id]) - 1, estimate))
+    for version, estimator, estimates, xs, references in to_predict.values():
+        # = bp.estimate_bp, row by row: calibration BP + predicted change, +/- the conformal half-widths.
+        predicted = bp.predict_bp(estimator, np.vstack(xs), np.array(references, dtype=np.float64)).tolist()
+        for estimate, (sbp, dbp) in zip(estimates, predicted, strict=True):
+            estimate.sbp_mmhg, estimate.dbp_mmhg = sbp, dbp
+            estimate.sbp_low_mmhg, estimate.sbp_high_mmhg = sbp - version.interval_sbp_mmhg, sbp + version.interval_sbp_mmhg
+            estimate.dbp_low_mmhg, estimate.dbp_high_mmhg = dbp - version.interval_dbp_mmhg, dbp + version.interval_dbp_mmhg
     if pending:
         try:
             with transaction.atomic():

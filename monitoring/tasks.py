@@ -1,9 +1,20 @@
 """Celery tasks of the signal pipeline: thin wrappers that take ids."""
 from celery import shared_task
+from celery.signals import worker_process_init
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from monitoring import selectors, services
+
+
+@worker_process_init.connect
+def _one_blas_thread_per_process(**_) -> None:
+    """A pool process works on one task at a time, and there are as many processes as cores: BLAS
+    threads of its own (OpenBLAS starts one per core and busy-waits between calls on small arrays)
+    only burn CPU the other processes need: ~25 % of a window's CPU in bench/worker_throughput.py."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
 
 
 # Database and broker hiccups are retried with backoff; everything else is handled in the service.

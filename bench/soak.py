@@ -1,0 +1,258 @@
+"""Soak: the whole server shape under a fixed upload rate for --duration seconds (default 600),
+with the memory of every process sampled every 10 s; growth from the first to the last minute
+must stay within 10 %.
+
+Starts a private Redis and a throwaway PostgreSQL, migrates, creates a clinic of calibrated
+patients with therapy plans (bench/_lib), and runs gunicorn (production settings, sync -w 3), a
+`celery -A clinops worker` (prefork, --concurrency 2) and `celery -A clinops beat` (the sweepers,
+heartbeats and monitoring reports on their real schedule). Uploads real 30-s windows open loop
+at --rate windows/s in batches (bench/pipeline.py's load generator). Every 10 s it records the
+RSS of each process - gunicorn master and workers, celery main process and pool children, beat,
+every PostgreSQL process (summed; also their USS, private memory: a backend's RSS counts the
+shared buffers it has touched), Redis - and the pipeline's backlog.
+
+    .venv/bin/python bench/soak.py                       # 600 s at 280 windows/s
+    .venv/bin/python bench/soak.py --duration 120 --rate 200
+
+Prints the samples, then first-minute vs last-minute mean RSS per process group with its growth
+and PASS/FAIL against 10 %, the upload->estimate latency over the soak, CPU per window, and the
+load average. Exit status 0 when every group passes and every accepted window was processed.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import psutil  # noqa: E402
+
+from _lib import (PYTHON, ROOT, CpuMeter, WindowSource, Worker, clinic_create, die_with_parent, free_port,  # noqa: E402
+                  load_average, percentile, pg_port_of, postgres_processes, process_tree, production_env,
+                  run_checked, start_gunicorn, start_redis, stop, temporary_postgres, wait_healthy)
+from pipeline import DEFAULT_RATE, Bodies, offer  # noqa: E402
+
+GROWTH_LIMIT = 0.10
+SAMPLE_EVERY_S = 10.0
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--rate", type=float, default=DEFAULT_RATE, help="windows/s offered (open loop)")
+    p.add_argument("--batch", type=int, default=20, help="windows per request (batch API); 0 = single uploads")
+    p.add_argument("--duration", type=float, default=600.0, help="seconds of uploads")
+    p.add_argument("--patients", type=int, default=200)
+    p.add_argument("--concurrency", type=int, default=2, help="celery worker processes")
+    p.add_argument("--gunicorn-workers", type=int, default=3)
+    p.add_argument("--max-in-flight", type=int, default=32)
+    p.add_argument("--keep", action="store_true")
+    args = p.parse_args(argv)
+    if args.duration < 2 * 60 or args.rate <= 0:
+        p.error("--duration must be at least 120 s (first and last minute), --rate positive")
+    return args
+
+
+def groups(gunicorn, worker: Worker, beat, pg_port: int, redis_proc) -> dict[str, list]:
+    """Process group name -> psutil processes, looked up afresh at each sample."""
+    out: dict[str, list] = {}
+    with contextlib.suppress(psutil.NoSuchProcess):
+        master = psutil.Process(gunicorn.pid)
+        out["gunicorn master"] = [master]
+        out["gunicorn workers"] = master.children()
+    with contextlib.suppress(psutil.NoSuchProcess):
+        main = psutil.Process(worker.process.pid)
+        out["celery worker main"] = [main]
+        out["celery pool children"] = main.children(recursive=True)
+    out["celery beat"] = process_tree(beat.pid)
+    out["postgres (all)"] = postgres_processes(pg_port)
+    out["redis"] = process_tree(redis_proc.pid)
+    return out
+
+
+class Sampler(threading.Thread):
+    def __init__(self, lookup, database_url: str, redis_url: str) -> None:
+        super().__init__(daemon=True)
+        self.lookup, self.database_url, self.redis_url = lookup, database_url, redis_url
+        self.samples: list[dict] = []
+        self.stopping = threading.Event()
+        self.t0 = time.monotonic()
+        self.error = None
+
+    def sample(self, db, rds) -> dict:
+        row = {"t": time.monotonic() - self.t0}
+        for name, procs in self.lookup().items():
+            rss = uss = 0
+            for proc in procs:
+                with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                    if name.startswith("postgres"):
+                        info = proc.memory_full_info()
+                        rss, uss = rss + info.rss, uss + info.uss
+                    else:
+                        rss += proc.memory_info().rss
+            row[name] = rss / 2**20
+            if name.startswith("postgres"):
+                row["postgres USS"] = uss / 2**20
+            row[f"n {name}"] = len(procs)
+        row["waiting"] = db.execute("SELECT count(*) FROM monitoring_signalwindow WHERE status = 'received'").fetchone()[0]
+        row["queue"] = rds.llen("celery")
+        return row
+
+    def run(self) -> None:
+        import psycopg
+        import redis
+
+        try:
+            rds = redis.Redis.from_url(self.redis_url)
+            with psycopg.connect(self.database_url, autocommit=True) as db:
+                while True:
+                    row = self.sample(db, rds)
+                    self.samples.append(row)
+                    print(f"  t={row['t']:5.0f} s  RSS MiB: " + ", ".join(
+                        f"{k} {v:.0f}" for k, v in row.items() if k not in ("t", "waiting", "queue") and not k.startswith("n "))
+                        + f" | windows waiting {row['waiting']}, queue {row['queue']}", flush=True)
+                    if self.stopping.wait(SAMPLE_EVERY_S):
+                        self.samples.append(self.sample(db, rds))
+                        return
+        except Exception as exc:  # noqa: BLE001
+            self.error = exc
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv=None) -> int:
+    import psycopg
+
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGHUP, _sigterm)
+    print(f"bench/soak: {args.rate:.0f} windows/s offered for {args.duration:.0f} s "
+          f"({'batches of ' + str(args.batch) if args.batch else 'single uploads'}), {args.patients} patients; "
+          f"gunicorn sync -w {args.gunicorn_workers}, celery worker --concurrency {args.concurrency}, celery beat; "
+          f"{dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; load average {load_average()}", flush=True)
+    source = WindowSource.load()
+    work = Path(tempfile.mkdtemp(prefix="clinops-bench-soak-"))
+    redis_proc = gunicorn = beat = worker = sampler = None
+    verdicts = []
+    try:
+        redis_port = free_port()
+        redis_proc = start_redis(port=redis_port, data_dir=work / "redis")
+        with temporary_postgres() as database_url:
+            env = production_env(database_url=database_url, redis_port=redis_port, work=work)
+            run_checked([PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"], env=env, what="manage.py migrate")
+            per_device = int(args.rate * args.duration / args.patients) + max(1, args.batch) + 1
+            now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+            first_at = now - dt.timedelta(seconds=30 * per_device + 600)
+            if now - first_at > dt.timedelta(days=29):
+                raise SystemExit("too many windows per patient for the 30-day limit: raise --patients")
+            t0 = time.monotonic()
+            clinic = clinic_create(env=env, tag="soak", patients=args.patients, plan=True,
+                                   calibrated_at=first_at - dt.timedelta(hours=1))
+            print(f"bench/soak: {len(clinic.patients)} patients with plans and calibrations ({time.monotonic() - t0:.0f} s, "
+                  f"model {clinic.model})", flush=True)
+            port = free_port()
+            gunicorn = start_gunicorn(env=env, port=port, workers=args.gunicorn_workers, worker_class="sync", threads=1,
+                                      log_path=work / "gunicorn.log")
+            url = f"http://127.0.0.1:{port}"
+            asyncio.run(wait_healthy(url, gunicorn))
+            worker = Worker(env=env, name="soak", concurrency=args.concurrency, log_path=work / "worker.log",
+                            consume_now=True)
+            worker.wait_ready()
+            with open(work / "beat.log", "ab") as log:
+                beat = subprocess.Popen([PYTHON, "-m", "celery", "-A", "clinops", "beat", "--loglevel", "WARNING",
+                                         "--schedule", str(work / "celerybeat-schedule")], cwd=ROOT, env=env, stdout=log,
+                                        stderr=subprocess.STDOUT, preexec_fn=die_with_parent, process_group=0)
+            time.sleep(3.0)
+            pg_port = pg_port_of(database_url)
+            sampler = Sampler(lambda: groups(gunicorn, worker, beat, pg_port, redis_proc), database_url, env["REDIS_URL"])
+            meter = CpuMeter({"gunicorn": lambda: process_tree(gunicorn.pid), "worker": worker.processes,
+                              "beat": lambda: process_tree(beat.pid), "postgres": lambda: postgres_processes(pg_port),
+                              "redis": lambda: process_tree(redis_proc.pid)})
+            load0 = load_average()
+            sampler.start()
+            meter.start()
+            offered = asyncio.run(offer(url=url, keys=clinic.keys, bodies=Bodies(source, first_at), rate=args.rate,
+                                        batch=args.batch, duration=args.duration, max_in_flight=args.max_in_flight))
+            cpu = meter.stop()
+            sampler.stopping.set()
+            sampler.join(timeout=30)
+            ids = list(offered["sent_at"])
+            with psycopg.connect(database_url, autocommit=True) as db:
+                drain_until = time.monotonic() + 120
+                while time.monotonic() < drain_until:
+                    waiting = db.execute("SELECT count(*) FROM monitoring_signalwindow WHERE id = ANY(%s) AND "
+                                         "status = 'received'", [ids]).fetchone()[0]
+                    if waiting == 0:
+                        break
+                    time.sleep(1)
+                rows = db.execute("SELECT window_id, created_at FROM monitoring_bpestimate WHERE window_id = ANY(%s) "
+                                  "AND NOT shadow", [ids]).fetchall()
+                processed = db.execute("SELECT count(*) FILTER (WHERE status = 'processed'), count(*) FILTER (WHERE "
+                                       "status = 'rejected'), count(*) FILTER (WHERE status = 'failed') FROM "
+                                       "monitoring_signalwindow WHERE id = ANY(%s)", [ids]).fetchone()
+    except KeyboardInterrupt:
+        print("bench/soak: interrupted; stopping servers", file=sys.stderr)
+        return 130
+    finally:
+        if sampler is not None:
+            sampler.stopping.set()
+        if worker is not None:
+            worker.stop()
+        stop(beat)
+        stop(gunicorn)
+        stop(redis_proc)
+        if args.keep:
+            print(f"bench/soak: logs kept in {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+    accepted = offered["windows"]["accepted"]
+    bad = {k: v for k, v in offered["statuses"].items() if k not in (200, 202)}
+    latency = [created_at.timestamp() - offered["sent_at"][window_id] for window_id, created_at in rows]
+    print(f"RESULT soak: offered {args.rate:.0f} windows/s for {args.duration:.0f} s -> {accepted / offered['elapsed']:.1f} "
+          f"accepted windows/s ({accepted} windows; errors: {', '.join(f'{k}x{v}' for k, v in bad.items()) or 'none'}; "
+          f"schedule slipped at most {offered['lag']:.2f} s); processed {processed[0]} usable + {processed[1]} rejected "
+          f"+ {processed[2]} failed, {waiting} still waiting 120 s after the last upload; upload -> estimate p50 "
+          f"{percentile(latency, .5):.2f} s, p95 {percentile(latency, .95):.2f} s, max {max(latency, default=float('nan')):.2f} s")
+    per = {k: cpu[k] * offered["elapsed"] * 1000 / max(1, accepted) for k in ("gunicorn", "worker", "beat", "postgres", "redis")}
+    print("  CPU per window: " + ", ".join(f"{k} {v:.2f} ms" for k, v in per.items()) + f" = {sum(per.values()):.2f} ms; "
+          f"whole machine {cpu.get('machine', float('nan')):.2f} of 2 cores busy | load average {load0} -> {load_average()}")
+    samples = sampler.samples if sampler else []
+    first = [s for s in samples if s["t"] < 60]
+    last = [s for s in samples if s["t"] >= samples[-1]["t"] - 60] if samples else []
+    names = [k for k in (samples[0] if samples else {}) if k not in ("t", "waiting", "queue") and not k.startswith("n ")]
+    print(f"Memory, mean of the samples in the first minute ({len(first)}) vs the last minute ({len(last)}), limit "
+          f"+{GROWTH_LIMIT:.0%}:")
+    for name in names:
+        a = sum(s[name] for s in first) / len(first)
+        b = sum(s[name] for s in last) / len(last)
+        growth = (b - a) / a if a else float("inf")
+        verdict = "PASS" if growth <= GROWTH_LIMIT else "FAIL"
+        if name != "postgres (all)":  # judged by its private memory (USS) below; RSS counts shared buffers
+            verdicts.append(verdict == "PASS")
+        count = samples[-1].get(f"n {name}", "")
+        print(f"  {name:22s} {a:8.1f} -> {b:8.1f} MiB  {growth:+7.1%}  {verdict}"
+              + (f"  ({count} processes)" if count not in ("", 1) else "")
+              + ("  (RSS counts the shared buffers each backend touched; judged by USS)" if name == "postgres (all)" else ""))
+    if sampler and sampler.error:
+        print(f"  sampler error: {sampler.error!r}")
+        verdicts.append(False)
+    ok = bool(verdicts) and all(verdicts) and not bad and waiting == 0
+    print(f"Target: no process group's memory grows more than {GROWTH_LIMIT:.0%} -> {'PASS' if all(verdicts) and verdicts else 'FAIL'}")
+    print(f"bench/soak: load average at the end {load_average()}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
