@@ -166,8 +166,10 @@ def build_bodies(*, count: int, encoding: str, gzipped: bool, n_records: int, ba
         raise SystemExit("no 30-s windows found in the challenge2015 recordings")
     def one(k: int) -> dict:
         payload = dict(payloads[k % len(payloads)], sequence=k)
-        # A few minutes ago, 30 s apart, within the server's 5-min skew / 30-day age limits.
-        payload["recorded_at"] = (base + dt.timedelta(seconds=30 * (k % 16))).isoformat().replace("+00:00", "Z")
+        # 30 s apart going back from a few minutes ago, within the server's 30-day age limit: a
+        # device records one window at a time, and a second window starting at the same instant
+        # would be answered as a duplicate of the first.
+        payload["recorded_at"] = (base - dt.timedelta(seconds=30 * (k % 80_000))).isoformat().replace("+00:00", "Z")
         return payload
 
     items, raw_total = [], 0

@@ -41,6 +41,9 @@ class SignalWindow(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["device", "sequence"], name="window_unique_device_sequence"),
+            # A wearable records one window at a time: a second one starting at the same instant is
+            # the same window sent again (e.g. under a new sequence after a counter reset).
+            models.UniqueConstraint(fields=["device", "recorded_at"], name="window_unique_device_start"),
         ]
         indexes = [
             models.Index(fields=["patient", "recorded_at"]),

@@ -66,8 +66,8 @@ def _device_seen(*, device: Device, now: dt.datetime) -> None:
 
 def windows_receive(*, device: Device, uploads: Sequence[WindowUpload]) -> list[tuple[SignalWindow, bool]]:
     """A batch of one device's windows: the same answer, window by window, as window_receive on
-    each in turn (a sequence already stored, or repeated within the batch, is a duplicate of that
-    window; the rest are stored and queued), at a fraction of its cost: one query finds every
+    each in turn (a sequence or a start time already stored, or repeated within the batch, is a
+    duplicate of that window; the rest are stored and queued), at a fraction of its cost: one query finds every
     duplicate, one transaction inserts every new window (one INSERT), the device's last-seen time
     is written at most once, and after the commit one process_windows task takes the new
     windows' ids (processed, judged and estimated each on its own, in one task). Returns
@@ -76,12 +76,21 @@ def windows_receive(*, device: Device, uploads: Sequence[WindowUpload]) -> list[
     If a concurrent upload stores one of the sequences first, the insert fails as a whole and the
     batch is taken window by window (window_receive handles that race)."""
     _require_consent(device)
-    known = {w.sequence: w for w in _windows_of(device=device, sequences={u.sequence for u in uploads})}
+    stored = _windows_of(device=device, sequences={u.sequence for u in uploads},
+                         starts={u.recorded_at for u in uploads})
+    known = {w.sequence: w for w in stored}
+    known_start = {w.recorded_at: w for w in stored}
     now = timezone.now()
     fresh: dict[int, SignalWindow] = {}
+    fresh_start: dict[dt.datetime, SignalWindow] = {}
     for upload in uploads:
-        if upload.sequence not in known and upload.sequence not in fresh:
-            fresh[upload.sequence] = _new_window(device=device, upload=upload, now=now)
+        if upload.sequence in known or upload.sequence in fresh:
+            continue
+        same_start = known_start.get(upload.recorded_at) or fresh_start.get(upload.recorded_at)
+        if same_start is not None:  # the same window under another sequence: a duplicate of it
+            known[upload.sequence] = same_start
+            continue
+        fresh[upload.sequence] = fresh_start[upload.recorded_at] = _new_window(device=device, upload=upload, now=now)
     if fresh:
         seen = device.last_seen_at
         try:
@@ -105,13 +114,15 @@ def windows_receive(*, device: Device, uploads: Sequence[WindowUpload]) -> list[
 
 
 def window_receive(*, device: Device, upload: WindowUpload) -> tuple[SignalWindow, bool]:
-    """Store a device's window and queue it for processing; the same (device, sequence) twice
-    returns the stored window and changes nothing. Returns (window, created).
+    """Store a device's window and queue it for processing; the same (device, sequence) twice, or
+    a second window of the device starting at the same instant (the same window re-sent under a new
+    sequence, e.g. after a counter reset), returns the stored window and changes nothing: it is
+    never counted twice. Returns (window, created).
 
     Windows of a patient who has not given consent (or withdrew it) are refused and not stored.
     """
     _require_consent(device)
-    existing = _window_of(device=device, sequence=upload.sequence)
+    existing = _window_of(device=device, sequence=upload.sequence, start=upload.recorded_at)
     if existing is not None:
         return existing, False
     now = timezone.now()
@@ -125,7 +136,7 @@ def window_receive(*, device: Device, upload: WindowUpload) -> tuple[SignalWindo
             enqueue_on_commit(process_window, window.pk)
     except IntegrityError:
         # A concurrent retry of the same upload won the race: answer with its window.
-        winner = _window_of(device=device, sequence=upload.sequence)
+        winner = _window_of(device=device, sequence=upload.sequence, start=upload.recorded_at)
         if winner is None:
             raise
         return winner, False
@@ -133,18 +144,18 @@ def window_receive(*, device: Device, upload: WindowUpload) -> tuple[SignalWindo
     return window, True
 
 
-def _window_of(*, device: Device, sequence: int) -> SignalWindow | None:
+def _window_of(*, device: Device, sequence: int, start: dt.datetime) -> SignalWindow | None:
+    """The device's stored window with this sequence or, failing that, starting at `start` (the
+    same window sent again under another sequence)."""
+    found = _windows_of(device=device, sequences={sequence}, starts={start})
+    return next((w for w in found if w.sequence == sequence), found[0] if found else None)
+
+
+def _windows_of(*, device: Device, sequences: set[int], starts: set[dt.datetime]) -> list[SignalWindow]:
     # Only what the upload answer needs: never the raw bytes.
-    return (
-        SignalWindow.objects.filter(device=device, sequence=sequence)
-        .only("id", "sequence", "status", "device_id").order_by().first()
-    )
-
-
-def _windows_of(*, device: Device, sequences: set[int]) -> list[SignalWindow]:
     return list(
-        SignalWindow.objects.filter(device=device, sequence__in=sorted(sequences))
-        .only("id", "sequence", "status", "device_id").order_by()
+        SignalWindow.objects.filter(Q(sequence__in=sorted(sequences)) | Q(recorded_at__in=sorted(starts)), device=device)
+        .only("id", "sequence", "status", "device_id", "recorded_at").order_by()
     )
 
 

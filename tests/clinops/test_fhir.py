@@ -272,7 +272,7 @@ def test_queries_do_not_grow_with_the_record(client_for, clinic, plan, estimates
     first = patient_therapy_evaluate(patient_id=clinic["patient"].pk, now=NOW)
     services.suggestion_approve(actor=clinic["clinician"], suggestion_id=first.pk)
     small = queries()
-    estimates(week_of(150, 95, per_day=6))
+    estimates([(1.5 + 4 * i, 150, 95) for i in range(42)])  # 42 more, none at the time of another
     later = timezone.now() + dt.timedelta(minutes=1)  # after the first rung move
     second = patient_therapy_evaluate(patient_id=clinic["patient"].pk, now=later)
     services.suggestion_approve(actor=clinic["clinician"], suggestion_id=second.pk)

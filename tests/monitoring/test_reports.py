@@ -81,8 +81,11 @@ def _window(device, now, *, status, processed_ago_h=1.0, latency_ms=100.0, reaso
     arrived; its analyses [(usable, reasons)] oldest first (default: one matching the status)."""
     processed_at = now - dt.timedelta(hours=processed_ago_h)
     received_at = processed_at - dt.timedelta(milliseconds=latency_ms)
+    sequence = next(_sequence)
+    # Recorded just before it arrived; one second apart, as a device records one window at a time.
     window = SignalWindow.objects.create(
-        device=device, patient=device.patient, sequence=next(_sequence), recorded_at=received_at, duration_s=30,
+        device=device, patient=device.patient, sequence=sequence, recorded_at=received_at - dt.timedelta(seconds=sequence),
+        duration_s=30,
         ecg_fs=250, ppg_fs=250, encoding="compact", raw=b"", raw_sha256="", raw_bytes=0, firmware=device.firmware,
         enqueued_at=received_at, status=status, failure=failure,
         processed_at=None if status == WindowStatus.RECEIVED else processed_at)

@@ -189,7 +189,7 @@ def test_invalid_gzip_gets_400(device_client):
 
 def test_uploads_beyond_the_device_rate_get_429(device_client, make_payload, monkeypatch):
     monkeypatch.setattr(DeviceUploadThrottle, "rate", "3/min", raising=False)
-    codes = [post(device_client, make_payload(0, sequence=n)).status_code for n in range(5)]
+    codes = [post(device_client, make_payload(n, sequence=n)).status_code for n in range(5)]
     assert codes == [202, 202, 202, 429, 429]
     assert SignalWindow.objects.count() == 3
 
@@ -307,3 +307,16 @@ def test_with_the_redis_cache_down_an_upload_is_still_stored_not_refused(device_
     response = post(device_client, make_payload(0, sequence=4242))
     assert response.status_code == 202, response.content
     assert SignalWindow.objects.filter(sequence=4242, status=WindowStatus.RECEIVED).exists()
+
+
+def test_the_same_window_under_a_new_sequence_is_a_duplicate_and_never_counted_twice(device_client, make_payload):
+    first = post(device_client, make_payload(0, sequence=7))
+    # The wearable lost its counter (reset, reinstall) and sends the window again as number 1.
+    again = post(device_client, make_payload(0, sequence=1))
+    assert first.status_code == 202 and again.status_code == 200
+    assert again.json()["id"] == first.json()["id"] and again.json()["idempotency_key"].endswith(":7")
+    in_batch = device_client.post(BATCH, data=json.dumps({"windows": [make_payload(1, sequence=8), make_payload(1, sequence=9)]}),
+                                  content_type="application/json").json()
+    assert [r["result"] for r in in_batch["results"]] == ["accepted", "duplicate"]
+    assert in_batch["results"][1]["id"] == in_batch["results"][0]["id"]
+    assert sorted(SignalWindow.objects.values_list("sequence", flat=True)) == [7, 8]
