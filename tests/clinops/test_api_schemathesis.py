@@ -10,9 +10,11 @@ Path ids are random (404s, which must conform too) or, for about half the cases,
 team's patient, a spare device, a processed window, a pending suggestion.
 
 Cost: EXAMPLES_PER_OPERATION fuzzed requests per operation (22 operations), plus schemathesis'
-examples and coverage phases (a fixed few hundred in all). At 50 the file takes about 1.5 min;
-the 1,000 malformed requests per route of the fuzzing issue (CLINOPS_FUZZ_EXAMPLES=1000) take
-roughly 25 min: a nightly job, not every CI run.
+examples and coverage phases (a fixed few hundred in all). At 50 the file takes about 1-1.5 min
+per pass. Over HTTP a request costs several times what it costs in process, so the fuzzing issue's
+1,000 malformed requests per route are sent by test_api_malformed_requests.py, in process, with
+this file's schema loader, hooks, clinic and checks (CLINOPS_FUZZ_EXAMPLES=1000 here takes
+roughly 25 min per pass: a nightly job at most).
 """
 from __future__ import annotations
 
@@ -61,20 +63,25 @@ STORED = [
 ]
 
 
-def load_schema():
-    """The schema drf-spectacular generates, loaded at collection so that each operation is its own
-    test; test_the_served_schema_is_the_one_fuzzed_and_valid checks that the live server serves the
-    same. (schemathesis.pytest.from_fixture, which would fetch it from the live server, fails on
-    pytest 9.2: it sets Node._nodeid, which pytest no longer has.)"""
+def generated_schema() -> dict:
+    """The schema drf-spectacular generates, as plain JSON."""
     from drf_spectacular.generators import SchemaGenerator
 
-    raw = json.loads(json.dumps(SchemaGenerator().get_schema(request=None, public=True), default=str))
+    return json.loads(json.dumps(SchemaGenerator().get_schema(request=None, public=True), default=str))
+
+
+def load_schema(raw: dict, *, examples: int, mode: str, path_parameters=None):
+    """The schema loaded for fuzzing at collection, so that each operation is its own test;
+    test_the_served_schema_is_the_one_fuzzed_and_valid checks that the live server serves the
+    same. (schemathesis.pytest.from_fixture, which would fetch it from the live server, fails on
+    pytest 9.2: it sets Node._nodeid, which pytest no longer has.) filter_failure is registered on
+    it, and path_parameters (default flatmap_path_parameters) as its flatmap_path_parameters hook."""
     config = schemathesis.Config.from_dict({
         "seed": SEED,
         "suppress-health-check": ["all"],  # a live server is slow for hypothesis' taste; that is fine
         "generation": {
-            "max-examples": EXAMPLES_PER_OPERATION,
-            "mode": "all",  # valid and malformed requests
+            "max-examples": examples,
+            "mode": mode,  # "all": valid and malformed requests; "negative": malformed only
             # Credentials are ours (the callers fixture), not generated: made-up ones only reach 401.
             "with-security-parameters": False,
         },
@@ -86,10 +93,12 @@ def load_schema():
         # negative_data_rejection is checked on the writes only; every other check runs on reads.
         "operations": [{"include-method": "GET", "checks": {"negative_data_rejection": {"enabled": False}}}],
     })
-    return raw, schemathesis.openapi.from_dict(json.loads(json.dumps(raw)), config=config)
+    loaded = schemathesis.openapi.from_dict(json.loads(json.dumps(raw)), config=config)
+    loaded.hook("flatmap_path_parameters")(path_parameters or flatmap_path_parameters)
+    loaded.hook(filter_failure)
+    return loaded
 
 
-RAW_SCHEMA, schema = load_schema()
 KNOWN_IDS: dict[str, int] = {}  # real rows a path may address; set by the clinic fixture
 
 
@@ -97,7 +106,6 @@ def is_device_only(operation) -> bool:
     return all("DeviceApiKey" in requirement for requirement in operation.definition.raw.get("security", []))
 
 
-@schema.hook
 def flatmap_path_parameters(context, path_parameters: dict[str, Any]):
     # About half the cases address real rows; the others keep their random (mostly unknown) ids.
     if not path_parameters or not all(isinstance(v, int) and k in KNOWN_IDS for k, v in path_parameters.items()):
@@ -105,21 +113,29 @@ def flatmap_path_parameters(context, path_parameters: dict[str, Any]):
     return st.sampled_from([path_parameters, {k: KNOWN_IDS[k] for k in path_parameters}])
 
 
-@schema.hook
 def filter_failure(context, failure, case, response) -> bool:
-    """Keep every failure but one kind: a malformed body that the API accepted because DRF's fields
-    read it as a valid one (a CharField trims surrounding whitespace and reads a number as text, an
-    IntegerField reads "5" and 5.0, a BooleanField reads "true" and 1). The schema cannot say so."""
-    if not isinstance(failure, AcceptedNegativeData) or not isinstance(case.body, dict):
+    """Keep every failure but two kinds of malformed body that the API accepted, both a reading of
+    the body the schema cannot express:
+    - DRF's fields read it as a valid one (a CharField trims surrounding whitespace, Python's idea
+      of it included, and reads a number as text; an IntegerField reads "5" and 5.0; a BooleanField
+      reads "true" and 1);
+    - a form body (multipart or urlencoded; DRF's default parsers): a form carries text only, so a
+      value schemathesis made an array, a number or null arrives as text ("null", "[1]"), an empty
+      optional field as no field, and a body that is not an object as a form without fields."""
+    if not isinstance(failure, AcceptedNegativeData):
         return True
+    if case.media_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        return False
     body = case.operation.get_body_for_media_type(case.media_type)
-    if body is None:
+    if body is None or not isinstance(case.body, dict):
         return True
+    object_schema = _resolved(body.optimized_schema, body.optimized_schema)
     fields = {"string": serializers.CharField, "integer": serializers.IntegerField,
               "number": serializers.FloatField, "boolean": serializers.BooleanField}
     as_read = dict(case.body)
-    for name, property_schema in body.optimized_schema.get("properties", {}).items():
-        field = fields.get(property_schema.get("type"))
+    for name, property_schema in object_schema.get("properties", {}).items():
+        property_schema = _resolved(property_schema, body.optimized_schema)
+        field = None if "enum" in property_schema else fields.get(property_schema.get("type"))
         if field is not None and name in as_read:
             try:
                 as_read[name] = field().to_internal_value(as_read[name])
@@ -128,10 +144,27 @@ def filter_failure(context, failure, case, response) -> bool:
     return not body.is_valid(as_read)
 
 
+def _resolved(subschema: dict, bundle: dict) -> dict:
+    """A subschema of schemathesis' bundled body schema with its top-level $ref followed."""
+    ref = subschema.get("$ref", "")
+    if ref.startswith("#/x-bundled/"):
+        return bundle.get("x-bundled", {}).get(ref.rsplit("/", 1)[1], {})
+    return subschema
+
+
+RAW_SCHEMA = generated_schema()
+schema = load_schema(RAW_SCHEMA, examples=EXAMPLES_PER_OPERATION, mode="all")
+
+
 @pytest.fixture
 def clinic(transactional_db, fresh_cache, monkeypatch):
+    yield from build_clinic(monkeypatch)
+
+
+def build_clinic(monkeypatch):
     """A care team with a clinician and a patient with a plan, a wearable (whose key uploads), a
-    spare device (the one the revoke route may revoke), a processed window and a pending suggestion."""
+    spare device (the one the revoke route may revoke), a processed window and a pending suggestion
+    (a generator for a fixture; KNOWN_IDS holds their ids meanwhile)."""
     from monitoring.apis import DeviceUploadThrottle
     from monitoring.models import SignalWindow
     from therapy import services as therapy_services
@@ -214,9 +247,14 @@ def error_responses_conform(ctx, response, case) -> None:
 
 
 def stored_counts() -> dict[str, int]:
+    """Rows per STORED model, in one query (it runs twice per request of the in-process fuzzing)."""
     from django.apps import apps
+    from django.db import connection
 
-    return {label: apps.get_model(label).objects.count() for label in STORED}
+    tables = [connection.ops.quote_name(apps.get_model(label)._meta.db_table) for label in STORED]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT " + ", ".join(f"(SELECT COUNT(*) FROM {table})" for table in tables))
+        return dict(zip(STORED, cursor.fetchone(), strict=True))
 
 
 @schema.parametrize()
