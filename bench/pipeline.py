@@ -16,7 +16,7 @@ The evaluation is debounced (THERAPY_EVALUATION_DEBOUNCE_S, 60 s by default: one
 patient per burst of estimates), so the upload-to-decision latency is the debounce plus the
 estimate latency; one run per --debounce value (default: 60, the product default, and 2).
 
-    .venv/bin/python bench/pipeline.py                              # 280 windows/s, batches of 20, debounce 60 and 2
+    .venv/bin/python bench/pipeline.py                              # 250 windows/s, batches of 20, debounce 60 and 2
     .venv/bin/python bench/pipeline.py --rate 80 --batch 0          # one window per request
 
 Prints per run the achieved upload rate, request latency, upload->estimate and upload->decision
@@ -49,7 +49,7 @@ from _lib import (PYTHON, CpuMeter, WindowSource, Worker, clinic_create, free_po
 import aiohttp  # noqa: E402
 
 TARGET_P95_S = 2.0
-DEFAULT_RATE = 280.0  # 50 % of the sustained batch ingest rate measured by bench/ingest.py --batch 100 (see README)
+DEFAULT_RATE = 250.0  # 50 % of the ~500 windows/s sustained by bench/ingest.py --batch 100 (489.7-561 on 2026-12-01)
 
 
 def int_list(text: str) -> list[int]:
