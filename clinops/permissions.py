@@ -8,6 +8,7 @@ Views check these through `user.has_perm(...)` or the selectors that scope query
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import rules
@@ -97,6 +98,9 @@ class DevicePrincipal:
         return f"device:{self.device.serial}"
 
 
+API_KEY_CHARACTERS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+
 class DeviceAPIKeyAuthentication(authentication.BaseAuthentication):
     """`Authorization: Api-Key <key>`: 401 for a missing or unknown key, 403 once revoked."""
 
@@ -112,7 +116,9 @@ class DeviceAPIKeyAuthentication(authentication.BaseAuthentication):
             DeviceAPIKey.objects.select_related("device", "device__patient")
             .filter(prefix=prefix)
             .first()
-            if dot
+            # Keys are letters, digits and one dot; anything else is no key of ours, and is not
+            # looked up (PostgreSQL refuses a NUL in a query).
+            if dot and API_KEY_CHARACTERS.fullmatch(key)
             else None
         )
         if candidate is None or not candidate.is_valid(key):

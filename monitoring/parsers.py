@@ -1,7 +1,7 @@
-"""JSON request bodies for device uploads: gzip accepted, size capped (413), before and after unzip."""
+"""JSON request bodies for device uploads: gzip accepted, size capped (413), before and after unzip,
+then read as every API body is (clinops.parsers.loads_strict)."""
 from __future__ import annotations
 
-import json
 import zlib
 from typing import Any
 
@@ -9,16 +9,13 @@ from django.conf import settings
 from rest_framework import exceptions, status
 from rest_framework.parsers import BaseParser
 
+from clinops.parsers import loads_strict
+
 
 class PayloadTooLarge(exceptions.APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_detail = "The request body is too large."
     default_code = "payload_too_large"
-
-
-def _reject_nan_literals(token: str) -> Any:
-    # Python's json accepts NaN/Infinity literals that JSON does not; a device sending them is wrong.
-    raise exceptions.ParseError(f"JSON holds the non-standard literal {token}; send finite numbers or null.")
 
 
 class DeviceJSONParser(BaseParser):
@@ -42,8 +39,7 @@ class DeviceJSONParser(BaseParser):
             if len(body) > limit or inflater.unconsumed_tail:
                 raise PayloadTooLarge(f"The unzipped request body exceeds {limit} bytes.")
         try:
-            return json.loads(body.decode("utf-8"), parse_constant=_reject_nan_literals)
-        except RecursionError as exc:
-            raise exceptions.ParseError("The body nests too deeply to be a window upload.") from exc
-        except ValueError as exc:  # also JSONDecodeError, bad UTF-8, integers of > 4300 digits
-            raise exceptions.ParseError(f"The body is not valid JSON: {str(exc)[:200]}") from exc
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise exceptions.ParseError("The body is not valid JSON: not UTF-8 text.") from exc
+        return loads_strict(text)

@@ -127,9 +127,17 @@ class WindowInput(serializers.Serializer):
         return attrs
 
 
+class ParsedJSONField(serializers.JSONField):
+    """A value of a body the JSON parser has read: JSON by construction, so not written out again
+    to check it (DRF's JSONField does, which a deeply nested value turns into a RecursionError)."""
+
+    def to_internal_value(self, data):
+        return data
+
+
 class BatchInput(serializers.Serializer):
     # Items are checked one by one in the view, so that one bad item rejects only itself.
-    windows = serializers.ListField(child=serializers.JSONField(), min_length=1, max_length=ingest.MAX_BATCH_WINDOWS,
+    windows = serializers.ListField(child=ParsedJSONField(), min_length=1, max_length=ingest.MAX_BATCH_WINDOWS,
                                     help_text="Up to 100 windows (each as for POST /api/v1/windows/), each accepted or rejected on its own.")
 
 

@@ -14,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from clinops.parsers import holds_nul
 from clinops.permissions import IsPerson
 from patients.models import Role
 from patients.selectors import patients_visible_to
@@ -83,6 +84,19 @@ class PlanInput(serializers.Serializer):
     calibration_max_age_days = serializers.FloatField(required=False, min_value=0, max_value=365)
     exclusions = serializers.ListField(child=serializers.DictField(), required=False)
     seek_care_instructions = serializers.CharField(required=False, max_length=2000)
+
+    # Ladder and exclusions are stored as given (jsonb), which holds no NUL character.
+    def validate_ladder(self, value):
+        return _without_nul(value)
+
+    def validate_exclusions(self, value):
+        return _without_nul(value)
+
+
+def _without_nul(value):
+    if holds_nul(value):
+        raise serializers.ValidationError("A NUL character (\\u0000) is not accepted here.")
+    return value
 
 
 class PatientPlanApi(APIView):

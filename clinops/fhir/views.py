@@ -32,18 +32,28 @@ def fhir_response(resource, *, status: int = 200, headers: dict[str, str] | None
                         headers={"Cache-Control": "no-store", **(headers or {})})
 
 
+INSTANT_YEARS = (1900, 2200)
+
+
 def parse_instant(name: str, value: str | None) -> dt.datetime | None:
     """An ISO 8601 date-time (or a date: its midnight) from the query; naive means UTC."""
     if value is None or not value.strip():
         return None
     # An unencoded "+01:00" in a query string arrives as " 01:00": put the plus sign back.
     value = re.sub(r" (\d{2}:?\d{2})$", r"+\1", value.strip())
-    parsed = parse_datetime(value)
-    if parsed is None and (day := parse_date(value)) is not None:
-        parsed = dt.datetime.combine(day, dt.time())
+    try:  # a well-formed but impossible value (2026-13-45, 25:00) raises ValueError
+        parsed = parse_datetime(value)
+        if parsed is None and (day := parse_date(value)) is not None:
+            parsed = dt.datetime.combine(day, dt.time())
+    except ValueError:
+        parsed = None
     if parsed is None:
         raise ApplicationError(f"{name} must be an ISO 8601 date-time, e.g. 2026-01-31T00:00:00Z.",
                                extra={"fields": {name: ["not an ISO 8601 date-time"]}})
+    # The export's arithmetic (90 days back, UTC offsets) must not run off the calendar.
+    if not INSTANT_YEARS[0] <= parsed.year <= INSTANT_YEARS[1]:
+        raise ApplicationError(f"{name} must lie in the years {INSTANT_YEARS[0]} to {INSTANT_YEARS[1]}.",
+                               extra={"fields": {name: [f"outside the years {INSTANT_YEARS[0]}-{INSTANT_YEARS[1]}"]}})
     return parsed if timezone.is_aware(parsed) else parsed.replace(tzinfo=dt.timezone.utc)
 
 

@@ -41,11 +41,10 @@ Cost, measured with `python -m tests.run` on a 2-core machine shared with other 
 min; by hand ~12,500, ~5 ms each and FHIR's ~30 ms, ~1.6 min); PostgreSQL pass ~45 s. Fixed seed
 (`CLINOPS_FUZZ_SEED`), so CI is reproducible.
 
-Known 5xx, left out of the generators (KNOWN_5XX below: else every run would stop at them) and
-pinned by xfail(strict=True) reproductions at the end, which fail once the product is fixed:
-JSON nested ~900+ deep on the session routes and inside a batch's windows; impossible or
-out-of-range instants in FHIR's `_since`/`end`; on PostgreSQL, NUL in a plan's `exclusions` and
-in an API key's prefix.
+Found here and fixed in the product (the regression tests at the end keep them fixed): JSON nested
+~1,000 deep on the session routes and inside a batch's windows (RecursionError), impossible or
+out-of-range instants in FHIR's `_since`/`end`, and on PostgreSQL a NUL character in a plan's
+`exclusions` and in an API key (DataError).
 """
 from __future__ import annotations
 
@@ -66,11 +65,10 @@ import pytest
 from django.conf import settings as django_settings
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import request_finished, request_started
-from django.db import DataError, close_old_connections, connection, transaction
+from django.db import close_old_connections, connection, transaction
 from django.test import Client
 from django.utils import timezone
 from django.utils.crypto import get_random_string
-from django.utils.dateparse import parse_date, parse_datetime
 from hypothesis import HealthCheck, given, reject, seed, settings
 from hypothesis import strategies as st
 from rest_framework import serializers
@@ -294,11 +292,8 @@ class Malformed:
                 f"headers={self.headers} anonymous={self.anonymous} csrf={self.csrf} body={self.body[:300]!r}")
 
 
-# The 5xx this file found that are not fixed yet: left out of the generators (else every run would
-# stop at them) and pinned by the xfail(strict=True) tests at the end, which fail once fixed.
-# Nesting deeper than ~900 (how deep depends on the stack) is a 500 in two places: DRF's JSONParser
-# (the session routes) and, after DeviceJSONParser read it, DRF's JSONField in a batch's `windows`.
-# So nesting goes deeper than SAFE_NESTING only where neither is reached: a device upload's body.
+# Values nested this deep stand in for a field's value; json.dumps (which builds the bodies here)
+# recurses once per level. Whole bodies nest up to 200,000 deep (syntax_errors).
 SAFE_NESTING = 400
 
 # Values a field may be sent instead of a good one; a mutation keeps only those that field refuses.
@@ -330,19 +325,6 @@ NOT_JSON_TYPES = ["text/plain", "application/xml", "application/octet-stream", "
                   "application/x-json-stream", "text/json"]
 
 
-def known_fhir_5xx(value: str) -> bool:
-    """FHIR `_since`/`end` values that answer 500 today: a well-formed but impossible date or time
-    (2026-13-45, 25:00), which Django's parse_datetime refuses with ValueError; and instants so
-    near year 1 or 9999 that the view's arithmetic overflows (90 days before `end`, UTC offsets)."""
-    value = re.sub(r" (\d{2}:?\d{2})$", r"+\1", value.strip())  # as parse_instant reads it
-    try:
-        parsed = parse_datetime(value) or parse_date(value)
-    except ValueError:
-        return True
-    return parsed is not None and not (2 <= parsed.year <= 9998)
-
-
-KNOWN_5XX = {"JSON nesting": SAFE_NESTING, "FHIR instants": known_fhir_5xx}
 
 
 def _json(value: Any) -> bytes:
@@ -395,7 +377,7 @@ def syntax_errors(valid: dict, *, device: bool) -> st.SearchStrategy[tuple[str, 
     key = sorted(valid)[0]
     with_literal = st.sampled_from([b"NaN", b"Infinity", b"-Infinity", b"1" + b"0" * 5000]).map(
         lambda literal: _json({**valid, key: "__LITERAL__"}).replace(b'"__LITERAL__"', literal))
-    max_depth = 200_000 if device else SAFE_NESTING
+    max_depth = 200_000
     nested = st.tuples(st.integers(2, max_depth), st.booleans()).map(lambda d: b"[" * d[0] + (b"]" * d[0] if d[1] else b""))
 
     def not_json(data: bytes) -> bool:
@@ -478,8 +460,6 @@ def malformed_request(draw, route: Route, ctx: dict) -> Malformed:
         names = st.sampled_from([*route.query, "unknown", "x" * 300, "", "limit[]", "$where"])
         pairs = draw(st.lists(st.tuples(names, junk_text), min_size=1, max_size=4))
         raw_tail = draw(st.sampled_from(["", "&%", "&%zz", "&%ff%fe=1", "&=", "&&&", "&a=%00", "&day=%E0%A4%A"]))
-        if route.fhir:
-            pairs = [(k, v) for k, v in pairs if not (k in route.query and known_fhir_5xx(v))]
         request.query = urlencode(pairs, errors="surrogatepass") + raw_tail  # a lone surrogate: bad UTF-8
         # Reads are lenient with junk they do not know or cannot read as a filter (200); a value
         # they read and refuse is a 400 naming it.
@@ -665,63 +645,50 @@ def test_every_operation_is_fuzzed_by_hand_and_every_write_has_a_valid_body():
                                if m.upper() in HTTP_METHODS}) + 1
 
 
-# --- Known 5xx: fixed in the product, these fail (strict) and the exclusions above go ------------
+# --- The 5xx found here, fixed in the product ----------------------------------------------------
 
-@pytest.mark.xfail(strict=True, raises=RecursionError, reason=(
-    "DRF's JSONParser (the session routes' parser) catches ValueError only: JSON nested ~1,000 deep "
-    "raises RecursionError, a 500. Fix: a JSONParser that turns RecursionError into ParseError, as "
-    "monitoring.parsers.DeviceJSONParser does, in REST_FRAMEWORK['DEFAULT_PARSER_CLASSES']."))
-def test_known_5xx_deeply_nested_json_on_a_session_route(clinic, quiet_request_log):
-    session = Client()  # CSRF not checked: the request reaches the parser
+def test_deeply_nested_json_on_a_session_route_is_a_parse_error(clinic, quiet_request_log):
+    session = Client()  # CSRF not checked: the request reaches the parser (clinops.parsers)
     session.force_login(clinic["clinician"])
-    session.post(f"/api/v1/suggestions/{KNOWN_IDS['suggestion_id']}/reject/", b"[" * 100_000, content_type="application/json")
+    response = session.post(f"/api/v1/suggestions/{KNOWN_IDS['suggestion_id']}/reject/", b"[" * 100_000,
+                            content_type="application/json")
+    assert response.status_code == 400 and "nests too deeply" in response.json()["message"]
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError, reason=(
-    "POST /api/v1/windows/batch/: DeviceJSONParser reads a window nested ~900 deep (it would refuse "
-    "deeper), then DRF's JSONField (BatchInput.windows' child) json.dumps it to check it and raises "
-    "RecursionError, a 500. Fix: cap the nesting in DeviceJSONParser (a window is 3 levels deep), or "
-    "a child field that does not re-serialise."))
-def test_known_5xx_a_batch_window_nested_just_under_the_parsers_limit(clinic, quiet_request_log):
+def test_a_batch_window_nested_just_under_the_parsers_limit_is_rejected_not_a_500(clinic, quiet_request_log):
     client = Client()
-    for depth in range(700, 1000):  # the failing depths depend on the stack; some of these fail
-        client.post("/api/v1/windows/batch/", b'{"windows": [' + b"[" * depth + b"]" * depth + b"]}",
-                    content_type="application/json", headers={"Authorization": f"Api-Key {clinic['key']}"})
+    for depth in range(700, 1000, 7):  # where DRF's JSONField used to re-serialise it into a RecursionError
+        response = client.post("/api/v1/windows/batch/", b'{"windows": [' + b"[" * depth + b"]" * depth + b"]}",
+                               content_type="application/json", headers={"Authorization": f"Api-Key {clinic['key']}"})
+        assert response.status_code in (200, 400), (depth, response.status_code)
+        if response.status_code == 200:
+            assert response.json()["rejected"] == 1
 
 
-@pytest.mark.xfail(strict=True, raises=(ValueError, OverflowError), reason=(
-    "clinops.fhir.views.parse_instant: Django's parse_datetime/parse_date raise ValueError for a "
-    "well-formed impossible value (2026-13-45, 25:00), and instants near year 1 or 9999 overflow "
-    "(end - 90 days, the UTC offset): a 500 instead of the OperationOutcome 400."))
 @pytest.mark.parametrize("query", ["_since=2026-13-45", "_since=2026-01-01T25:00:00Z", "end=0001-01-01",
                                    "end=0001-01-01T00:00:00%2B14:00", "_since=9999-12-31T23:59:59-14:00"])
-def test_known_5xx_fhir_impossible_or_extreme_instants(clinic, query, quiet_request_log):
+def test_fhir_impossible_or_extreme_instants_are_a_400(clinic, query, quiet_request_log):
     session = clients(clinic)["session"]
     response = session.get(f"/fhir/Patient/{KNOWN_IDS['patient_id']}/$everything?{query}")
     assert response.status_code == 400
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(strict=True, raises=DataError, reason=(
-    "PostgreSQL only: POST /api/v1/patients/{id}/plan/ stores `exclusions` (and a hand-built "
-    "`ladder`) as given in a jsonb column, which cannot hold \\u0000: DataError, a 500. PlanInput's "
-    "DictFields check no string inside. Fix: refuse NUL in every string of those structures (or "
-    "read exclusions into kind + detail CharFields)."))
-def test_known_5xx_nul_in_a_plans_exclusions_on_postgresql(clinic):
+def test_nul_in_a_plans_exclusions_is_refused_on_postgresql(clinic):
+    from therapy.models import PlanVersion
+
     session = Client()
     session.force_login(clinic["clinician"])
-    session.post(f"/api/v1/patients/{KNOWN_IDS['patient_id']}/plan/", content_type="application/json",
-                 data=b'{"reason": "x", "exclusions": [{"kind": "pregnancy", "detail": "a\\u0000"}]}')
+    before = PlanVersion.objects.count()
+    response = session.post(f"/api/v1/patients/{KNOWN_IDS['patient_id']}/plan/", content_type="application/json",
+                            data=b'{"reason": "x", "exclusions": [{"kind": "pregnancy", "detail": "a\\u0000"}]}')
+    assert response.status_code == 400 and "exclusions" in response.json()["extra"]["fields"]
+    assert PlanVersion.objects.count() == before
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(strict=True, raises=DataError, reason=(
-    "PostgreSQL only: DeviceAPIKeyAuthentication looks the key's prefix up as sent; a NUL in it "
-    "(`Authorization: Api-Key a\\x00.b`) is a DataError, a 500, on every device route. gunicorn "
-    "refuses control characters in header values, so it takes another server or proxy to get there. "
-    "Fix: refuse a key with characters outside its alphabet before the query (401)."))
-def test_known_5xx_nul_in_an_api_key_prefix_on_postgresql(clinic):
-    Client().get("/api/v1/device/", headers={"Authorization": "Api-Key a\x00.b"})
+def test_nul_in_an_api_key_is_an_unknown_key_on_postgresql(clinic):
+    assert Client().get("/api/v1/device/", headers={"Authorization": "Api-Key a\x00.b"}).status_code == 401
 
 
 def test_every_operation_got_1000_malformed_requests(capsys):

@@ -1,0 +1,56 @@
+"""JSON request bodies, read strictly: what JSON does not allow (NaN, Infinity) and nesting too deep
+for Python to parse are answered as parse errors (400), never as a 500. `holds_nul` finds what
+PostgreSQL cannot store in free-form JSON fields (a NUL character), for their serializers."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.conf import settings
+from rest_framework import exceptions, parsers
+
+
+def _reject_nan_literals(token: str) -> Any:
+    # Python's json accepts NaN/Infinity literals that JSON does not; a client sending them is wrong.
+    raise exceptions.ParseError(f"JSON holds the non-standard literal {token}; send finite numbers or null.")
+
+
+def holds_nul(value: Any) -> bool:
+    """Whether a NUL character is in any string (key or value) of a parsed JSON value: PostgreSQL
+    keeps none in text or jsonb, so a serializer of free-form JSON refuses it by field name."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def loads_strict(text: str) -> Any:
+    """Parse a JSON text, raising DRF's ParseError (400) for anything that is not JSON we can keep."""
+    try:
+        value = json.loads(text, parse_constant=_reject_nan_literals)
+    except RecursionError as exc:
+        raise exceptions.ParseError("The body nests too deeply.") from exc
+    except ValueError as exc:  # also JSONDecodeError and integers of > 4300 digits
+        raise exceptions.ParseError(f"The body is not valid JSON: {str(exc)[:200]}") from exc
+    return value
+
+
+class JSONParser(parsers.JSONParser):
+    """The API's application/json parser (REST_FRAMEWORK DEFAULT_PARSER_CLASSES): DRF's, read with
+    loads_strict."""
+
+    def parse(self, stream, media_type=None, parser_context=None) -> Any:
+        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
+        try:
+            text = stream.read().decode(encoding) if stream is not None else ""
+        except UnicodeDecodeError as exc:
+            raise exceptions.ParseError(f"The body is not valid JSON: not {encoding} text.") from exc
+        return loads_strict(text)
