@@ -94,7 +94,10 @@ def estimates(clinic):
 
 
 def week_of(sbp, dbp, *, per_day=2, days=7):
-    """Readings spread over the last `days` days (hours ago, sbp, dbp)."""
-    return [(24 * d + 3 + 6 * k, sbp, dbp) for d in range(days) for k in range(per_day)]
+    """Readings spread over the last `days` days (hours ago, sbp, dbp), 6 h apart within a day (closer
+    when there are more than 3 a day, so that no two fall at the same time: a device records one
+    window at a time)."""
+    spacing = min(6.0, 20.0 / per_day)
+    return [(24 * d + 3 + spacing * k, sbp, dbp) for d in range(days) for k in range(per_day)]
 
 

@@ -15,7 +15,8 @@ from tests.factories import make_clinician, make_device, make_patient, make_team
 from tests.monitoring.conftest import make_payload, real_windows  # noqa: F401 - fixtures
 from tests.monitoring.test_bp_registry import register
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+# fresh_cache: a debounce key left by an earlier test for a reused patient id would hold the evaluation back.
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_cache")]
 
 
 @pytest.fixture
