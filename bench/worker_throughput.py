@@ -41,7 +41,7 @@ from _lib import (PYTHON, CpuMeter, Worker, clinic_create, free_port, load_avera
                   temporary_postgres)
 
 WINDOW_EVERY_S = 300  # each patient's wearable sends one 30-s window every 5 minutes
-DEFAULT_INGEST_MS = {"web": 2.57, "postgres": 0.60, "redis": 0.04}  # bench/ingest.py --batch 100, see README
+DEFAULT_INGEST_MS = {"web": 1.74, "postgres": 0.63, "redis": 0.01}  # bench/ingest.py --batch 100 --concurrency 4, 2026-12-01
 
 PRELOAD_SCRIPT = r"""
 import datetime as dt, json, sys
