@@ -499,14 +499,20 @@ async def one_run(*, args, env, workers: int, concurrency: int, uploads: Uploads
 # --- main ---------------------------------------------------------------------------------------
 
 
-def _sigterm(signum, frame):  # turn SIGTERM/SIGHUP into an exception so the finally blocks clean up
-    raise KeyboardInterrupt(f"signal {signum}")
+
+def stop_on_signals() -> None:
+    """SIGTERM and SIGHUP end a benchmark as Ctrl-C does, so that its finally blocks stop every
+    server it started."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _sigterm)
-    signal.signal(signal.SIGHUP, _sigterm)
+    stop_on_signals()
     runs = [(w, c) for w in args.workers for c in args.concurrency]
     per_run = args.max_requests + (args.warmup_max_requests if args.warmup > 0 else 0) + max(args.concurrency)
     n_bodies = math.ceil(len(runs) * per_run / args.devices)

@@ -32,7 +32,6 @@ import asyncio
 import datetime as dt
 import json
 import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -42,6 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _lib import stop_on_signals  # noqa: E402
 from _lib import (PYTHON, CpuMeter, WindowSource, Worker, clinic_create, free_port, load_average,  # noqa: E402
                   percentile, pg_port_of, postgres_processes, process_tree, production_env, run_checked,
                   start_gunicorn, start_redis, stop, temporary_postgres, wait_healthy)
@@ -293,14 +293,10 @@ def one_run(*, args, env_base: dict, debounce: int, run: int, database_url: str,
     return not bad and len(to_estimate) > 0 and undecided == 0 and waiting == 0
 
 
-def _sigterm(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _sigterm)
-    signal.signal(signal.SIGHUP, _sigterm)
+    stop_on_signals()
     print(f"bench/pipeline: {args.rate:.0f} windows/s offered, {'batch ' + str(args.batch) if args.batch else 'single'}, "
           f"{args.duration:.0f} s per run, {args.patients} patients, debounce {args.debounce}, worker --concurrency "
           f"{args.concurrency}, gunicorn -w {args.gunicorn_workers}; {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; "

@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import psutil  # noqa: E402
 
+from _lib import stop_on_signals  # noqa: E402
 from _lib import (PYTHON, ROOT, CpuMeter, WindowSource, Worker, clinic_create, die_with_parent, free_port,  # noqa: E402
                   load_average, percentile, pg_port_of, postgres_processes, process_tree, production_env,
                   run_checked, start_gunicorn, start_redis, stop, temporary_postgres, wait_healthy)
@@ -132,16 +132,12 @@ class Sampler(threading.Thread):
             self.error = exc
 
 
-def _sigterm(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
 
 def main(argv=None) -> int:
     import psycopg
 
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _sigterm)
-    signal.signal(signal.SIGHUP, _sigterm)
+    stop_on_signals()
     print(f"bench/soak: {args.rate:.0f} windows/s offered for {args.warmup:.0f} s of warm-up + {args.duration:.0f} s "
           f"({'batches of ' + str(args.batch) if args.batch else 'single uploads'}), {args.patients} patients; "
           f"gunicorn sync -w {args.gunicorn_workers}, celery worker --concurrency {args.concurrency}, celery beat; "

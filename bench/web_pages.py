@@ -36,7 +36,6 @@ import math
 import os
 import secrets
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -46,6 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from ingest import stop_on_signals  # noqa: E402
 from clinops.localservices import free_port, start_redis, stop, temporary_postgres  # noqa: E402
 
 TARGET_MS = 300.0  # the web issue: each page renders in under 300 ms (p50, server side)
@@ -351,14 +351,10 @@ def measure(client, label: str, path: str, *, args: argparse.Namespace) -> dict:
     return result
 
 
-def _sigterm(signum, frame):  # turn SIGTERM/SIGHUP into an exception so the finally blocks clean up
-    raise KeyboardInterrupt(f"signal {signum}")
-
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _sigterm)
-    signal.signal(signal.SIGHUP, _sigterm)
+    stop_on_signals()
     work = Path(tempfile.mkdtemp(prefix="clinops-bench-web-"))
     redis_proc = None
     failed = False

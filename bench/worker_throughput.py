@@ -28,7 +28,6 @@ import argparse
 import datetime as dt
 import json
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _lib import stop_on_signals  # noqa: E402
 from _lib import (PYTHON, CpuMeter, Worker, clinic_create, free_port, load_average, pg_port_of,  # noqa: E402
                   postgres_processes, process_tree, production_env, run_checked, start_redis, stop,
                   temporary_postgres)
@@ -208,14 +208,10 @@ def capacity(args, results: list[dict]) -> None:
           "~8 MiB per patient per day of windows; its I/O is not measured here: the benchmark cluster runs fsync=off)")
 
 
-def _sigterm(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _sigterm)
-    signal.signal(signal.SIGHUP, _sigterm)
+    stop_on_signals()
     print(f"bench/worker_throughput: K = {args.windows} windows of {args.patients} patients per run; concurrency "
           f"{', '.join(map(str, args.concurrency))}; {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; "
           f"load average {load_average()}", flush=True)

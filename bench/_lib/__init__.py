@@ -28,7 +28,7 @@ import psutil  # noqa: E402
 
 from clinops.localservices import die_with_parent, free_port, start_redis, stop, temporary_postgres  # noqa: E402,F401
 from ingest import (PYTHON, CpuMeter, load_average, postgres_processes, process_tree, run_checked,  # noqa: E402,F401
-                    start_gunicorn, wait_healthy)
+                    start_gunicorn, stop_on_signals, wait_healthy)
 
 CELERY_QUEUE = "celery"  # the default queue every task goes to
 
