@@ -500,6 +500,25 @@ async def one_run(*, args, env, workers: int, concurrency: int, uploads: Uploads
 
 
 
+def production_env(*, database_url: str, redis_port: int, work: Path, **extra: str) -> dict[str, str]:
+    """The environment of every server process: production settings, the private PostgreSQL and
+    Redis, no TLS redirect (plain HTTP on 127.0.0.1), warnings-only logs."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "clinops.settings.production",
+        "SECRET_KEY": secrets.token_urlsafe(64),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "SECURE_SSL_REDIRECT": "0",
+        "DEVICE_UPLOAD_RATE": "1000000/min",
+        "LOG_LEVEL": "WARNING",
+        "CLINOPS_VAR_DIR": str(work / "var"),
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+
+
 def stop_on_signals() -> None:
     """SIGTERM and SIGHUP end a benchmark as Ctrl-C does, so that its finally blocks stop every
     server it started."""
@@ -542,19 +561,7 @@ def main(argv: list[str] | None = None) -> int:
         redis_proc = start_redis(port=redis_port, data_dir=work / "redis")
         with temporary_postgres() as database_url:
             pg_port = int(database_url.rsplit(":", 1)[1].split("/", 1)[0])
-            env = {
-                **os.environ,
-                "DJANGO_SETTINGS_MODULE": "clinops.settings.production",
-                "SECRET_KEY": secrets.token_urlsafe(64),
-                "ALLOWED_HOSTS": "127.0.0.1,localhost",
-                "DATABASE_URL": database_url,
-                "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-                "SECURE_SSL_REDIRECT": "0",
-                "DEVICE_UPLOAD_RATE": "1000000/min",
-                "LOG_LEVEL": "WARNING",
-                "CLINOPS_VAR_DIR": str(work / "var"),
-                "PYTHONUNBUFFERED": "1",
-            }
+            env = production_env(database_url=database_url, redis_port=redis_port, work=work)
             t0 = time.monotonic()
             run_checked([PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"], env=env, what="manage.py migrate")
             out = run_checked([PYTHON, "-c", SETUP_SCRIPT, str(args.devices)], env=env, what="device registration")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -28,28 +27,9 @@ import psutil  # noqa: E402
 
 from clinops.localservices import die_with_parent, free_port, start_redis, stop, temporary_postgres  # noqa: E402,F401
 from ingest import (PYTHON, CpuMeter, load_average, postgres_processes, process_tree, run_checked,  # noqa: E402,F401
-                    start_gunicorn, stop_on_signals, wait_healthy)
+                    production_env, start_gunicorn, stop_on_signals, wait_healthy)
 
 CELERY_QUEUE = "celery"  # the default queue every task goes to
-
-
-def production_env(*, database_url: str, redis_port: int, work: Path, **extra: str) -> dict[str, str]:
-    """The environment of every server process: production settings, the private PostgreSQL and
-    Redis, no TLS redirect (plain HTTP on 127.0.0.1), warnings-only logs."""
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "clinops.settings.production",
-        "SECRET_KEY": secrets.token_urlsafe(64),
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "DATABASE_URL": database_url,
-        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-        "SECURE_SSL_REDIRECT": "0",
-        "DEVICE_UPLOAD_RATE": "1000000/min",
-        "LOG_LEVEL": "WARNING",
-        "CLINOPS_VAR_DIR": str(work / "var"),
-        "PYTHONUNBUFFERED": "1",
-        **extra,
-    }
 
 
 def pg_port_of(database_url: str) -> int:
