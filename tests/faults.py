@@ -3,9 +3,9 @@ batches, the servers of the `faults` pass (tests/run.py) to stop and start, and 
 say whether anything was lost or done twice."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
-import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -21,7 +21,7 @@ from clinops import localservices
 from clinops.audit import SYSTEM
 from monitoring import registry
 from monitoring.devicesim import window_payload
-from monitoring.models import BPEstimate, CuffReading, SignalWindow, WindowAnalysis, WindowStatus
+from monitoring.models import BPEstimate, SignalWindow, WindowAnalysis, WindowStatus
 from monitoring.recordings import iter_windows, load_challenge2015, with_pleth_delay_removed
 from tests.factories import make_device, make_patient, make_team
 from tests.monitoring.test_bp_registry import register

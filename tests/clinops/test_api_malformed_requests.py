@@ -54,7 +54,6 @@ import gzip
 import json
 import logging
 import os
-import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
