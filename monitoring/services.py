@@ -397,16 +397,6 @@ def calibration_refresh(*, cuff_reading: CuffReading) -> Calibration | None:
     return calibration
 
 
-def calibrations_touching_window(*, window: SignalWindow) -> list[Calibration]:
-    """Re-pair cuff readings within +/- 10 min of a newly processed window (readings can come first)."""
-    readings = CuffReading.objects.filter(
-        patient_id=window.patient_id,
-        measured_at__gte=window.recorded_at - CALIBRATION_PAIRING,
-        measured_at__lte=window.recorded_at + CALIBRATION_PAIRING,
-    )
-    return [c for c in (calibration_refresh(cuff_reading=r) for r in readings) if c is not None]
-
-
 # --- BP estimates ------------------------------------------------------------------------------
 
 # Default limit on calibration age (days); the therapy plan sets its own per patient.
@@ -456,7 +446,7 @@ def windows_estimate(*, window_ids: Sequence[int], analyses: dict[int, WindowAna
     if not rows:
         return out
     windows = [a.window for a in rows.values()]
-    _calibrations_touching(windows)
+    calibrations_touching(windows=windows)
     calibrations = _calibrations_at(windows)
     active, shadows = _models_in_use()
     versions = [v for v in (active, *shadows) if v is not None]
@@ -542,9 +532,10 @@ def _estimate_store(estimate: BPEstimate) -> BPEstimate:
             or BPEstimate.objects.get(window_id=estimate.window_id, shadow=False)
 
 
-def _calibrations_touching(windows: list[SignalWindow]) -> None:
+def calibrations_touching(*, windows: list[SignalWindow]) -> list[Calibration]:
     """Re-pair the cuff readings within +/- 10 min of any of these newly processed windows
-    (readings can come first): one query finds them, each is refreshed once."""
+    (readings can come first): one query finds them, each is refreshed once. Returns the
+    calibrations they now have."""
     by_patient: dict[int, list[dt.datetime]] = {}
     for window in windows:
         by_patient.setdefault(window.patient_id, []).append(window.recorded_at)
@@ -552,9 +543,11 @@ def _calibrations_touching(windows: list[SignalWindow]) -> None:
     for patient_id, times in by_patient.items():
         near |= Q(patient_id=patient_id, measured_at__gte=min(times) - CALIBRATION_PAIRING,
                   measured_at__lte=max(times) + CALIBRATION_PAIRING)
-    for reading in CuffReading.objects.filter(near):
-        if any(abs(t - reading.measured_at) <= CALIBRATION_PAIRING for t in by_patient[reading.patient_id]):
-            calibration_refresh(cuff_reading=reading)
+    refreshed = [
+        calibration_refresh(cuff_reading=reading) for reading in CuffReading.objects.filter(near)
+        if any(abs(t - reading.measured_at) <= CALIBRATION_PAIRING for t in by_patient[reading.patient_id])
+    ]
+    return [c for c in refreshed if c is not None]
 
 
 def _calibrations_at(windows: list[SignalWindow]) -> dict[int, Calibration]:

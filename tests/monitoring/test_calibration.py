@@ -93,7 +93,7 @@ def test_a_reading_without_windows_waits_and_calibrates_when_a_window_arrives(pa
     reading = services.cuff_reading_record(actor=SYSTEM, patient=patient, measured_at=T0, sbp_mmhg=140, dbp_mmhg=85, source="patient")
     assert not Calibration.objects.exists()
     window = processed_window_at(T0 + dt.timedelta(minutes=2))
-    assert [c.cuff_reading for c in services.calibrations_touching_window(window=window)] == [reading]
+    assert [c.cuff_reading for c in services.calibrations_touching(windows=[window])] == [reading]
     assert list(Calibration.objects.get().windows.all()) == [window]
 
 
