@@ -32,17 +32,20 @@ DECIDED = (SuggestionStatus.APPROVED, SuggestionStatus.MODIFIED, SuggestionStatu
 
 def _evidence(patient: Patient, plan: PlanVersion, now: dt.datetime) -> tuple[list[EstimateEvidence], list[str]]:
     since = now - dt.timedelta(days=plan.look_back_days)
+    # Plain values, not model rows joined to their model version: a version row carries its
+    # metrics and artifact, and decoding those once per estimate made every evaluation slow.
     rows = (BPEstimate.objects.filter(patient=patient, shadow=False, recorded_at__gte=since, recorded_at__lte=now)
-            .select_related("model_version").order_by("recorded_at"))
-    evidence = [
-        EstimateEvidence(
-            recorded_at=e.recorded_at, sbp_mmhg=e.sbp_mmhg, dbp_mmhg=e.dbp_mmhg,
-            sbp_halfwidth_mmhg=(e.sbp_high_mmhg - e.sbp_low_mmhg) / 2, dbp_halfwidth_mmhg=(e.dbp_high_mmhg - e.dbp_low_mmhg) / 2,
-            interval_level=e.interval_level, flags=tuple(e.flags), estimate_id=e.pk,
-        )
-        for e in rows
-    ]
-    return evidence, sorted({e.model_version.version for e in rows})
+            .order_by("recorded_at")
+            .values_list("pk", "recorded_at", "sbp_mmhg", "dbp_mmhg", "sbp_low_mmhg", "sbp_high_mmhg", "dbp_low_mmhg",
+                         "dbp_high_mmhg", "interval_level", "flags", "model_version__version"))
+    evidence, versions = [], set()
+    for pk, recorded_at, sbp, dbp, sbp_low, sbp_high, dbp_low, dbp_high, level, flags, version in rows:
+        evidence.append(EstimateEvidence(
+            recorded_at=recorded_at, sbp_mmhg=sbp, dbp_mmhg=dbp, sbp_halfwidth_mmhg=(sbp_high - sbp_low) / 2,
+            dbp_halfwidth_mmhg=(dbp_high - dbp_low) / 2, interval_level=level, flags=tuple(flags), estimate_id=pk,
+        ))
+        versions.add(version)
+    return evidence, sorted(versions)
 
 
 def _usable_window_share(patient: Patient, plan: PlanVersion, now: dt.datetime) -> float | None:
