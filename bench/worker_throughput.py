@@ -11,7 +11,8 @@ window's task runs the quality gate and beat features, writes the analysis, esti
 the patient's calibration with the active model (the carry-forward baseline, as in the product)
 and writes the estimate — the whole per-window work of the pipeline. The patients' therapy
 evaluation runs debounced, once per patient per burst (THERAPY_EVALUATION_DEBOUNCE_S), not per
-window: it is measured by bench/pipeline.py.
+window; at the production cadence that is once per window, measured by bench/evaluation.py and
+added to the capacity arithmetic (--evaluation-ms).
 
     .venv/bin/python bench/worker_throughput.py                      # K = 2000, concurrency 1 then 2
     .venv/bin/python bench/worker_throughput.py --windows 1000 --concurrency 1,2,3
@@ -42,6 +43,7 @@ from _lib import (PYTHON, CpuMeter, Worker, clinic_create, free_port, load_avera
 
 WINDOW_EVERY_S = 300  # each patient's wearable sends one 30-s window every 5 minutes
 DEFAULT_INGEST_MS = {"web": 1.74, "postgres": 0.63, "redis": 0.01}  # bench/ingest.py --batch 100 --concurrency 4, 2026-12-01
+DEFAULT_EVALUATION_MS = {"worker": 48.38, "postgres": 0.77}  # bench/evaluation.py (7-day look-back), 2026-12-01
 
 PRELOAD_SCRIPT = r"""
 import datetime as dt, json, sys
@@ -103,6 +105,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ingest-ms", type=float, nargs=3, metavar=("WEB", "POSTGRES", "REDIS"),
                    default=[DEFAULT_INGEST_MS["web"], DEFAULT_INGEST_MS["postgres"], DEFAULT_INGEST_MS["redis"]],
                    help="CPU ms per window of ingestion (bench/ingest.py --batch 100) for the capacity arithmetic")
+    p.add_argument("--evaluation-ms", type=float, nargs=2, metavar=("WORKER", "POSTGRES"),
+                   default=[DEFAULT_EVALUATION_MS["worker"], DEFAULT_EVALUATION_MS["postgres"]],
+                   help="CPU ms of one therapy evaluation (bench/evaluation.py): one per window at the 5-min cadence")
     p.add_argument("--headroom", type=float, default=0.5, help="share of the CPU planned for steady load")
     p.add_argument("--keep", action="store_true", help="keep the worker logs (path printed)")
     args = p.parse_args(argv)
@@ -185,15 +190,19 @@ def capacity(args, results: list[dict]) -> None:
     print(f"  measured: {best['rate']:.1f} windows/s with {best['concurrency']} worker process(es) on this "
           f"{cores}-core machine -> {best['rate'] * WINDOW_EVERY_S:,.0f} patients if the worker side had the machine "
           f"to itself at 100 % ({best['rate'] * WINDOW_EVERY_S * h:,.0f} at {h:.0%})")
-    total = ingest_ms + worker_ms
+    eval_worker, eval_pg = args.evaluation_ms
+    eval_ms = eval_worker + eval_pg
+    total = ingest_ms + worker_ms + eval_ms
     per_machine_ws = cores * 1000 / total
     print(f"  whole pipeline on one machine, from CPU per window (contention-free): ingestion {ingest_ms:.2f} ms "
           f"(web {web:.2f}, PostgreSQL {pg_in:.2f}, Redis {redis_in:.2f}; bench/ingest.py --batch 100) + worker "
-          f"{worker_ms:.2f} ms = {total:.2f} ms -> {cores} cores / {total:.2f} ms = {per_machine_ws:.0f} windows/s = "
-          f"{per_machine_ws * WINDOW_EVERY_S:,.0f} patients at 100 % CPU; planned at {h:.0%} (bursts after outages, "
-          f"evaluations, beat reports, web pages): ~{per_machine_ws * WINDOW_EVERY_S * h:,.0f} patients per 2-core machine")
-    app_ms = web + best["per"]["worker"]
-    pg_ms = pg_in + best["per"]["postgres"]
+          f"{worker_ms:.2f} ms + the patient's therapy evaluation after it {eval_ms:.2f} ms (worker {eval_worker:.2f}, "
+          f"PostgreSQL {eval_pg:.2f}; bench/evaluation.py) = {total:.2f} ms -> {cores} cores / {total:.2f} ms = "
+          f"{per_machine_ws:.0f} windows/s = {per_machine_ws * WINDOW_EVERY_S:,.0f} patients at 100 % CPU; planned at "
+          f"{h:.0%} (bursts after outages, beat reports, web pages): ~{per_machine_ws * WINDOW_EVERY_S * h:,.0f} "
+          f"patients per 2-core machine")
+    app_ms = web + best["per"]["worker"] + eval_worker
+    pg_ms = pg_in + best["per"]["postgres"] + eval_pg
     redis_ms = redis_in + best["per"]["redis"]
     print(f"  N machines (web + worker, stateless) on one PostgreSQL + one Redis: app CPU {app_ms:.2f} ms per window -> "
           f"{cores * 1000 / app_ms * h:.0f} windows/s = {cores * 1000 / app_ms * h * WINDOW_EVERY_S:,.0f} patients per "
