@@ -53,6 +53,7 @@ def cuff_paired_estimates(*, since: dt.datetime, until: dt.datetime) -> dict[str
     """Leave-one-out cuff-paired estimates of readings taken in [since, until), by model version:
     {version: [(ISO week, pair), ...]}."""
     loaded: dict[int, object] = {}
+    versions: dict[int, BPModelVersion] = {}
     active = registry.model_active()
     paired: dict[str, list[tuple[str, quality.PairedEstimate]]] = defaultdict(list)
     readings = CuffReading.objects.filter(measured_at__gte=since, measured_at__lt=until).select_related("patient")
@@ -68,8 +69,12 @@ def cuff_paired_estimates(*, since: dt.datetime, until: dt.datetime) -> dict[str
             window__recorded_at__gte=reading.measured_at - PAIRING, window__recorded_at__lte=reading.measured_at + PAIRING,
         ).select_related("window__device"))
         for analysis in analyses:
-            live = BPEstimate.objects.filter(window_id=analysis.window_id, shadow=False).select_related("model_version").first()
-            version = live.model_version if live else active
+            # The version's id only: its row holds the model file, fetched once per version below.
+            live_id = (BPEstimate.objects.filter(window_id=analysis.window_id, shadow=False)
+                       .values_list("model_version_id", flat=True).first())
+            if live_id is not None and live_id not in versions:
+                versions[live_id] = BPModelVersion.objects.get(pk=live_id)
+            version = versions[live_id] if live_id is not None else active
             if version is None:
                 continue
             if version.pk not in loaded:
