@@ -42,7 +42,7 @@ from _lib import (PYTHON, CpuMeter, Worker, clinic_create, free_port, load_avera
                   temporary_postgres)
 
 WINDOW_EVERY_S = 300  # each patient's wearable sends one 30-s window every 5 minutes
-DEFAULT_INGEST_MS = {"web": 1.74, "postgres": 0.63, "redis": 0.01}  # bench/ingest.py --batch 100 --concurrency 4, 2026-12-01
+DEFAULT_INGEST_MS = {"web": 1.55, "postgres": 0.54, "redis": 0.003}  # bench/ingest.py --batch 100 --concurrency 4, 2026-12-01, idle machine
 DEFAULT_EVALUATION_MS = {"worker": 48.38, "postgres": 0.77}  # bench/evaluation.py (7-day look-back), 2026-12-01
 
 PRELOAD_SCRIPT = r"""
