@@ -499,7 +499,6 @@ async def one_run(*, args, env, workers: int, concurrency: int, uploads: Uploads
 # --- main ---------------------------------------------------------------------------------------
 
 
-
 def production_env(*, database_url: str, redis_port: int, work: Path, **extra: str) -> dict[str, str]:
     """The environment of every server process: production settings, the private PostgreSQL and
     Redis, no TLS redirect (plain HTTP on 127.0.0.1), warnings-only logs."""

@@ -293,7 +293,6 @@ def one_run(*, args, env_base: dict, debounce: int, run: int, database_url: str,
     return not bad and len(to_estimate) > 0 and undecided == 0 and waiting == 0
 
 
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     stop_on_signals()

@@ -71,7 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true")
     args = p.parse_args(argv)
     if args.duration < 2 * 60 or args.rate <= 0 or args.warmup < 0:
-        p.error("--duration must be at least 120 s (first and last minute), --rate positive")
+        p.error("--duration must be at least 120 s (first and last minute), --rate positive, --warmup not negative")
     return args
 
 
@@ -138,7 +138,6 @@ class Sampler(threading.Thread):
                         return
         except Exception as exc:  # noqa: BLE001
             self.error = exc
-
 
 
 def trend(samples: list[dict], name: str) -> tuple[float, float]:

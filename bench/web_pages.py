@@ -351,7 +351,6 @@ def measure(client, label: str, path: str, *, args: argparse.Namespace) -> dict:
     return result
 
 
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     stop_on_signals()

@@ -217,7 +217,6 @@ def capacity(args, results: list[dict]) -> None:
           "~8 MiB per patient per day of windows; its I/O is not measured here: the benchmark cluster runs fsync=off)")
 
 
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     stop_on_signals()
