@@ -111,9 +111,11 @@ def patient_therapy_evaluate(*, patient_id: int, now: dt.datetime) -> Suggestion
     """Propose and route a step for one patient. Returns the suggestion it stored (or the pending
     one it already had), or None for a hold (recorded with its reasons in LatestEvaluation). Two
     workers evaluating the same patient at once take turns on the patient's row, so they make one
-    suggestion, not two."""
+    suggestion, not two. The row is held FOR NO KEY UPDATE: that still serializes evaluations, but
+    does not block the inserts of the patient's windows and estimates (a foreign key takes FOR KEY
+    SHARE on the row, which FOR UPDATE would make wait for the whole evaluation)."""
     with transaction.atomic():
-        patient = Patient.objects.select_for_update().filter(pk=patient_id).first()
+        patient = Patient.objects.select_for_update(no_key=True).filter(pk=patient_id).first()
         plan = plan_current(patient) if patient else None
         if plan is None:
             return None

@@ -55,8 +55,9 @@ def _next_version(*, actor: Any, patient: Patient, reason: str, settings: dict[s
     if not reason.strip():
         raise ApplicationError("Say why the plan is set or changed.", extra={"fields": {"reason": ["required"]}})
     _check(settings)
-    # Versions of one patient are numbered in turn: hold the patient's row while numbering.
-    Patient.objects.select_for_update().filter(pk=patient.pk).first()
+    # Versions of one patient are numbered in turn: hold the patient's row while numbering (no key
+    # update: the patient's windows and estimates are inserted meanwhile; see patient_therapy_evaluate).
+    Patient.objects.select_for_update(no_key=True).filter(pk=patient.pk).first()
     last = PlanVersion.objects.filter(patient=patient).order_by("-version").first()
     plan = PlanVersion.objects.create(patient=patient, version=(last.version + 1) if last else 1,
                                       created_by=actor if isinstance(actor, User) else None, reason=reason, **settings)
@@ -233,7 +234,7 @@ def dose_log_record(*, actor: Any, patient: Patient, day: dt.date, drug: str, sl
     from therapy.selectors import plan_current, regimen_started_at
 
     _require_patient_or_care_team(actor, patient)
-    Patient.objects.select_for_update().filter(pk=patient.pk).first()
+    Patient.objects.select_for_update(no_key=True).filter(pk=patient.pk).first()
     plan = plan_current(patient)
     if plan is None:
         raise ApplicationError("There is no plan yet, so no scheduled dose to log.", status_code=409)

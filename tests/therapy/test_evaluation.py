@@ -2,12 +2,14 @@
 import threading
 
 import pytest
-from django.db import connection
+from django.db import DatabaseError, connection, transaction
 
 from clinops.models import AuditEvent
 from therapy.evaluation import patient_therapy_evaluate
+from patients.models import Patient
+from therapy import evaluation
 from therapy.models import PlanVersion, Suggestion, SuggestionStatus
-from tests.therapy.conftest import NOW, week_of
+from tests.therapy.conftest import NOW, store_estimates, week_of
 
 pytestmark = pytest.mark.django_db
 
@@ -101,6 +103,49 @@ def test_two_workers_evaluating_the_same_patient_at_once_make_one_suggestion(cli
         thread.join()
     assert len(results) == 4 and len({r.pk for r in results}) == 1
     assert Suggestion.objects.count() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_patients_windows_and_estimates_are_stored_while_an_evaluation_holds_the_patient(
+        clinic, plan, estimates, monkeypatch):
+    """The evaluation holds the patient's row for as long as it runs (seconds on a busy worker);
+    the window worker must not wait for it to store the next estimate."""
+    if connection.vendor != "postgresql":
+        pytest.skip("runs in the PostgreSQL pass")
+    plan(auto_step_up=True, max_auto_rung=3)
+    estimates(week_of(148, 92))
+    holding, release, results = threading.Event(), threading.Event(), []
+    read_evidence = evaluation._evidence
+
+    def evidence_once_released(*args, **kwargs):  # the evaluation, paused with the row held
+        holding.set()
+        release.wait(30)
+        return read_evidence(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "_evidence", evidence_once_released)
+
+    def evaluate():
+        try:
+            results.append(patient_therapy_evaluate(patient_id=clinic["patient"].pk, now=NOW))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=evaluate)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '2s'")  # a wait for the evaluation fails the test
+        store_estimates(clinic["patient"], clinic["device"], [(0.5, 150, 95)])
+        with pytest.raises(DatabaseError), transaction.atomic():  # a second evaluation still waits its turn
+            Patient.objects.select_for_update(no_key=True, nowait=True).filter(pk=clinic["patient"].pk).first()
+    finally:
+        release.set()
+        thread.join()
+        with connection.cursor() as cursor:
+            cursor.execute("RESET lock_timeout")
+    assert len(results) == 1 and results[0].evidence["n_estimates"] == 15
 
 
 @pytest.mark.usefixtures("fresh_cache")
