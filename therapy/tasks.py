@@ -1,6 +1,7 @@
 """Celery tasks of the therapy engine: thin wrappers that take ids."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 
 from celery import shared_task
@@ -9,6 +10,7 @@ from django.core.cache import cache
 from django.db import InterfaceError, OperationalError
 from django.db.models import F, Q
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from patients.models import Patient
 from therapy.evaluation import patient_therapy_evaluate
@@ -18,20 +20,41 @@ from therapy.models import PlanVersion, SymptomReport
 REPORT_SWEEP_LOOK_BACK = dt.timedelta(days=1)
 
 
+# A scheduled evaluation that has not started yet covers every estimate stored before it starts,
+# however late its worker takes it (a busy therapy worker), so no second one is scheduled
+# meanwhile: at most one waits per patient, and a backlog of evaluations cannot grow with the
+# estimates. The mark outlives the countdown by this much in case the task is lost; the next
+# estimate after that schedules afresh (and the daily run evaluates everyone).
+EVALUATION_MARK_GRACE_S = 600
+
+
+def _scheduled_mark(patient_id: int) -> str:
+    return f"therapy:evaluate:{patient_id}"
+
+
 @shared_task(name="therapy.tasks.evaluate_patient", autoretry_for=(OperationalError, InterfaceError),
              retry_backoff=2, max_retries=8, ignore_result=True)
 def evaluate_patient(patient_id: int) -> None:
     """Propose and route a step for one patient (a re-run stores nothing new while nothing changed)."""
+    # Cleared before reading: estimates stored from now on schedule the next evaluation.
+    with contextlib.suppress(RedisError):
+        cache.delete(_scheduled_mark(patient_id))
     patient_therapy_evaluate(patient_id=patient_id, now=timezone.now())
 
 
 def schedule_evaluation(patient_id: int) -> bool:
     """After new estimates: evaluate the patient in THERAPY_EVALUATION_DEBOUNCE_S seconds (60 by
-    default; estimates arrive in bursts), unless an evaluation is already scheduled."""
+    default; estimates arrive in bursts), unless an evaluation is already scheduled and not yet
+    started."""
     debounce_s = settings.THERAPY_EVALUATION_DEBOUNCE_S
-    if not cache.add(f"therapy:evaluate:{patient_id}", 1, debounce_s):
+    mark = _scheduled_mark(patient_id)
+    if not cache.add(mark, 1, debounce_s + EVALUATION_MARK_GRACE_S):
         return False
-    evaluate_patient.apply_async(args=[patient_id], countdown=debounce_s)
+    try:
+        evaluate_patient.apply_async(args=[patient_id], countdown=debounce_s)
+    except Exception:
+        cache.delete(mark)  # not scheduled after all: the next estimate must try again
+        raise
     return True
 
 

@@ -1,5 +1,6 @@
 """Evaluating a patient: the pure rules over stored estimates, one suggestion at a time, audited."""
 import threading
+import time
 
 import pytest
 from django.db import DatabaseError, connection, transaction
@@ -157,6 +158,38 @@ def test_new_estimates_schedule_one_evaluation_per_minute(clinic, monkeypatch):
     patient_id = clinic["patient"].pk
     assert tasks.schedule_evaluation(patient_id) and not tasks.schedule_evaluation(patient_id)
     assert sent == [{"args": [patient_id], "countdown": 60}]
+
+
+@pytest.mark.usefixtures("fresh_cache")
+def test_no_second_evaluation_is_scheduled_while_one_waits_for_a_busy_worker(clinic, plan, monkeypatch, settings):
+    from therapy import tasks
+
+    plan()
+    settings.THERAPY_EVALUATION_DEBOUNCE_S = 1
+    sent = []
+    monkeypatch.setattr(tasks.evaluate_patient, "apply_async", lambda **kwargs: sent.append(kwargs))
+    patient_id = clinic["patient"].pk
+    assert tasks.schedule_evaluation(patient_id)
+    time.sleep(1.5)  # due, but no worker has taken it yet
+    assert not tasks.schedule_evaluation(patient_id)
+    tasks.evaluate_patient(patient_id)  # a worker takes it: estimates stored from now on schedule anew
+    assert tasks.schedule_evaluation(patient_id) and len(sent) == 2
+
+
+@pytest.mark.usefixtures("fresh_cache")
+def test_an_evaluation_the_broker_refused_is_scheduled_again_by_the_next_estimate(clinic, monkeypatch):
+    from kombu.exceptions import OperationalError as BrokerUnavailable
+
+    from therapy import tasks
+
+    def refuse(**kwargs):
+        raise BrokerUnavailable("Redis is down")
+
+    monkeypatch.setattr(tasks.evaluate_patient, "apply_async", refuse)
+    with pytest.raises(BrokerUnavailable):
+        tasks.schedule_evaluation(clinic["patient"].pk)
+    monkeypatch.setattr(tasks.evaluate_patient, "apply_async", lambda **kwargs: None)
+    assert tasks.schedule_evaluation(clinic["patient"].pk)
 
 
 def test_the_evaluation_task_stores_the_suggestion(clinic, plan, estimates):
