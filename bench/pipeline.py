@@ -2,7 +2,9 @@
 engine's routing decision, at a fixed upload rate, on the real server shape.
 
 Starts a private Redis and a throwaway PostgreSQL, migrates, runs gunicorn (production settings,
-sync -w 3) and real `celery -A clinops worker` processes (prefork, --concurrency 2) on them. Per
+sync -w 3) and real `celery -A clinops worker` processes on them, as compose.yaml does: one for
+the windows (-Q celery, prefork --concurrency 2) and one for the evaluations (-Q therapy,
+--concurrency 1, at a lower CPU priority: nice 10). Per
 run: a clinic of calibrated patients with a therapy plan (bench/_lib: consent, wearable, cuff
 reading paired with a processed window, the active carry-forward model), then uploads of real
 30-s windows at --rate windows/s for --duration s, open loop (request k leaves at k x batch /
@@ -42,9 +44,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _lib import stop_on_signals  # noqa: E402
-from _lib import (PYTHON, CpuMeter, WindowSource, Worker, clinic_create, free_port, load_average,  # noqa: E402
-                  percentile, pg_port_of, postgres_processes, process_tree, production_env, run_checked,
-                  start_gunicorn, start_redis, stop, temporary_postgres, wait_healthy)
+from _lib import (PYTHON, CpuMeter, WindowSource, add_worker_arguments, clinic_create, free_port,  # noqa: E402
+                  load_average, percentile, pg_port_of, postgres_processes, process_tree, production_env,
+                  run_checked, start_gunicorn, start_redis, stop, temporary_postgres, wait_healthy, workers_shape,
+                  workers_start)
 
 import aiohttp  # noqa: E402
 
@@ -66,7 +69,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=45.0, help="seconds of uploads per run")
     p.add_argument("--patients", type=int, default=100, help="patients (wearables, each with a plan) per run")
     p.add_argument("--debounce", type=int_list, default=[60, 2], help="THERAPY_EVALUATION_DEBOUNCE_S per run")
-    p.add_argument("--concurrency", type=int, default=2, help="celery worker processes (prefork children)")
+    add_worker_arguments(p)
     p.add_argument("--gunicorn-workers", type=int, default=3)
     p.add_argument("--max-in-flight", type=int, default=32, help="requests in flight at most (then the schedule slips)")
     p.add_argument("--settle-timeout", type=float, default=300.0, help="seconds to wait for estimates and decisions after the uploads")
@@ -200,15 +203,15 @@ def one_run(*, args, env_base: dict, debounce: int, run: int, database_url: str,
     calibrated_at = first_at - dt.timedelta(hours=1)  # no benchmark window re-pairs the calibration
     clinic = clinic_create(env=env_base, tag=f"p{run}", patients=args.patients, plan=True, calibrated_at=calibrated_at)
     env = {**env_base, "THERAPY_EVALUATION_DEBOUNCE_S": str(debounce)}
-    worker = Worker(env=env, name=f"pipeline{run}", concurrency=args.concurrency, log_path=work / f"worker{run}.log",
-                    consume_now=True)
+    workers = []
     bodies = Bodies(source, first_at)
     poller = Poller(database_url, env["REDIS_URL"], clinic.patients)
     try:
-        worker.wait_ready()
+        workers = workers_start(env=env, name=f"pipeline{run}", args=args, log_dir=work)
         time.sleep(2.0)
         pg_port = pg_port_of(database_url)
-        meter = CpuMeter({"gunicorn": lambda: process_tree(gunicorn.pid), "worker": worker.processes,
+        meter = CpuMeter({"gunicorn": lambda: process_tree(gunicorn.pid), "worker": workers[0].processes,
+                          "therapy": lambda: [p for w in workers[1:] for p in w.processes()],
                           "postgres": lambda: postgres_processes(pg_port), "redis": lambda: process_tree(redis_proc.pid)})
         load0 = load_average()
         poller.start()
@@ -244,7 +247,8 @@ def one_run(*, args, env_base: dict, debounce: int, run: int, database_url: str,
     finally:
         poller.stopping.set()
         poller.join(timeout=5)
-        worker.stop()
+        for worker in workers:
+            worker.stop()
 
     to_estimate, to_decision, undecided = [], [], 0
     for window_id, patient_id, created_at in rows:
@@ -278,9 +282,11 @@ def one_run(*, args, env_base: dict, debounce: int, run: int, database_url: str,
           f"patients): {dist(to_decision)}; undecided {undecided}; evaluation outcomes seen: "
           f"{dict(poller.outcomes) or 'none'}")
     if rate > 0:
-        per = {k: cpu_upload[k] * offered["elapsed"] * 1000 / accepted for k in ("gunicorn", "worker", "postgres", "redis")}
+        per = {k: cpu_upload[k] * offered["elapsed"] * 1000 / accepted
+               for k in ("gunicorn", "worker", "therapy", "postgres", "redis")}
         loadgen = cpu_upload["loadgen"] * offered["elapsed"] * 1000 / accepted
         print(f"  CPU per window while uploading: gunicorn {per['gunicorn']:.2f} ms, worker {per['worker']:.2f} ms, "
+              f"therapy worker {per['therapy']:.2f} ms, "
               f"postgres {per['postgres']:.2f} ms, redis {per['redis']:.3f} ms = {sum(per.values()):.2f} ms (+ load "
               f"generator {loadgen:.2f} ms); cores busy: gunicorn {cpu_upload['gunicorn']:.2f}, worker "
               f"{cpu_upload['worker']:.2f}, postgres {cpu_upload['postgres']:.2f}, whole machine "
@@ -297,8 +303,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     stop_on_signals()
     print(f"bench/pipeline: {args.rate:.0f} windows/s offered, {'batch ' + str(args.batch) if args.batch else 'single'}, "
-          f"{args.duration:.0f} s per run, {args.patients} patients, debounce {args.debounce}, worker --concurrency "
-          f"{args.concurrency}, gunicorn -w {args.gunicorn_workers}; {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; "
+          f"{args.duration:.0f} s per run, {args.patients} patients, debounce {args.debounce}, "
+          f"{workers_shape(args)}, gunicorn -w {args.gunicorn_workers}; {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; "
           f"load average {load_average()}", flush=True)
     source = WindowSource.load()
     work = Path(tempfile.mkdtemp(prefix="clinops-bench-pipeline-"))

@@ -12,11 +12,13 @@ stayed flat for the 7 min to the end (+7.7 % and +10.2 % measured from minute 2)
 Python objects they hold stayed flat (tracemalloc).
 
 Starts a private Redis and a throwaway PostgreSQL, migrates, creates a clinic of calibrated
-patients with therapy plans (bench/_lib), and runs gunicorn (production settings, sync -w 3), a
-`celery -A clinops worker` (prefork, --concurrency 2) and `celery -A clinops beat` (the sweepers,
+patients with therapy plans (bench/_lib), and runs gunicorn (production settings, sync -w 3), two
+`celery -A clinops worker`s as compose.yaml does (-Q celery prefork --concurrency 2 for the windows,
+-Q therapy --concurrency 1 at nice 10 for the evaluations) and `celery -A clinops beat` (the sweepers,
 heartbeats and monitoring reports on their real schedule). Uploads real 30-s windows open loop
 at --rate windows/s in batches (bench/pipeline.py's load generator). Every 10 s it records the
-RSS of each process - gunicorn master and workers, celery main process and pool children, beat,
+RSS of each process - gunicorn master and workers, each celery worker's main process and pool
+children, beat,
 every PostgreSQL process (summed; also their USS, private memory: a backend's RSS counts the
 shared buffers it has touched), Redis - and the pipeline's backlog.
 
@@ -47,9 +49,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import psutil  # noqa: E402
 
 from _lib import stop_on_signals  # noqa: E402
-from _lib import (PYTHON, ROOT, CpuMeter, WindowSource, Worker, clinic_create, die_with_parent, free_port,  # noqa: E402
-                  load_average, percentile, pg_port_of, postgres_processes, process_tree, production_env,
-                  run_checked, start_gunicorn, start_redis, stop, temporary_postgres, wait_healthy)
+from _lib import (PYTHON, ROOT, CpuMeter, WindowSource, Worker, add_worker_arguments, clinic_create,  # noqa: E402
+                  die_with_parent, free_port, load_average, percentile, pg_port_of, postgres_processes,
+                  process_tree, production_env, run_checked, start_gunicorn, start_redis, stop, temporary_postgres,
+                  wait_healthy, workers_shape, workers_start)
 from pipeline import DEFAULT_RATE, Bodies, offer  # noqa: E402
 
 GROWTH_LIMIT = 0.10
@@ -65,7 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="seconds of uploads at the same rate before the measured part (lazy imports, caches, "
                         "connection pools and heaps reaching their working set are not a leak); 0 = none")
     p.add_argument("--patients", type=int, default=200)
-    p.add_argument("--concurrency", type=int, default=2, help="celery worker processes")
+    add_worker_arguments(p)
     p.add_argument("--gunicorn-workers", type=int, default=3)
     p.add_argument("--max-in-flight", type=int, default=32)
     p.add_argument("--keep", action="store_true")
@@ -75,17 +78,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def groups(gunicorn, worker: Worker, beat, pg_port: int, redis_proc) -> dict[str, list]:
+def groups(gunicorn, workers: list[Worker], beat, pg_port: int, redis_proc) -> dict[str, list]:
     """Process group name -> psutil processes, looked up afresh at each sample."""
     out: dict[str, list] = {}
     with contextlib.suppress(psutil.NoSuchProcess):
         master = psutil.Process(gunicorn.pid)
         out["gunicorn master"] = [master]
         out["gunicorn workers"] = master.children()
-    with contextlib.suppress(psutil.NoSuchProcess):
-        main = psutil.Process(worker.process.pid)
-        out["celery worker main"] = [main]
-        out["celery pool children"] = main.children(recursive=True)
+    for worker, label in zip(workers, ("celery", "therapy")):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            main = psutil.Process(worker.process.pid)
+            out[f"{label} worker main"] = [main]
+            out[f"{label} pool children"] = main.children(recursive=True)
     out["celery beat"] = process_tree(beat.pid)
     out["postgres (all)"] = postgres_processes(pg_port)
     out["redis"] = process_tree(redis_proc.pid)
@@ -159,11 +163,12 @@ def main(argv=None) -> int:
     stop_on_signals()
     print(f"bench/soak: {args.rate:.0f} windows/s offered for {args.warmup:.0f} s of warm-up + {args.duration:.0f} s "
           f"({'batches of ' + str(args.batch) if args.batch else 'single uploads'}), {args.patients} patients; "
-          f"gunicorn sync -w {args.gunicorn_workers}, celery worker --concurrency {args.concurrency}, celery beat; "
+          f"gunicorn sync -w {args.gunicorn_workers}, {workers_shape(args)}, celery beat; "
           f"{dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; load average {load_average()}", flush=True)
     source = WindowSource.load()
     work = Path(tempfile.mkdtemp(prefix="clinops-bench-soak-"))
-    redis_proc = gunicorn = beat = worker = sampler = None
+    redis_proc = gunicorn = beat = sampler = None
+    workers: list[Worker] = []
     verdicts = []
     try:
         redis_port = free_port()
@@ -186,17 +191,16 @@ def main(argv=None) -> int:
                                       log_path=work / "gunicorn.log")
             url = f"http://127.0.0.1:{port}"
             asyncio.run(wait_healthy(url, gunicorn))
-            worker = Worker(env=env, name="soak", concurrency=args.concurrency, log_path=work / "worker.log",
-                            consume_now=True)
-            worker.wait_ready()
+            workers = workers_start(env=env, name="soak", args=args, log_dir=work)
             with open(work / "beat.log", "ab") as log:
                 beat = subprocess.Popen([PYTHON, "-m", "celery", "-A", "clinops", "beat", "--loglevel", "WARNING",
                                          "--schedule", str(work / "celerybeat-schedule")], cwd=ROOT, env=env, stdout=log,
                                         stderr=subprocess.STDOUT, preexec_fn=die_with_parent, process_group=0)
             time.sleep(3.0)
             pg_port = pg_port_of(database_url)
-            sampler = Sampler(lambda: groups(gunicorn, worker, beat, pg_port, redis_proc), database_url, env["REDIS_URL"])
-            meter = CpuMeter({"gunicorn": lambda: process_tree(gunicorn.pid), "worker": worker.processes,
+            sampler = Sampler(lambda: groups(gunicorn, workers, beat, pg_port, redis_proc), database_url, env["REDIS_URL"])
+            meter = CpuMeter({"gunicorn": lambda: process_tree(gunicorn.pid), "worker": workers[0].processes,
+                              "therapy": lambda: [p for w in workers[1:] for p in w.processes()],
                               "beat": lambda: process_tree(beat.pid), "postgres": lambda: postgres_processes(pg_port),
                               "redis": lambda: process_tree(redis_proc.pid)})
             load0 = load_average()
@@ -228,7 +232,7 @@ def main(argv=None) -> int:
     finally:
         if sampler is not None:
             sampler.stopping.set()
-        if worker is not None:
+        for worker in workers:
             worker.stop()
         stop(beat)
         stop(gunicorn)
@@ -246,7 +250,8 @@ def main(argv=None) -> int:
           f"schedule slipped at most {offered['lag']:.2f} s); processed {processed[0]} usable + {processed[1]} rejected "
           f"+ {processed[2]} failed, {waiting} still waiting 120 s after the last upload; upload -> estimate p50 "
           f"{percentile(latency, .5):.2f} s, p95 {percentile(latency, .95):.2f} s, max {max(latency, default=float('nan')):.2f} s")
-    per = {k: cpu[k] * offered["elapsed"] * 1000 / max(1, accepted) for k in ("gunicorn", "worker", "beat", "postgres", "redis")}
+    per = {k: cpu[k] * offered["elapsed"] * 1000 / max(1, accepted)
+           for k in ("gunicorn", "worker", "therapy", "beat", "postgres", "redis")}
     print("  CPU per window: " + ", ".join(f"{k} {v:.2f} ms" for k, v in per.items()) + f" = {sum(per.values()):.2f} ms; "
           f"whole machine {cpu.get('machine', float('nan')):.2f} of 2 cores busy | load average {load0} -> {load_average()}")
     samples = sampler.samples if sampler else []

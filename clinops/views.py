@@ -28,15 +28,23 @@ def healthz(request: HttpRequest) -> JsonResponse:
         checks["redis"] = "ok" if cache.get("healthz") == "ok" else "error: read-back failed"
     except Exception as exc:  # noqa: BLE001
         checks["redis"] = f"error: {exc.__class__.__name__}"
-    beat = WorkerHeartbeat.objects.filter(probe="beat").first() if checks["database"] == "ok" else None
-    if beat is None:
-        checks["worker"] = "no heartbeat yet"
-    else:
-        age = (timezone.now() - beat.beat_at).total_seconds()
-        checks["worker"] = "ok" if age <= HEARTBEAT_STALE_AFTER_S else f"stale: last beat {age:.0f} s ago"
-        checks["worker_last_beat_age_s"] = round(age, 1)
+    # A worker of the default queue (windows, monitoring), and one of the therapy queue (the
+    # evaluations): in production they may be different processes, and either can be missing.
+    for check, probe in (("worker", "beat"), ("therapy_worker", "therapy")):
+        if checks["database"] != "ok":
+            checks[check] = "unknown: the database is unavailable"
+        else:
+            checks.update(_heartbeat_check(check, WorkerHeartbeat.objects.filter(probe=probe).first()))
     healthy = checks["database"] == "ok" and checks["redis"] == "ok"
     return JsonResponse({"status": "ok" if healthy else "degraded", "checks": checks}, status=200 if healthy else 503)
+
+
+def _heartbeat_check(check: str, beat: WorkerHeartbeat | None) -> dict[str, object]:
+    if beat is None:
+        return {check: "no heartbeat yet"}
+    age = (timezone.now() - beat.beat_at).total_seconds()
+    return {check: "ok" if age <= HEARTBEAT_STALE_AFTER_S else f"stale: last beat {age:.0f} s ago",
+            f"{check}_last_beat_age_s": round(age, 1)}
 
 
 def not_found(request: HttpRequest, exception=None):

@@ -332,13 +332,15 @@ def _db_percentiles(values: QuerySet, field: str, ps: Sequence[float]) -> tuple[
     return n, out
 
 
-def _celery_queue_length() -> int | None:
-    """Tasks waiting in the broker's default queue (None when Redis cannot be asked)."""
+def _broker_queue_lengths() -> dict[str, int] | None:
+    """Tasks waiting in each of the broker's queues ("celery": windows and monitoring, "therapy":
+    evaluations due); None when Redis cannot be asked. Debounced evaluations not yet due are held
+    by the workers, not counted here."""
     try:
         import redis
 
         client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_connect_timeout=2, socket_timeout=2)
-        return int(client.llen("celery"))
+        return {queue.name: int(client.llen(queue.name)) for queue in settings.CELERY_TASK_QUEUES}
     except Exception:  # noqa: BLE001 - a report must not fail because the broker is away; None says so
         return None
 
@@ -415,7 +417,7 @@ def pipeline_report(*, now: dt.datetime) -> dict[str, Any]:
         "latency_ms": {"n": n_latency, "p50": ms(p50), "p95": ms(p95)},
         "queue": {"received_waiting": waiting["n"],
                   "oldest_waiting_minutes": oldest and round((now - oldest).total_seconds() / 60, 1),
-                  "celery_queue_length": _celery_queue_length()},
+                  "broker_queue_lengths": _broker_queue_lengths()},
         "failed": {"count": sum(f["count"] for f in failures.values()),
                    "by_reason": dict(sorted(failures.items(), key=lambda item: (-item[1]["count"], item[0])))},
     }

@@ -29,7 +29,7 @@ class Worker:
     """One `celery -A clinops worker` (main process + prefork children) in a process group of its own."""
 
     def __init__(self, *, name: str, database_url: str, log_path: Path, concurrency: int = 1,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, queues: tuple[str, ...] = ()) -> None:
         self.name = f"{name}-{os.getpid()}@{os.uname().nodename}"
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()/kill()
@@ -39,15 +39,16 @@ class Worker:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "clinops", "worker", "--loglevel", "INFO",
              "--concurrency", str(concurrency), "--pool", "prefork", "-n", self.name,
-             "--without-gossip", "--without-mingle"],
+             "--without-gossip", "--without-mingle", *(("-Q", ",".join(queues)) if queues else ())],
             cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT, process_group=0,
         )
 
-    def wait_ready(self, *, timeout_s: float = 60) -> None:
-        """Return once the worker answers a ping; fail with its log if it exits or stays silent."""
+    def wait_ready(self, *, timeout_s: float = 60, app=celery_app) -> None:
+        """Return once the worker answers a ping (through `app`'s broker); fail with its log if it
+        exits or stays silent."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and self.process.poll() is None:
-            if celery_app.control.ping(destination=[self.name], timeout=0.5):
+            if app.control.ping(destination=[self.name], timeout=0.5):
                 return
         self.kill()
         raise RuntimeError(f"The Celery worker {self.name} did not start; its log:\n{self.log_tail()}")

@@ -29,7 +29,8 @@ from clinops.localservices import die_with_parent, free_port, start_redis, stop,
 from ingest import (PYTHON, CpuMeter, load_average, postgres_processes, process_tree, run_checked,  # noqa: E402,F401
                     production_env, start_gunicorn, stop_on_signals, wait_healthy)
 
-CELERY_QUEUE = "celery"  # the default queue every task goes to
+CELERY_QUEUE = "celery"  # windows -> estimates, monitoring (the default queue)
+THERAPY_QUEUE = "therapy"  # the debounced evaluations (clinops/settings/base.py: CELERY_TASK_ROUTES)
 
 
 def pg_port_of(database_url: str) -> int:
@@ -42,19 +43,30 @@ def pg_port_of(database_url: str) -> int:
 class Worker:
     """`celery -A clinops worker` (prefork: a main process + `concurrency` children), in a process
     group of its own. Started on an empty queue of its own, so that it can boot (imports, Django
-    setup: seconds of CPU) before it is told to consume the real queue (consume())."""
+    setup: seconds of CPU) before it is told to consume the real queues (consume()).
 
-    def __init__(self, *, env: dict, name: str, concurrency: int, log_path: Path, consume_now: bool = False) -> None:
+    `queues`: the queues it consumes (both by default, as a worker started without -Q). `nice`:
+    its CPU priority (os.nice increment), e.g. for a therapy-queue worker sharing the machine with
+    the estimate workers, as compose.yaml's cpu_shares does."""
+
+    def __init__(self, *, env: dict, name: str, concurrency: int, log_path: Path, consume_now: bool = False,
+                 queues: tuple[str, ...] = (CELERY_QUEUE, THERAPY_QUEUE), nice: int = 0) -> None:
         self.name = f"{name}-{os.getpid()}@127.0.0.1"
         self.idle_queue = f"bench-idle-{name}-{os.getpid()}"
+        self.queues = queues
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.log_path = log_path
-        queue = CELERY_QUEUE if consume_now else self.idle_queue
+
+        def preexec() -> None:
+            die_with_parent()
+            if nice:
+                os.nice(nice)
+
         self.process = subprocess.Popen(
             [PYTHON, "-m", "celery", "-A", "clinops", "worker", "--loglevel", "WARNING", "--pool", "prefork",
-             "--concurrency", str(concurrency), "-n", self.name, "-Q", queue,
-             "--without-gossip", "--without-mingle"],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
+             "--concurrency", str(concurrency), "-n", self.name,
+             "-Q", ",".join(queues) if consume_now else self.idle_queue, "--without-gossip", "--without-mingle"],
+            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=preexec,
             process_group=0,
         )
         from celery import Celery
@@ -73,9 +85,10 @@ class Worker:
                          + self.log_path.read_text(errors="replace")[-3000:])
 
     def consume(self) -> None:
-        reply = self.control.add_consumer(CELERY_QUEUE, destination=[self.name], reply=True, timeout=5)
-        if not reply:
-            raise SystemExit(f"celery worker {self.name} did not answer add_consumer")
+        for queue in self.queues:
+            reply = self.control.add_consumer(queue, destination=[self.name], reply=True, timeout=5)
+            if not reply:
+                raise SystemExit(f"celery worker {self.name} did not answer add_consumer {queue}")
 
     def processes(self) -> list:
         return process_tree(self.process.pid)
@@ -92,6 +105,39 @@ class Worker:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=5)
         self._log.close()
+
+
+def add_worker_arguments(p) -> None:
+    """The worker shape of the server benchmarks (pipeline, soak): as compose.yaml runs it."""
+    p.add_argument("--concurrency", type=int, default=2, help="processes of the celery worker of the windows (queue celery)")
+    p.add_argument("--therapy-concurrency", type=int, default=1,
+                   help="processes of a worker of its own for the therapy queue (the debounced evaluations); "
+                        "0 = one worker consumes both queues")
+    p.add_argument("--therapy-nice", type=int, default=10,
+                   help="CPU priority of the therapy worker (nice increment; compose.yaml: cpu_shares)")
+
+
+def workers_start(*, env: dict, name: str, args, log_dir: Path) -> list[Worker]:
+    """The estimate worker, then (unless --therapy-concurrency 0) the therapy worker; all ready."""
+    if args.therapy_concurrency == 0:
+        workers = [Worker(env=env, name=name, concurrency=args.concurrency, log_path=log_dir / f"{name}.log",
+                          consume_now=True)]
+    else:
+        workers = [Worker(env=env, name=name, concurrency=args.concurrency, log_path=log_dir / f"{name}.log",
+                          consume_now=True, queues=(CELERY_QUEUE,)),
+                   Worker(env=env, name=f"{name}-therapy", concurrency=args.therapy_concurrency,
+                          log_path=log_dir / f"{name}-therapy.log", consume_now=True, queues=(THERAPY_QUEUE,),
+                          nice=args.therapy_nice)]
+    for worker in workers:
+        worker.wait_ready()
+    return workers
+
+
+def workers_shape(args) -> str:
+    if args.therapy_concurrency == 0:
+        return f"celery worker --concurrency {args.concurrency} (both queues)"
+    return (f"celery worker -Q celery --concurrency {args.concurrency} + -Q therapy --concurrency "
+            f"{args.therapy_concurrency} at nice {args.therapy_nice}")
 
 
 # --- the clinic -----------------------------------------------------------------------------------
@@ -149,8 +195,9 @@ for i in range(count):
                                  dbp_mmhg=84 + i % 10, source="device")
     out["keys"].append(key)
     out["patients"].append(patient.pk)
-# The calibration windows were processed here: their queued tasks would only be no-ops.
-redis.Redis.from_url(settings.REDIS_URL).delete("celery")
+# The calibration windows were processed here: their queued tasks (and the evaluations they
+# scheduled) would only be no-ops or evaluate one estimate.
+redis.Redis.from_url(settings.REDIS_URL).delete("celery", "therapy")
 print("CLINIC=" + json.dumps(out))
 """
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dj_database_url
 from csp.constants import NONE, SELF
+from kombu import Queue
 
 from .env import env_bool, env_int, env_list, env_str
 from .logging import configure_logging
@@ -183,6 +184,14 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBIL
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 120)  # s
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 180)  # s
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Two queues. "celery": windows -> estimates (latency-bound: p95 upload-to-estimate <= 2 s) and
+# monitoring. "therapy": the evaluations, each debounced by THERAPY_EVALUATION_DEBOUNCE_S and due
+# in bursts (one per patient with new estimates), each reading a week of estimates. On their own
+# queue they can run on workers of their own (compose.yaml: therapy-worker), so a burst of due
+# evaluations never holds up the windows behind it. A worker started without -Q consumes both.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = (Queue("celery"), Queue("therapy"))
+CELERY_TASK_ROUTES = {"therapy.tasks.*": {"queue": "therapy"}}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "worker-heartbeat": {
@@ -190,6 +199,13 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(seconds=30),
         "kwargs": {"probe": "beat"},
         "options": {"expires": 25},
+    },
+    # The same from a worker of the therapy queue: /healthz reports each queue's consumers.
+    "therapy-worker-heartbeat": {
+        "task": "clinops.tasks.worker_heartbeat",
+        "schedule": timedelta(seconds=30),
+        "kwargs": {"probe": "therapy"},
+        "options": {"expires": 25, "queue": "therapy"},
     },
     "evaluate-all-patients-daily": {
         "task": "therapy.tasks.evaluate_all_patients",

