@@ -6,9 +6,12 @@ On the wire each channel is either
 - compact: {"fs": 250, "dtype": "int16" | "float32", "data": "<base64, little-endian>"}
   (int16 -32768 marks a missing sample; float32 must be finite),
 with an optional "scale" and "offset": physical value = raw * scale + offset (e.g. mV, or the
-PPG's arbitrary units). At rest a window is one compressed .npz holding each channel exactly as
-received (int16 stays int16, float32 stays float32, JSON numbers become float32), so every
-result can be recomputed from the stored bytes.
+PPG's arbitrary units). At rest a window is one .npz holding each channel exactly as received
+(int16 stays int16, float32 stays float32, JSON numbers become float32), so every result can be
+recomputed from the stored bytes. The .npz is not deflated: sensor samples are mostly noise to
+zlib (a real 30-s int16 window: 31.1 KB stored, 23.8 KB deflated, -23 %), and deflating cost
+~1 ms of the web worker's CPU per window, 40 % of an upload's (py-spy, bench/pipeline.py). Older
+windows stored deflated read the same way (np.load takes both).
 """
 from __future__ import annotations
 
@@ -91,13 +94,13 @@ def encode_compact(values: np.ndarray, dtype: str) -> str:
 
 
 def pack_window(channels: dict[str, Channel]) -> bytes:
-    """Channels -> compressed .npz bytes (raw values as received, with rates, scales, offsets)."""
+    """Channels -> .npz bytes (raw values as received, with rates (Hz), scales, offsets)."""
     arrays: dict[str, np.ndarray] = {}
     for name, channel in channels.items():
         arrays[f"{name}_raw"] = channel.raw
         arrays[f"{name}_meta"] = np.array([channel.fs, channel.scale, channel.offset], dtype=np.float64)
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    np.savez(buffer, **arrays)
     return buffer.getvalue()
 
 

@@ -28,7 +28,7 @@ class SignalWindow(models.Model):
     ecg_fs = models.FloatField(help_text="ECG sampling rate (Hz).")
     ppg_fs = models.FloatField(help_text="PPG sampling rate (Hz).")
     encoding = models.CharField(max_length=8, choices=Encoding.choices)
-    raw = models.BinaryField(help_text="Compressed .npz of the channels exactly as received.")
+    raw = models.BinaryField(help_text=".npz of the channels exactly as received (monitoring/encoding.py).")
     raw_sha256 = models.CharField(max_length=64)
     raw_bytes = models.PositiveIntegerField()
     firmware = models.CharField(max_length=40, help_text="Device firmware at upload time.")
