@@ -184,6 +184,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBIL
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 120)  # s
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 180)  # s
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Celery's Django fixup closes the database connection around every task unless this is set; it
+# then closes every 2 x N tasks. The app closes old connections itself, as Django does between
+# requests (clinops/celery_app.py), so the fixup's own closing is pushed out of the way.
+CELERY_DB_REUSE_MAX = 1_000_000_000
 # Two queues. "celery": windows -> estimates (latency-bound: p95 upload-to-estimate <= 2 s) and
 # monitoring. "therapy": the evaluations, each debounced by THERAPY_EVALUATION_DEBOUNCE_S and due
 # in bursts (one per patient with new estimates), each reading a week of estimates. On their own

@@ -46,3 +46,27 @@ def test_the_heartbeat_task_is_idempotent_per_probe(celery_worker):
         enqueue_on_commit(worker_heartbeat, probe=probe)
     wait_for(lambda: WorkerHeartbeat.objects.filter(probe=probe, beats=3).exists())
     assert WorkerHeartbeat.objects.filter(probe=probe).count() == 1
+
+
+@pytest.mark.postgres
+def test_the_worker_keeps_its_database_session_from_task_to_task(celery_worker):
+    """One PostgreSQL session per pool process for CONN_MAX_AGE, as a web worker keeps one from
+    request to request; not a new session (fork, authentication, cold caches) for every task."""
+    if connection.vendor != "postgresql":
+        pytest.skip("runs in the PostgreSQL pass")
+
+    def worker_sessions() -> set:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pid, backend_start FROM pg_stat_activity WHERE datname = current_database() "
+                           "AND backend_type = 'client backend' AND pid <> pg_backend_pid()")
+            return set(cursor.fetchall())
+
+    probe = probe_name()
+    enqueue_on_commit(worker_heartbeat, probe=probe)  # outside a transaction: sent at once
+    wait_for(lambda: WorkerHeartbeat.objects.filter(probe=probe, beats=1).exists())
+    first = wait_for(worker_sessions)
+    assert len(first) == 1  # the test worker has one pool process
+    for _ in range(5):
+        enqueue_on_commit(worker_heartbeat, probe=probe)
+    wait_for(lambda: WorkerHeartbeat.objects.filter(probe=probe, beats=6).exists())
+    assert worker_sessions() == first
