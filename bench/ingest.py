@@ -225,7 +225,12 @@ async def wait_healthy(base_url: str, process: subprocess.Popen, *, timeout_s: f
 
 
 class CpuMeter:
-    """CPU seconds used by groups of processes (and this process) between start() and stop()."""
+    """CPU seconds used by groups of processes (and this process) between start() and stop().
+
+    A process that exits in between (a PostgreSQL backend ends when its client disconnects) is
+    still counted: its time moves to its parent's reaped-children times, and each process counts
+    its own time plus those. The group's use is the sum at stop() minus the sum at start(), over
+    every process seen at either; so the group's root must be in the group."""
 
     def __init__(self, groups: dict[str, callable]) -> None:
         self.groups = groups  # name -> function returning the group's psutil.Process list
@@ -236,7 +241,7 @@ class CpuMeter:
         for proc in procs:
             try:
                 times = proc.cpu_times()
-                out[proc.pid] = times.user + times.system
+                out[proc.pid] = times.user + times.system + times.children_user + times.children_system
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 pass
         return out
@@ -254,7 +259,7 @@ class CpuMeter:
         if psutil:
             for name, get in self.groups.items():
                 after, before = self._cpu(get()), self.before[name]
-                used[name] = sum(v - before.get(pid, 0.0) for pid, v in after.items()) / wall
+                used[name] = (sum(after.values()) - sum(before.values())) / wall
             m0, m1 = self.machine0, psutil.cpu_times()
             delta = {k: getattr(m1, k) - getattr(m0, k) for k in m1._fields}
             total = sum(delta.values())
