@@ -42,8 +42,11 @@ from _lib import (PYTHON, CpuMeter, Worker, clinic_create, free_port, load_avera
                   temporary_postgres)
 
 WINDOW_EVERY_S = 300  # each patient's wearable sends one 30-s window every 5 minutes
-DEFAULT_INGEST_MS = {"web": 1.55, "postgres": 0.54, "redis": 0.003}  # bench/ingest.py --batch 100 --concurrency 4, 2026-12-01, idle machine
-DEFAULT_EVALUATION_MS = {"worker": 48.38, "postgres": 0.77}  # bench/evaluation.py (7-day look-back), 2026-12-01
+# Measured 2026-12-01 14:30-14:40 UTC, after raw windows stopped being deflated, workers kept their
+# PostgreSQL session and CpuMeter counted exited backends (the machine ran ~25 % slower than on
+# 2026-11-23: bench/signals.py 1.76 vs 1.39 ms per window).
+DEFAULT_INGEST_MS = {"web": 0.88, "postgres": 0.34, "redis": 0.002}  # bench/ingest.py --batch 100 --concurrency 4
+DEFAULT_EVALUATION_MS = {"worker": 67.34, "postgres": 13.76}  # bench/evaluation.py --rounds 25 (7-day look-back)
 
 PRELOAD_SCRIPT = r"""
 import datetime as dt, json, sys
@@ -213,8 +216,8 @@ def capacity(args, results: list[dict]) -> None:
         print(f"    a {pg_cores}-core PostgreSQL at {h:.0%} takes {pg_ws:,.0f} windows/s = "
               f"{pg_ws * WINDOW_EVERY_S:,.0f} patients, i.e. ~{n:.0f} app machines before the database is the limit "
               f"(Redis, single-threaded, {1000 / redis_ms * h:,.0f} windows/s on one core at {h:.0%})")
-    print("  (CPU only: PostgreSQL also needs disk for ~24 KiB of raw signal + ~3 KiB of rows per window, "
-          "~8 MiB per patient per day of windows; its I/O is not measured here: the benchmark cluster runs fsync=off)")
+    print("  (CPU only: PostgreSQL also needs disk for ~31 KiB of raw signal + ~3 KiB of rows per window, "
+          "~10 MiB per patient per day of windows; its I/O is not measured here: the benchmark cluster runs fsync=off)")
 
 
 def main(argv=None) -> int:
