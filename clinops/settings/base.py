@@ -194,7 +194,9 @@ CELERY_DB_REUSE_MAX = 1_000_000_000
 # queue they can run on workers of their own (compose.yaml: therapy-worker), so a burst of due
 # evaluations never holds up the windows behind it. A worker started without -Q consumes both.
 CELERY_TASK_DEFAULT_QUEUE = "celery"
-CELERY_TASK_QUEUES = (Queue("celery"), Queue("therapy"))
+# Each queue bound under its own routing key. Celery sends to a queue by name, but with the default
+# key for both, anything published through the "celery" exchange would reach both queues.
+CELERY_TASK_QUEUES = (Queue("celery", routing_key="celery"), Queue("therapy", routing_key="therapy"))
 CELERY_TASK_ROUTES = {"therapy.tasks.*": {"queue": "therapy"}}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
