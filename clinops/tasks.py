@@ -12,8 +12,9 @@ from django.utils import timezone
 from clinops.models import WorkerHeartbeat
 
 
-def enqueue_on_commit(task: Task, *args: Any, **kwargs: Any) -> None:
-    """Send `task` only once the current transaction commits (never if it rolls back).
+def enqueue_on_commit(task: Task, *args: Any, queue: str | None = None, **kwargs: Any) -> None:
+    """Send `task` only once the current transaction commits (never if it rolls back), to `queue`
+    if given, else to the queue its route names (settings.CELERY_TASK_ROUTES).
 
     A worker handed an id before the commit would not find the row; on rollback there is nothing
     to do. Outside a transaction the task is sent at once. If the broker is unreachable the
@@ -21,7 +22,7 @@ def enqueue_on_commit(task: Task, *args: Any, **kwargs: Any) -> None:
     still waiting (e.g. monitoring.tasks.sweep_unprocessed_windows).
     """
     def send() -> None:
-        task.apply_async(args=args, kwargs=kwargs)
+        task.apply_async(args=args, kwargs=kwargs, **({"queue": queue} if queue else {}))
 
     # Django 5.2 names a failing robust callback by its __qualname__ when it logs the error; with
     # none (a functools.partial) the log call itself raised, and a broker outage became a 500.

@@ -272,7 +272,7 @@ def symptom_report_record(*, actor: Any, patient: Patient, kind: str, symptom: s
     flag, a low-pressure symptom or a side effect becomes an urgent item for the care team."""
     from therapy.domain import Symptom
     from therapy.models import ReportKind, SymptomReport
-    from therapy.tasks import evaluate_patient
+    from therapy.tasks import REPORT_EVALUATION_QUEUE, evaluate_patient
 
     _require_patient_or_care_team(actor, patient)
     detail = detail.strip()
@@ -294,7 +294,7 @@ def symptom_report_record(*, actor: Any, patient: Patient, kind: str, symptom: s
                                           reported_by=actor)
     audit_record(actor=actor, action="symptom.report", target=report, patient=patient,
                  detail={"kind": kind, "symptom": symptom})
-    enqueue_on_commit(evaluate_patient, patient.pk)
+    enqueue_on_commit(evaluate_patient, patient.pk, queue=REPORT_EVALUATION_QUEUE)
     return report
 
 

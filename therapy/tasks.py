@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 
+import structlog
 from celery import shared_task
 from django.conf import settings
 from django.core.cache import cache
@@ -16,9 +17,16 @@ from patients.models import Patient
 from therapy.evaluation import patient_therapy_evaluate
 from therapy.models import PlanVersion, SymptomReport
 
+log = structlog.get_logger(__name__)
+
 # Reports this old that were never evaluated are left to the daily run (the sweeper stays cheap).
 REPORT_SWEEP_LOOK_BACK = dt.timedelta(days=1)
 
+
+# A patient's symptom report asks for an evaluation now (a red flag raises an alert for the care
+# team): it goes to the window workers' queue, at their CPU priority, not behind the therapy
+# queue's bursts of debounced evaluations and the daily run.
+REPORT_EVALUATION_QUEUE = "celery"
 
 # A scheduled evaluation that has not started yet covers every estimate stored before it starts,
 # however late its worker takes it (a busy therapy worker), so no second one is scheduled
@@ -37,8 +45,10 @@ def _scheduled_mark(patient_id: int) -> str:
 def evaluate_patient(patient_id: int) -> None:
     """Propose and route a step for one patient (a re-run stores nothing new while nothing changed)."""
     # Cleared before reading: estimates stored from now on schedule the next evaluation.
-    with contextlib.suppress(RedisError):
+    try:
         cache.delete(_scheduled_mark(patient_id))
+    except RedisError as exc:  # the mark then expires on its own, EVALUATION_MARK_GRACE_S later
+        log.warning("therapy.evaluation_mark_not_cleared", patient_id=patient_id, error=exc.__class__.__name__)
     patient_therapy_evaluate(patient_id=patient_id, now=timezone.now())
 
 
@@ -53,7 +63,8 @@ def schedule_evaluation(patient_id: int) -> bool:
     try:
         evaluate_patient.apply_async(args=[patient_id], countdown=debounce_s)
     except Exception:
-        cache.delete(mark)  # not scheduled after all: the next estimate must try again
+        with contextlib.suppress(RedisError):
+            cache.delete(mark)  # not scheduled after all: the next estimate (or the retry) tries again
         raise
     return True
 
@@ -78,5 +89,5 @@ def sweep_unevaluated_reports() -> int:
                .values_list("patient_id", flat=True).distinct())
     patient_ids = sorted(set(waiting))
     for patient_id in patient_ids:
-        evaluate_patient.delay(patient_id)
+        evaluate_patient.apply_async(args=[patient_id], queue=REPORT_EVALUATION_QUEUE)
     return len(patient_ids)

@@ -185,7 +185,7 @@ CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 120)  # s
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 180)  # s
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Celery's Django fixup closes the database connection around every task unless this is set; it
-# then closes every 2 x N tasks. The app closes old connections itself, as Django does between
+# then closes every N tasks. The app closes old connections itself, as Django does between
 # requests (clinops/celery_app.py), so the fixup's own closing is pushed out of the way.
 CELERY_DB_REUSE_MAX = 1_000_000_000
 # Two queues. "celery": windows -> estimates (latency-bound: p95 upload-to-estimate <= 2 s) and
@@ -197,7 +197,9 @@ CELERY_TASK_DEFAULT_QUEUE = "celery"
 # Each queue bound under its own routing key. Celery sends to a queue by name, but with the default
 # key for both, anything published through the "celery" exchange would reach both queues.
 CELERY_TASK_QUEUES = (Queue("celery", routing_key="celery"), Queue("therapy", routing_key="therapy"))
-CELERY_TASK_ROUTES = {"therapy.tasks.*": {"queue": "therapy"}}
+# The report sweeper re-sends what symptom reports asked for (therapy.tasks.REPORT_EVALUATION_QUEUE).
+CELERY_TASK_ROUTES = {"therapy.tasks.sweep_unevaluated_reports": {"queue": "celery"},
+                      "therapy.tasks.*": {"queue": "therapy"}}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "worker-heartbeat": {

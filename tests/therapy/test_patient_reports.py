@@ -167,9 +167,10 @@ def test_the_sweeper_evaluates_patients_whose_report_was_never_evaluated(clinic,
 
     plan()
     sent = []
-    monkeypatch.setattr(tasks.evaluate_patient, "delay", sent.append)
-    report(clinic, "chest pain")
-    assert tasks.sweep_unevaluated_reports() == 1 and sent == [clinic["patient"].pk]
+    monkeypatch.setattr(tasks.evaluate_patient, "apply_async", lambda **options: sent.append(options))
+    report(clinic, "chest pain")  # its own evaluation is never sent: the broker was down, say
+    assert tasks.sweep_unevaluated_reports() == 1
+    assert sent == [{"args": [clinic["patient"].pk], "queue": "celery"}]  # not behind the debounced ones
     patient_therapy_evaluate(patient_id=clinic["patient"].pk, now=timezone.now())
     assert tasks.sweep_unevaluated_reports() == 0
 
@@ -198,3 +199,19 @@ def test_an_alert_is_snoozed_with_a_reason_for_at_most_a_week_and_returns_when_t
     assert list(review_queue_for(clinic["clinician"])) == [worse]
     assert alerts_open_for(clinic["clinician"], include_snoozed=False).count() == 2
     assert AuditEvent.objects.filter(action="alert.unsnooze").count() == 1
+
+
+def test_a_report_is_evaluated_on_the_window_workers_queue_not_behind_the_debounced_ones(
+        clinic, plan, monkeypatch, django_capture_on_commit_callbacks):
+    """A red flag must not wait behind a burst of debounced evaluations on the low-priority
+    therapy workers: the evaluation a report asks for goes to the default queue."""
+    from therapy import tasks
+
+    plan()
+    sent = []
+    # The broker is the edge: what would be published, and where to.
+    monkeypatch.setattr(tasks.evaluate_patient, "apply_async", lambda *args, **options: sent.append(options))
+    with django_capture_on_commit_callbacks(execute=True):
+        report(clinic, "chest pain")
+    assert sent == [{"args": (clinic["patient"].pk,), "kwargs": {}, "queue": "celery"}]
+    assert tasks.REPORT_EVALUATION_QUEUE == "celery"
