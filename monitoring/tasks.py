@@ -2,6 +2,8 @@
 from celery import shared_task
 from celery.signals import worker_process_init
 from django.db import InterfaceError, OperationalError
+from kombu.exceptions import OperationalError as BrokerOperationalError
+from redis.exceptions import RedisError
 from django.utils import timezone
 
 from monitoring import selectors, services
@@ -18,8 +20,11 @@ def _one_blas_thread_per_process(**_) -> None:
 
 
 # Database and broker hiccups are retried with backoff; everything else is handled in the service.
+# A broker or Redis error while the patients' evaluations are scheduled counts too: the estimates
+# are stored by then and the window no longer waits for the sweeper, so only the retry (which finds
+# the estimates already stored and schedules again) gets the evaluation scheduled.
 RETRY_TRANSIENT = {
-    "autoretry_for": (OperationalError, InterfaceError, ConnectionError),
+    "autoretry_for": (OperationalError, InterfaceError, ConnectionError, BrokerOperationalError, RedisError),
     "retry_backoff": 2,
     "retry_backoff_max": 120,
     "retry_jitter": True,
@@ -63,8 +68,14 @@ def _schedule_evaluations(estimates: dict[int, list]) -> None:
     from therapy.tasks import schedule_evaluation
 
     patients = {e.patient_id for rows in estimates.values() for e in rows if not e.shadow}
+    failed = None
     for patient_id in sorted(patients):
-        schedule_evaluation(patient_id)
+        try:
+            schedule_evaluation(patient_id)
+        except (BrokerOperationalError, RedisError) as exc:  # the other patients are still scheduled
+            failed = exc
+    if failed is not None:
+        raise failed
 
 
 @shared_task(name="monitoring.tasks.sweep_unprocessed_windows", ignore_result=True)

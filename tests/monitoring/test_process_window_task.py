@@ -53,3 +53,31 @@ def test_a_window_whose_bytes_are_corrupt_is_marked_failed_with_the_reason():
 
 def test_a_window_that_is_gone_is_ignored():
     assert services.window_process(window_id=987654) is None
+
+
+def test_a_broker_error_while_scheduling_evaluations_is_retried_and_spares_the_other_patients(monkeypatch):
+    """By then the estimates are stored and the window is processed: only the task's retry (which
+    finds the estimates and schedules again) gets the evaluation scheduled."""
+    from types import SimpleNamespace
+
+    from kombu.exceptions import OperationalError as BrokerOperationalError
+
+    from monitoring import tasks
+    from therapy import tasks as therapy_tasks
+
+    assert BrokerOperationalError in tasks.process_windows.autoretry_for
+    assert BrokerOperationalError in tasks.process_window.autoretry_for
+    sent = []
+
+    def publish(*, args, countdown):  # the broker refuses patient 1 only
+        if args == [1]:
+            raise BrokerOperationalError("Redis is down")
+        sent.append(args)
+
+    monkeypatch.setattr(therapy_tasks.evaluate_patient, "apply_async", publish)
+    monkeypatch.setattr(therapy_tasks.cache, "add", lambda *a, **k: True)
+    monkeypatch.setattr(therapy_tasks.cache, "delete", lambda *a, **k: None)
+    estimates = {10: [SimpleNamespace(patient_id=1, shadow=False)], 11: [SimpleNamespace(patient_id=2, shadow=False)]}
+    with pytest.raises(BrokerOperationalError):
+        tasks._schedule_evaluations(estimates)
+    assert sent == [[2]]
