@@ -26,7 +26,7 @@ REPORT_SWEEP_LOOK_BACK = dt.timedelta(days=1)
 # A patient's symptom report asks for an evaluation now (a red flag raises an alert for the care
 # team): it goes to the window workers' queue, at their CPU priority, not behind the therapy
 # queue's bursts of debounced evaluations and the daily run.
-REPORT_EVALUATION_QUEUE = "celery"
+REPORT_EVALUATION_QUEUE = settings.CELERY_TASK_DEFAULT_QUEUE
 
 # A scheduled evaluation that has not started yet covers every estimate stored before it starts,
 # however late its worker takes it (a busy therapy worker), so no second one is scheduled

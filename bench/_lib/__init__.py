@@ -119,15 +119,13 @@ def add_worker_arguments(p) -> None:
 
 def workers_start(*, env: dict, name: str, args, log_dir: Path) -> list[Worker]:
     """The estimate worker, then (unless --therapy-concurrency 0) the therapy worker; all ready."""
-    if args.therapy_concurrency == 0:
-        workers = [Worker(env=env, name=name, concurrency=args.concurrency, log_path=log_dir / f"{name}.log",
-                          consume_now=True)]
-    else:
-        workers = [Worker(env=env, name=name, concurrency=args.concurrency, log_path=log_dir / f"{name}.log",
-                          consume_now=True, queues=(CELERY_QUEUE,)),
-                   Worker(env=env, name=f"{name}-therapy", concurrency=args.therapy_concurrency,
-                          log_path=log_dir / f"{name}-therapy.log", consume_now=True, queues=(THERAPY_QUEUE,),
-                          nice=args.therapy_nice)]
+    separate = args.therapy_concurrency > 0
+    workers = [Worker(env=env, name=name, concurrency=args.concurrency, log_path=log_dir / f"{name}.log",
+                      consume_now=True, queues=(CELERY_QUEUE,) if separate else (CELERY_QUEUE, THERAPY_QUEUE))]
+    if separate:
+        workers.append(Worker(env=env, name=f"{name}-therapy", concurrency=args.therapy_concurrency,
+                              log_path=log_dir / f"{name}-therapy.log", consume_now=True, queues=(THERAPY_QUEUE,),
+                              nice=args.therapy_nice))
     for worker in workers:
         worker.wait_ready()
     return workers

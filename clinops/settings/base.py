@@ -198,7 +198,7 @@ CELERY_TASK_DEFAULT_QUEUE = "celery"
 # key for both, anything published through the "celery" exchange would reach both queues.
 CELERY_TASK_QUEUES = (Queue("celery", routing_key="celery"), Queue("therapy", routing_key="therapy"))
 # The report sweeper re-sends what symptom reports asked for (therapy.tasks.REPORT_EVALUATION_QUEUE).
-CELERY_TASK_ROUTES = {"therapy.tasks.sweep_unevaluated_reports": {"queue": "celery"},
+CELERY_TASK_ROUTES = {"therapy.tasks.sweep_unevaluated_reports": {"queue": CELERY_TASK_DEFAULT_QUEUE},
                       "therapy.tasks.*": {"queue": "therapy"}}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
