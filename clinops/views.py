@@ -6,7 +6,10 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
+from django.views.defaults import page_not_found
 
+from clinops.fhir.resources import operation_outcome
+from clinops.fhir.views import fhir_response
 from clinops.models import WorkerHeartbeat
 
 # Beat sends a heartbeat every 30 s; three missed ones mean no worker is consuming.
@@ -48,9 +51,10 @@ def _heartbeat_check(check: str, beat: WorkerHeartbeat | None) -> dict[str, obje
 
 
 def not_found(request: HttpRequest, exception=None):
-    """404 for an unknown URL: the API's error envelope under /api/, Django's page elsewhere."""
+    """404 for an unknown URL: the API's error envelope under /api/, a FHIR OperationOutcome under
+    /fhir/ (what a FHIR client parses, e.g. for `Patient/abc/$everything`), Django's page elsewhere."""
     if request.path.startswith("/api/"):
         return JsonResponse({"message": "Not found.", "extra": {}}, status=404)
-    from django.views.defaults import page_not_found
-
+    if request.path.startswith("/fhir/"):
+        return fhir_response(operation_outcome("Not found.", code="not-found"), status=404)
     return page_not_found(request, exception)

@@ -199,6 +199,10 @@ def test_only_people_who_may_see_the_patient_get_the_record(client_for, record):
         outcome = get_fhir_model_class("OperationOutcome").model_validate_json(response.content)
         assert outcome.issue[0].code == "not-found"
     assert client_for(record["clinician"]).get(url(999_999)).status_code == 404
+    for unknown in ("/fhir/Patient/abc/$everything", "/fhir/Observation/1"):  # no such route: still FHIR
+        response = client_for(record["clinician"]).get(unknown)
+        assert response.status_code == 404 and response["Content-Type"] == "application/fhir+json", unknown
+        assert get_fhir_model_class("OperationOutcome").model_validate_json(response.content).issue[0].code == "not-found"
     get_bundle(client_for(make_admin()), patient.pk)
 
     anonymous = APIClient().get(url(patient.pk))
