@@ -40,6 +40,13 @@ def test_only_the_api_documentation_pages_allow_inline_styles():
     assert "'unsafe-inline'" not in policy(Client().get("/login/"))["style-src"]
 
 
+def test_the_api_documentation_pages_load_nothing_from_other_origins():
+    for url in ("/api/v1/docs/", "/api/v1/redoc/"):
+        page = Client().get(url).content.decode()
+        assert "https://" not in page and "http://" not in page.replace("http://www.w3.org", ""), url
+        assert "<script src=\"/static/" in page, url  # the bundled (sidecar) UI, served here
+
+
 PRODUCTION_PROBE = r"""
 import json
 import django
