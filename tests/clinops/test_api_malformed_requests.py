@@ -525,9 +525,8 @@ def check_answer(route: Route, request: Malformed, response) -> None:
     if status < 400 and request.batch_rejected is None:
         return
     if route.fhir:
-        if status == 404 and not response["Content-Type"].startswith("application/fhir+json"):
-            assert request.kind == "path id", described
-            return  # not a FHIR URL at all: Django's 404 page (the API's envelope is for /api/ only)
+        # Unknown /fhir/ URLs (a non-integer id) included: clinops.views.not_found.
+        assert response["Content-Type"].startswith("application/fhir+json"), f"{described}\n-> {status}"
         outcome = json.loads(response.content)
         assert outcome["resourceType"] == "OperationOutcome" and outcome["issue"], outcome
         return
