@@ -236,6 +236,9 @@ MAX_REJECTED_PCT = 40.0  # of judged windows, over >= MIN_JUDGED_WINDOWS
 MIN_JUDGED_WINDOWS = 50
 MAX_LATENCY_P95_MS = 60_000.0  # upload to processed
 MAX_WAITING_MINUTES = 15.0  # oldest window still unprocessed
+# Oldest estimate not yet evaluated: the debounce (60 s) normally; a lost evaluation blocks its
+# patient's next for up to 11 min (therapy.tasks' mark grace), so beyond this the workers are behind.
+MAX_EVALUATION_WAITING_MINUTES = 30.0
 MAX_OVERRIDE_PCT = 50.0  # of reviewed step suggestions, over >= MIN_REVIEWED
 MIN_REVIEWED = 10
 MAX_DECISION_P95_HOURS = 72.0
@@ -260,6 +263,13 @@ def pipeline_findings(payload: Mapping) -> list[Finding]:
     if waiting is not None and waiting > MAX_WAITING_MINUTES:
         findings.append(Finding("pipeline.oldest_waiting_minutes", "critical", waiting, MAX_WAITING_MINUTES,
                                 f"a window has waited {waiting:.0f} min for processing: are the workers running?"))
+    evaluation = payload.get("evaluation") or {}
+    unevaluated = evaluation.get("oldest_waiting_minutes")
+    if unevaluated is not None and unevaluated > MAX_EVALUATION_WAITING_MINUTES:
+        findings.append(Finding("pipeline.evaluation_waiting_minutes", "critical", unevaluated,
+                                MAX_EVALUATION_WAITING_MINUTES,
+                                f"estimates of {evaluation.get('patients_waiting')} patient(s) have waited "
+                                f"{unevaluated:.0f} min for a therapy evaluation: are the therapy workers running?"))
     failed = (payload.get("failed") or {}).get("count") or 0
     if failed:
         findings.append(Finding("pipeline.failed", "warning", failed, 0, f"{failed} window(s) failed processing"))

@@ -20,12 +20,13 @@ from typing import Any
 from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
-from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q, QuerySet
+from django.db.models import Count, DateTimeField, Exists, F, Max, Min, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from clinops.models import AuditEvent
-from monitoring.models import MonitoringReport, ReportKind, SignalWindow, WindowAnalysis, WindowStatus
-from patients.models import CareTeam, Device
+from monitoring.models import BPEstimate, MonitoringReport, ReportKind, SignalWindow, WindowAnalysis, WindowStatus
+from patients.models import CareTeam, Device, Patient
 from therapy.models import PlanVersion, Suggestion, SuggestionKind, SuggestionStatus
 from therapy.selectors import patients_with_triage
 from therapy.triage import DEVICE_SILENT_AFTER, Triage
@@ -345,10 +346,33 @@ def _broker_queue_lengths() -> dict[str, int] | None:
         return None
 
 
+def _evaluation_waiting(*, now: dt.datetime, start: dt.datetime) -> dict[str, Any]:
+    """Patients under a plan whose live estimates arrived after their latest therapy evaluation (or
+    in the period, never evaluated), and how long the oldest of those estimates has waited. The
+    broker queues cannot show a therapy worker falling behind: the debounced evaluations it has
+    taken but not run yet are held in its memory. Normal is about the debounce (60 s). One indexed
+    range per patient: estimates recorded after the evaluation (a late upload of older windows is
+    not counted; its newer windows are)."""
+    evaluated_at = Coalesce(OuterRef("evaluated_at"), start)
+    oldest_new_estimate = (BPEstimate.objects
+                           .filter(patient=OuterRef("pk"), shadow=False, recorded_at__gt=evaluated_at,
+                                   created_at__gt=evaluated_at, created_at__lte=now)
+                           .order_by().values("patient").annotate(oldest=Min("created_at")).values("oldest"))
+    # One row per waiting patient, reduced here: aggregating over the subquery's annotation makes
+    # Django drop it from the inner SELECT (MIN("oldest") then reads a string literal on SQLite).
+    waiting = list(Patient.objects.filter(Exists(PlanVersion.objects.filter(patient=OuterRef("pk"))))
+                   .annotate(evaluated_at=F("latest_evaluation__evaluated_at"))
+                   .annotate(oldest=Subquery(oldest_new_estimate, output_field=DateTimeField()))
+                   .filter(oldest__isnull=False).values_list("oldest", flat=True))
+    oldest = min(waiting, default=None)
+    return {"patients_waiting": len(waiting),
+            "oldest_waiting_minutes": oldest and round((now - oldest).total_seconds() / 60, 1)}
+
+
 def pipeline_report(*, now: dt.datetime) -> dict[str, Any]:
     """Pipeline health over the last 24 h (windows processed in it): rejected share overall, per
     device and per device model + firmware, by reason; silent devices; latency received ->
-    processed (ms); queue depth; failed windows by reason."""
+    processed (ms); queue depth; estimates waiting for a therapy evaluation; failed windows by reason."""
     start = now - PIPELINE_PERIOD
     processed = SignalWindow.objects.filter(received_at__gte=start - PIPELINE_MAX_LAG,
                                             processed_at__gt=start, processed_at__lte=now)
@@ -418,6 +442,7 @@ def pipeline_report(*, now: dt.datetime) -> dict[str, Any]:
         "queue": {"received_waiting": waiting["n"],
                   "oldest_waiting_minutes": oldest and round((now - oldest).total_seconds() / 60, 1),
                   "broker_queue_lengths": _broker_queue_lengths()},
+        "evaluation": _evaluation_waiting(now=now, start=start),
         "failed": {"count": sum(f["count"] for f in failures.values()),
                    "by_reason": dict(sorted(failures.items(), key=lambda item: (-item[1]["count"], item[0])))},
     }

@@ -190,6 +190,33 @@ def test_the_report_tasks_store_a_newer_report_each_run():
     assert reports.report_pipeline.name == "monitoring.tasks.report_pipeline"
 
 
+@pytest.mark.django_db
+def test_the_pipeline_report_counts_the_estimates_waiting_for_a_therapy_evaluation():
+    from monitoring.models import BPEstimate
+
+    now = timezone.now().replace(microsecond=0)
+    team = make_team()
+    clinician = make_clinician(team=team).user
+    behind, device = _patient_with_plan(team, clinician, now)
+    store_estimates(behind, device, week_of(148, 92), now=now)
+    BPEstimate.objects.filter(patient=behind).update(created_at=now - dt.timedelta(minutes=40))
+    on_time, device = _patient_with_plan(team, clinician, now)
+    store_estimates(on_time, device, week_of(148, 92), now=now - dt.timedelta(minutes=5))
+    patient_therapy_evaluate(patient_id=on_time.pk, now=now - dt.timedelta(minutes=4))
+    no_plan = make_patient(team=team)  # never evaluated: nothing to wait for
+    store_estimates(no_plan, make_device(no_plan)[0], week_of(148, 92), now=now)
+
+    assert reports.pipeline_report(now=now)["evaluation"] == {"patients_waiting": 1, "oldest_waiting_minutes": 40.0}
+
+    store_estimates(on_time, on_time.devices.get(), [(0.0, 150, 95)], now=now)  # arrived after its evaluation
+    BPEstimate.objects.filter(patient=on_time, recorded_at=now).update(created_at=now - dt.timedelta(minutes=1))
+    assert reports.pipeline_report(now=now)["evaluation"] == {"patients_waiting": 2, "oldest_waiting_minutes": 40.0}
+
+    patient_therapy_evaluate(patient_id=behind.pk, now=now)
+    patient_therapy_evaluate(patient_id=on_time.pk, now=now)
+    assert reports.pipeline_report(now=now)["evaluation"] == {"patients_waiting": 0, "oldest_waiting_minutes": None}
+
+
 # --- Agreement --------------------------------------------------------------------------------------
 
 def _patient_with_plan(team, clinician, now, **plan):
