@@ -27,8 +27,9 @@ shared buffers it has touched), Redis - and the pipeline's backlog.
     .venv/bin/python bench/soak.py --duration 120 --rate 200
 
 Prints the samples, then per process group the trend of its RSS with PASS/FAIL against 10 % and
-the minute means, the upload->estimate latency over the soak, CPU per window, and the
-load average. Exit status 0 when every group passes and every accepted window was processed.
+the minute means, the upload->estimate latency over the soak, how long estimates waited for their
+routing decision (sampled: the oldest estimate of any patient not evaluated since), CPU per
+window, and the load average. Exit status 0 when every group passes and every accepted window was processed.
 """
 from __future__ import annotations
 
@@ -57,6 +58,19 @@ from pipeline import DEFAULT_RATE, Bodies, offer  # noqa: E402
 
 GROWTH_LIMIT = 0.10
 SAMPLE_EVERY_S = 10.0
+NOT_MEMORY = ("t", "waiting", "queue", "undecided", "undecided_s")
+# The pipeline report's evaluation figure (monitoring.reports._evaluation_waiting) in SQL, as the
+# sampler has no Django: patients under a plan with live estimates newer than their latest
+# evaluation, and the age in seconds of the oldest such estimate (the decision still to come).
+EVALUATION_WAITING_SQL = """
+SELECT count(*), coalesce(extract(epoch FROM now() - min(oldest)), 0)::float FROM (
+  SELECT (SELECT min(e.created_at) FROM monitoring_bpestimate e
+          WHERE e.patient_id = p.id AND NOT e.shadow
+            AND e.created_at > coalesce(le.evaluated_at, '-infinity')) AS oldest
+  FROM patients_patient p LEFT JOIN therapy_latestevaluation le ON le.patient_id = p.id
+  WHERE EXISTS (SELECT 1 FROM therapy_planversion v WHERE v.patient_id = p.id)
+) waiting WHERE oldest IS NOT NULL
+"""
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -122,6 +136,7 @@ class Sampler(threading.Thread):
             row[f"n {name}"] = len(procs)
         row["waiting"] = db.execute("SELECT count(*) FROM monitoring_signalwindow WHERE status = 'received'").fetchone()[0]
         row["queue"] = rds.llen("celery")
+        row["undecided"], row["undecided_s"] = db.execute(EVALUATION_WAITING_SQL).fetchone()
         return row
 
     def run(self) -> None:
@@ -135,8 +150,9 @@ class Sampler(threading.Thread):
                     row = self.sample(db, rds)
                     self.samples.append(row)
                     print(f"  t={row['t']:5.0f} s  RSS MiB: " + ", ".join(
-                        f"{k} {v:.0f}" for k, v in row.items() if k not in ("t", "waiting", "queue") and not k.startswith("n "))
-                        + f" | windows waiting {row['waiting']}, queue {row['queue']}", flush=True)
+                        f"{k} {v:.0f}" for k, v in row.items() if k not in NOT_MEMORY and not k.startswith("n "))
+                        + f" | windows waiting {row['waiting']}, queue {row['queue']} | {row['undecided']} patients "
+                        f"wait for an evaluation, oldest estimate {row['undecided_s']:.0f} s", flush=True)
                     if self.stopping.wait(SAMPLE_EVERY_S):
                         self.samples.append(self.sample(db, rds))
                         return
@@ -259,8 +275,13 @@ def main(argv=None) -> int:
     warm = [s for s in samples if s["t"] < 60]
     first = [s for s in samples if start <= s["t"] < start + 60]
     last = [s for s in samples if s["t"] >= samples[-1]["t"] - 60] if samples else []
-    names = [k for k in (samples[0] if samples else {}) if k not in ("t", "waiting", "queue") and not k.startswith("n ")]
+    names = [k for k in (samples[0] if samples else {}) if k not in NOT_MEMORY and not k.startswith("n ")]
     measured = [s for s in samples if s["t"] >= start]
+    undecided = [s["undecided_s"] for s in measured]
+    print(f"  estimate -> routing decision, sampled every {SAMPLE_EVERY_S:.0f} s after the warm-up (the oldest estimate "
+          f"of any patient not yet evaluated; the debounce, THERAPY_EVALUATION_DEBOUNCE_S, is 60 s): p50 {percentile(undecided, .5):.0f} s, "
+          f"p95 {percentile(undecided, .95):.0f} s, max {max(undecided, default=float('nan')):.0f} s; patients waiting at "
+          f"most {max((s['undecided'] for s in measured), default=0)} of {args.patients}")
     print(f"Memory over the {args.duration:.0f} s after the {args.warmup:.0f}-s warm-up ({len(measured)} samples), limit "
           f"+{GROWTH_LIMIT:.0%} on the trend: the least-squares line through every sample, its value at the end vs at "
           f"the start (a leak is a trend; PostgreSQL's backends are replaced every CONN_MAX_AGE seconds and their "

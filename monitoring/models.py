@@ -200,7 +200,13 @@ class BPEstimate(models.Model):
             # One estimate per window may feed therapy, whichever model was active when it was made.
             models.UniqueConstraint(fields=["window"], condition=models.Q(shadow=False), name="estimate_one_live_per_window"),
         ]
-        indexes = [models.Index(fields=["patient", "shadow", "recorded_at"])]
+        indexes = [
+            models.Index(fields=["patient", "shadow", "recorded_at"]),
+            # What arrived since a patient's latest therapy evaluation (the pipeline report's
+            # evaluation figure): by arrival, as a late upload carries old recording times.
+            models.Index(fields=["patient", "created_at"], condition=models.Q(shadow=False),
+                         name="estimate_live_patient_arrival"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.sbp_mmhg:.0f}/{self.dbp_mmhg:.0f} mmHg (window {self.window_id}, {self.model_version_id})"

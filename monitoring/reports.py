@@ -351,12 +351,10 @@ def _evaluation_waiting(*, now: dt.datetime, start: dt.datetime) -> dict[str, An
     in the period, never evaluated), and how long the oldest of those estimates has waited. The
     broker queues cannot show a therapy worker falling behind: the debounced evaluations it has
     taken but not run yet are held in its memory. Normal is about the debounce (60 s). One indexed
-    range per patient: estimates recorded after the evaluation (a late upload of older windows is
-    not counted; its newer windows are)."""
+    range per patient (estimate_live_patient_arrival): the estimates that arrived after it."""
     evaluated_at = Coalesce(OuterRef("evaluated_at"), start)
     oldest_new_estimate = (BPEstimate.objects
-                           .filter(patient=OuterRef("pk"), shadow=False, recorded_at__gt=evaluated_at,
-                                   created_at__gt=evaluated_at, created_at__lte=now)
+                           .filter(patient=OuterRef("pk"), shadow=False, created_at__gt=evaluated_at, created_at__lte=now)
                            .order_by().values("patient").annotate(oldest=Min("created_at")).values("oldest"))
     # One row per waiting patient, reduced here: aggregating over the subquery's annotation makes
     # Django drop it from the inner SELECT (MIN("oldest") then reads a string literal on SQLite).

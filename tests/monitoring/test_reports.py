@@ -208,8 +208,10 @@ def test_the_pipeline_report_counts_the_estimates_waiting_for_a_therapy_evaluati
 
     assert reports.pipeline_report(now=now)["evaluation"] == {"patients_waiting": 1, "oldest_waiting_minutes": 40.0}
 
-    store_estimates(on_time, on_time.devices.get(), [(0.0, 150, 95)], now=now)  # arrived after its evaluation
-    BPEstimate.objects.filter(patient=on_time, recorded_at=now).update(created_at=now - dt.timedelta(minutes=1))
+    # A late upload: recorded yesterday, arrived a minute ago, after the patient's evaluation.
+    store_estimates(on_time, on_time.devices.get(), [(30.0, 150, 95)], now=now)
+    BPEstimate.objects.filter(patient=on_time, recorded_at=now - dt.timedelta(hours=30)).update(
+        created_at=now - dt.timedelta(minutes=1))
     assert reports.pipeline_report(now=now)["evaluation"] == {"patients_waiting": 2, "oldest_waiting_minutes": 40.0}
 
     patient_therapy_evaluate(patient_id=behind.pk, now=now)
