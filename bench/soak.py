@@ -4,8 +4,13 @@ after a --warmup of 300 s at the same rate), with the memory of every process sa
 trend: the least-squares line through every measured sample, its value at the end against its
 value at the start (the means of the first and last measured minute, and the growth from the very
 first minute, warm-up included, are printed beside it). A leak is a trend, and two minute-means
-compare noise for PostgreSQL, whose backends are replaced every CONN_MAX_AGE (60 s) and whose
-private memory swings between 18 and 60 MiB within a minute. The warm-up is 5 min because that
+compare noise. PostgreSQL is judged by the private memory of the processes that live for the
+whole soak (postmaster, checkpointer, writers, launchers), without the shared buffers they touched
+(psutil's USS counts a shared page only one process touched as its own: a backend that read
+20 MiB of tables showed 20 MiB more), and by the number of client backends: a backend is replaced
+every CONN_MAX_AGE (60 s) and an autovacuum worker ends with its table, so nothing accumulates in
+them, while their summed memory swings with how many are alive at a sample (its USS trend read
+-16 % and +20 % in two identical runs). The warm-up is 5 min because that
 is how long the gunicorn workers take to reach their working set under this load: in two runs
 with a 2-min warm-up (2026-12-01) they rose by ~16 MiB each between minutes 4 and 5 and then
 stayed flat for the 7 min to the end (+7.7 % and +10.2 % measured from minute 2), while the
@@ -18,9 +23,9 @@ patients with therapy plans (bench/_lib), and runs gunicorn (production settings
 heartbeats and monitoring reports on their real schedule). Uploads real 30-s windows open loop
 at --rate windows/s in batches (bench/pipeline.py's load generator). Every 10 s it records the
 RSS of each process - gunicorn master and workers, each celery worker's main process and pool
-children, beat,
-every PostgreSQL process (summed; also their USS, private memory: a backend's RSS counts the
-shared buffers it has touched), Redis - and the pipeline's backlog.
+children, beat, the PostgreSQL server processes and its client backends (each summed; also their
+private memory without the shared buffers, which a backend's RSS counts), Redis - and the
+pipeline's backlog.
 
     .venv/bin/python bench/soak.py                       # 300 s warm-up + 600 s at 250 windows/s
     .venv/bin/python bench/soak.py --warmup 120          # the 2-min warm-up of the earlier runs
@@ -59,6 +64,14 @@ from pipeline import DEFAULT_RATE, Bodies, offer  # noqa: E402
 GROWTH_LIMIT = 0.10
 SAMPLE_EVERY_S = 10.0
 NOT_MEMORY = ("t", "waiting", "queue", "undecided", "undecided_s")
+# A client backend's title ("postgres: <user> <database> <host>(<port>) <state>"): the
+# production settings' user. With the autovacuum and parallel workers ("... worker") they come and
+# go; the other PostgreSQL processes (postmaster, checkpointer, writers, the launchers) live for
+# the whole soak.
+CLIENT_BACKEND = "postgres: clinops "
+# Autovacuum workers (autovacuum_max_workers, 3 by default) may run beside the backends at any
+# sample; a connection leak would grow past that without bound.
+BACKEND_COUNT_SLACK = 3
 # The pipeline report's evaluation figure (monitoring.reports._evaluation_waiting) in SQL, as the
 # sampler has no Django: patients under a plan with live estimates newer than their latest
 # evaluation, and the age in seconds of the oldest such estimate (the decision still to come).
@@ -92,6 +105,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+# PostgreSQL's shared buffers and other shared segments: mapped by every process, but a page only
+# one process has touched counts as its "private" (USS) memory, so a backend that read 20 MiB of
+# tables showed 20 MiB more USS and the checkpointer grew by what it wrote.
+SHARED_SEGMENTS = ("/dev/zero", "/SYSV", "/dev/shm/")
+
+
+def private_memory(proc) -> int:
+    """Bytes of a PostgreSQL process's own memory (heap, stacks, its code's data), without the
+    pages of the shared segments it touched."""
+    return sum(m.private_clean + m.private_dirty for m in proc.memory_maps(grouped=True)
+               if not m.path.startswith(SHARED_SEGMENTS))
+
+
+NOT_JUDGED = {
+    "postgres server": "RSS counts the shared buffers it touched; judged by its private memory",
+    "postgres backends": "RSS counts the shared buffers each backend touched",
+    "postgres backends private": "backends are replaced within CONN_MAX_AGE, 60 s, autovacuum workers end with their "
+                             "table: nothing accumulates, the sum swings with how many live; judged by their number",
+}
+
+
 def groups(gunicorn, workers: list[Worker], beat, pg_port: int, redis_proc) -> dict[str, list]:
     """Process group name -> psutil processes, looked up afresh at each sample."""
     out: dict[str, list] = {}
@@ -105,7 +139,13 @@ def groups(gunicorn, workers: list[Worker], beat, pg_port: int, redis_proc) -> d
             out[f"{label} worker main"] = [main]
             out[f"{label} pool children"] = main.children(recursive=True)
     out["celery beat"] = process_tree(beat.pid)
-    out["postgres (all)"] = postgres_processes(pg_port)
+    server, backends = [], []
+    for proc in postgres_processes(pg_port):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            title = (proc.cmdline() or [""])[0]
+            (backends if title.startswith(CLIENT_BACKEND) or "worker" in title else server).append(proc)
+    out["postgres server"] = server
+    out["postgres backends"] = backends
     out["redis"] = process_tree(redis_proc.pid)
     return out
 
@@ -118,21 +158,22 @@ class Sampler(threading.Thread):
         self.stopping = threading.Event()
         self.t0 = time.monotonic()
         self.error = None
+        self.own_backend: int | None = None  # the sampler's PostgreSQL backend: the bench's, not the system's
 
     def sample(self, db, rds) -> dict:
         row = {"t": time.monotonic() - self.t0}
         for name, procs in self.lookup().items():
-            rss = uss = 0
+            rss = private = 0
+            procs = [proc for proc in procs if proc.pid != self.own_backend]
             for proc in procs:
                 with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
                     if name.startswith("postgres"):
-                        info = proc.memory_full_info()
-                        rss, uss = rss + info.rss, uss + info.uss
+                        rss, private = rss + proc.memory_info().rss, private + private_memory(proc)
                     else:
                         rss += proc.memory_info().rss
             row[name] = rss / 2**20
             if name.startswith("postgres"):
-                row["postgres USS"] = uss / 2**20
+                row[f"{name} private"] = private / 2**20
             row[f"n {name}"] = len(procs)
         row["waiting"] = db.execute("SELECT count(*) FROM monitoring_signalwindow WHERE status = 'received'").fetchone()[0]
         row["queue"] = rds.llen("celery")
@@ -146,6 +187,7 @@ class Sampler(threading.Thread):
         try:
             rds = redis.Redis.from_url(self.redis_url)
             with psycopg.connect(self.database_url, autocommit=True) as db:
+                self.own_backend = db.info.backend_pid
                 while True:
                     row = self.sample(db, rds)
                     self.samples.append(row)
@@ -295,13 +337,22 @@ def main(argv=None) -> int:
         fit_start, fit_end = trend(measured, name)
         growth = (fit_end - fit_start) / fit_start if fit_start else float("inf")
         verdict = "PASS" if growth <= GROWTH_LIMIT else "FAIL"
-        if name != "postgres (all)":  # judged by its private memory (USS) below; RSS counts shared buffers
+        note = NOT_JUDGED.get(name)
+        if note:
+            verdict = "info"
+        else:
             verdicts.append(verdict == "PASS")
         count = samples[-1].get(f"n {name}", "")
-        print(f"  {name:22s} trend {fit_start:8.1f} -> {fit_end:8.1f} MiB {growth:+7.1%}  {verdict}  | minute means "
+        print(f"  {name:26s} trend {fit_start:8.1f} -> {fit_end:8.1f} MiB {growth:+7.1%}  {verdict:4s}  | minute means "
               f"{a:.1f} -> {b:.1f} ({(b - a) / a:+.1%})  [{w:.1f} -> {b:.1f}: {(b - w) / w:+.1%}]"
-              + (f"  ({count} processes)" if count not in ("", 1) else "")
-              + ("  (RSS counts the shared buffers each backend touched; judged by USS)" if name == "postgres (all)" else ""))
+              + (f"  ({count} processes)" if count not in ("", 1) else "") + (f"  ({note})" if note else ""))
+    # The backends' number is what could leak (connections not given back).
+    first_most = max(s["n postgres backends"] for s in first)
+    last_most = max(s["n postgres backends"] for s in last)
+    verdicts.append(last_most <= first_most + BACKEND_COUNT_SLACK)
+    print(f"  {'postgres backends':26s} at most {first_most} in the first measured minute, {last_most} in the last "
+          f"(limit +{BACKEND_COUNT_SLACK}, autovacuum workers): {'PASS' if last_most <= first_most + BACKEND_COUNT_SLACK else 'FAIL'}"
+          f"  | at most {max(s['n postgres backends'] for s in measured)} at a sample")
     if sampler and sampler.error:
         print(f"  sampler error: {sampler.error!r}")
         verdicts.append(False)
