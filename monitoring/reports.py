@@ -346,6 +346,11 @@ def _broker_queue_lengths() -> dict[str, int] | None:
         return None
 
 
+def _minutes_waited(oldest: dt.datetime | None, now: dt.datetime) -> float | None:
+    """How long the oldest waiting item has waited (min, one decimal); None when nothing waits."""
+    return None if oldest is None else round((now - oldest).total_seconds() / 60, 1)
+
+
 def _evaluation_waiting(*, now: dt.datetime, start: dt.datetime) -> dict[str, Any]:
     """Patients under a plan whose live estimates arrived after their latest therapy evaluation (or
     in the period, never evaluated), and how long the oldest of those estimates has waited. The
@@ -362,9 +367,7 @@ def _evaluation_waiting(*, now: dt.datetime, start: dt.datetime) -> dict[str, An
                    .annotate(evaluated_at=F("latest_evaluation__evaluated_at"))
                    .annotate(oldest=Subquery(oldest_new_estimate, output_field=DateTimeField()))
                    .filter(oldest__isnull=False).values_list("oldest", flat=True))
-    oldest = min(waiting, default=None)
-    return {"patients_waiting": len(waiting),
-            "oldest_waiting_minutes": oldest and round((now - oldest).total_seconds() / 60, 1)}
+    return {"patients_waiting": len(waiting), "oldest_waiting_minutes": _minutes_waited(min(waiting, default=None), now)}
 
 
 def pipeline_report(*, now: dt.datetime) -> dict[str, Any]:
@@ -423,7 +426,6 @@ def pipeline_report(*, now: dt.datetime) -> dict[str, Any]:
 
     waiting = (SignalWindow.objects.filter(status=WindowStatus.RECEIVED)
                .aggregate(n=Count("id"), oldest=Min("received_at")))
-    oldest = waiting["oldest"]
     failures: dict[str, dict[str, Any]] = {}
     failed = processed.filter(status=WindowStatus.FAILED).values("failure").annotate(n=Count("id")).order_by("failure")
     for row in failed:
@@ -438,7 +440,7 @@ def pipeline_report(*, now: dt.datetime) -> dict[str, Any]:
         "silent_devices": silent_rows,
         "latency_ms": {"n": n_latency, "p50": ms(p50), "p95": ms(p95)},
         "queue": {"received_waiting": waiting["n"],
-                  "oldest_waiting_minutes": oldest and round((now - oldest).total_seconds() / 60, 1),
+                  "oldest_waiting_minutes": _minutes_waited(waiting["oldest"], now),
                   "broker_queue_lengths": _broker_queue_lengths()},
         "evaluation": _evaluation_waiting(now=now, start=start),
         "failed": {"count": sum(f["count"] for f in failures.values()),

@@ -81,6 +81,17 @@ def upload_batch(wearer: Wearer, windows: list, count: int) -> list[int]:
     return [r["id"] for r in results]
 
 
+def upload_backlog(wearers: list[Wearer], windows: list, windows_each: int) -> list[int]:
+    """Each wearable sends `windows_each` windows in full batches, the wearables taking turns per
+    batch, older windows first (as devices catching up after being offline send them); returns the
+    accepted ids."""
+    window_ids: list[int] = []
+    for _ in range(windows_each // BATCH):
+        for wearer in wearers:
+            window_ids += upload_batch(wearer, windows, BATCH)
+    return window_ids
+
+
 @dataclass(frozen=True)
 class Outcome:
     windows: int

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from tests.conftest import wait_for
-from tests.faults import (BATCH, assert_each_processed_exactly_once, calibrated_wearers, outcome, postgres_restart,
-                          real_windows, start_worker, wait_until_settled, upload_batch)
+from tests.faults import (assert_each_processed_exactly_once, calibrated_wearers, outcome, postgres_restart, real_windows,
+                          start_worker, upload_backlog, upload_batch, wait_until_settled)
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 
@@ -20,10 +20,7 @@ WEARERS, WINDOWS_EACH = 10, 200
 def test_tasks_hit_by_a_postgres_restart_are_retried_and_complete():
     wearers = calibrated_wearers(WEARERS, windows_each=WINDOWS_EACH)
     windows = real_windows()
-    window_ids: list[int] = []
-    for _ in range(WINDOWS_EACH // BATCH):
-        for wearer in wearers:
-            window_ids += upload_batch(wearer, windows, BATCH)
+    window_ids = upload_backlog(wearers, windows, WINDOWS_EACH)
     worker = start_worker("pg-restart", concurrency=2)
     try:
         wait_for(lambda: outcome(window_ids).windows_with_analysis >= 20, timeout_s=300, interval_s=0.1)

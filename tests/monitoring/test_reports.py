@@ -11,7 +11,7 @@ from django.utils import timezone
 from clinops.audit import SYSTEM
 from clinops.models import AuditEvent
 from monitoring import registry, reports
-from monitoring.models import MonitoringReport, ReportKind, SignalWindow, WindowAnalysis, WindowStatus
+from monitoring.models import BPEstimate, MonitoringReport, ReportKind, SignalWindow, WindowAnalysis, WindowStatus
 from patients.models import Device
 from therapy import services
 from therapy.evaluation import patient_therapy_evaluate
@@ -192,8 +192,6 @@ def test_the_report_tasks_store_a_newer_report_each_run():
 
 @pytest.mark.django_db
 def test_the_pipeline_report_counts_the_estimates_waiting_for_a_therapy_evaluation():
-    from monitoring.models import BPEstimate
-
     now = timezone.now().replace(microsecond=0)
     team = make_team()
     clinician = make_clinician(team=team).user

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from tests.conftest import wait_for
-from tests.faults import (BATCH, assert_each_processed_exactly_once, calibrated_wearers, outcome, real_windows,
-                          start_worker, wait_until_settled, upload_batch)
+from tests.faults import (assert_each_processed_exactly_once, calibrated_wearers, outcome, real_windows, start_worker,
+                          upload_backlog, wait_until_settled)
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 
@@ -23,11 +23,7 @@ VISIBILITY_TIMEOUT_S = 10
 def test_a_worker_killed_mid_batch_leaves_every_window_processed_exactly_once():
     wearers = calibrated_wearers(WEARERS, windows_each=WINDOWS_EACH)
     windows = real_windows()
-    window_ids: list[int] = []
-    # Each wearable's older windows first, as devices catching up after being offline send them.
-    for _ in range(WINDOWS_EACH // BATCH):
-        for wearer in wearers:
-            window_ids += upload_batch(wearer, windows, BATCH)
+    window_ids = upload_backlog(wearers, windows, WINDOWS_EACH)
     assert len(set(window_ids)) == WEARERS * WINDOWS_EACH
 
     env = {"CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT_S)}
