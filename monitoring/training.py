@@ -12,7 +12,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from clinops.audit import Actor
-from monitoring import bp, quality, registry
+from monitoring import bp, bp_mean_interval, quality, registry
 from monitoring.feedback import training_samples_of
 from monitoring.models import BPModelVersion, TrainingSet
 
@@ -47,6 +47,7 @@ def bp_models_train(*, actor: Actor, data_dir: Path, trained_by: str,
     dataset = bp.load_dataset(data_dir, names)
     train, validation, test = (dataset.subset(split.train), dataset.subset(split.validation), dataset.subset(split.test))
     production = None
+    extra: list[bp.WindowSample] = []
     if production_set is not None:
         # Production windows join the training split only: validation, test and the gates stay
         # those of the shipped records, so a new model is judged exactly as the last one was.
@@ -61,14 +62,23 @@ def bp_models_train(*, actor: Actor, data_dir: Path, trained_by: str,
     versions = []
     for label, candidates, gates in (("learned", None, bp.passes_promotion_gates),
                                      ("baseline", bp.carry_forward_estimator(), bp.passes_baseline_gates)):
-        progress(f"training the {label} model")
+        progress(f"training the {label} model and measuring its interval of the mean (leave-one-record-out)")
         model = bp.train_bp_model(train, validation, candidates=candidates)
         validation_report = bp.evaluate(model, validation, cross_conformal=True)
         test_report = bp.evaluate(model, test)
         # The training features' distribution, kept so production drift can be measured against it.
         training = {**model.metadata(), "production_set": production,
                     "feature_reference": quality.feature_reference([sample.features for sample in train.samples])}
-        metrics = {"validation": validation_report, "test": test_report, "training": training, "kind": label}
+        # Error components of the mean of n estimates (the therapy engine decides on a week's mean):
+        # every shipped record's windows predicted by a model that never saw that record. The
+        # learned configuration is refitted without each training-split record (the other records
+        # are predicted by the registered model itself); the carry-forward baseline learns nothing.
+        errors = bp_mean_interval.out_of_record_errors(
+            model.estimator, dataset, trained_on=split.train if label == "learned" else (),
+            extra_training=extra if label == "learned" else (), features=model.features)
+        mean_interval = bp_mean_interval.mean_interval_metrics(errors, level=model.coverage)
+        metrics = {"validation": validation_report, "test": test_report, "training": training, "kind": label,
+                   "mean_interval": mean_interval}
         version = registry.model_version_register(
             actor=actor, version=f"bp-{stamp}-{model.name}", artifact=bp.estimator_to_bytes(model.estimator),
             trained_by=trained_by, code_version=code_version(), data_fingerprint=fingerprint.as_dict(),
