@@ -15,12 +15,12 @@ from rest_framework.views import APIView
 from redis.exceptions import RedisError
 
 from clinops.permissions import DeviceAPIKeyAuthentication, DevicePrincipal, IsDevice
-from monitoring import services
+from monitoring import selectors, services
 from monitoring.parsers import DeviceJSONParser, PayloadTooLarge
 from monitoring.selectors import windows_visible_to
-from monitoring.models import CuffReading, CuffSource
+from monitoring.models import Arm, CuffReading, CuffSource, Position
 from monitoring.serializers import AwareDateTimeField, BatchInput, WindowAccepted, WindowInput, WindowOutput
-from patients.models import Role
+from patients.models import Device, DeviceKind, Role
 from patients.selectors import patients_visible_to
 
 log = structlog.get_logger(__name__)
@@ -165,23 +165,39 @@ class CuffReadingInput(serializers.Serializer):
     measured_at = AwareDateTimeField(help_text="When the cuff measured (ISO 8601 with zone).")
     sbp_mmhg = serializers.FloatField(help_text="Systolic (mmHg).")
     dbp_mmhg = serializers.FloatField(help_text="Diastolic (mmHg).")
+    pulse_bpm = serializers.FloatField(required=False, allow_null=True, help_text="Pulse (beats/min), when the cuff shows it.")
+    arm = serializers.ChoiceField(choices=Arm.choices, required=False, allow_blank=True)
+    position = serializers.ChoiceField(choices=Position.choices, required=False, allow_blank=True)
+
+
+class PatientCuffReadingInput(CuffReadingInput):
+    cuff = serializers.IntegerField(required=False, allow_null=True, min_value=1,
+                                    help_text="Id of the patient's registered cuff that measured (GET /api/v1/device/ "
+                                              "on a cuff's key, or the portal); omitted: a cuff not registered, whose "
+                                              "readings never support an automatic change.")
 
 
 class CuffReadingOutput(serializers.ModelSerializer):
     calibrated = serializers.SerializerMethodField()
+    validated_cuff = serializers.SerializerMethodField()
 
     class Meta:
         model = CuffReading
-        fields = ["id", "patient", "measured_at", "sbp_mmhg", "dbp_mmhg", "source", "created_at", "calibrated"]
+        fields = ["id", "patient", "measured_at", "sbp_mmhg", "dbp_mmhg", "pulse_bpm", "arm", "position", "cuff",
+                  "validated_cuff", "source", "created_at", "calibrated"]
 
     def get_calibrated(self, reading: CuffReading) -> bool:
         return hasattr(reading, "calibration")
+
+    def get_validated_cuff(self, reading: CuffReading) -> bool:
+        """The cuff that measured is of a model an administrator marked validated."""
+        return selectors.cuff_is_validated(reading.cuff)
 
 
 class PatientCuffReadingApi(APIView):
     """A cuff reading entered by the patient (for themself) or by a clinician of the care team."""
 
-    @extend_schema(request=CuffReadingInput, responses={201: CuffReadingOutput})
+    @extend_schema(request=PatientCuffReadingInput, responses={201: CuffReadingOutput})
     def post(self, request: Request, patient_id: int) -> Response:
         patient = get_object_or_404(patients_visible_to(request.user), pk=patient_id)
         if getattr(request.user, "role", None) == Role.PATIENT:
@@ -191,9 +207,16 @@ class PatientCuffReadingApi(APIView):
         else:
             return Response({"message": "Only the patient or their care team may enter a cuff reading.", "extra": {}},
                             status=status.HTTP_403_FORBIDDEN)
-        payload = CuffReadingInput(data=request.data)
+        payload = PatientCuffReadingInput(data=request.data)
         payload.is_valid(raise_exception=True)
-        reading = services.cuff_reading_record(actor=request.user, patient=patient, source=source, **payload.validated_data)
+        values = dict(payload.validated_data)
+        cuff_id = values.pop("cuff", None)
+        cuff = Device.objects.filter(pk=cuff_id).first() if cuff_id else None
+        if cuff_id and cuff is None:
+            return Response({"message": "The cuff reading is not plausible.",
+                             "extra": {"fields": {"cuff": ["is not one of this patient's registered cuffs"]}}},
+                            status=status.HTTP_400_BAD_REQUEST)
+        reading = services.cuff_reading_record(actor=request.user, patient=patient, source=source, cuff=cuff, **values)
         return Response(CuffReadingOutput(reading).data, status=status.HTTP_201_CREATED)
 
 
@@ -210,6 +233,8 @@ class DeviceCuffReadingApi(APIView):
         payload = CuffReadingInput(data=request.data)
         payload.is_valid(raise_exception=True)
         device = request.user.device
+        # A connected cuff is the cuff that measured; a wearable relaying a reading names no cuff.
+        cuff = device if device.kind == DeviceKind.CUFF else None
         reading = services.cuff_reading_record(actor=device, patient=device.patient, source=CuffSource.DEVICE,
-                                               **payload.validated_data)
+                                               cuff=cuff, **payload.validated_data)
         return Response(CuffReadingOutput(reading).data, status=status.HTTP_201_CREATED)

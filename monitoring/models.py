@@ -133,13 +133,30 @@ class CuffSource(models.TextChoices):
     DEVICE = "device", "Uploaded by a connected cuff"
 
 
+class Arm(models.TextChoices):
+    LEFT = "left", "Left arm"
+    RIGHT = "right", "Right arm"
+
+
+class Position(models.TextChoices):
+    SITTING = "sitting", "Sitting"
+    STANDING = "standing", "Standing"
+    LYING = "lying", "Lying"
+
+
 class CuffReading(models.Model):
-    """An upper-arm cuff measurement (mmHg): ground truth for calibration and for monitoring."""
+    """An upper-arm cuff measurement (mmHg): the home series that decides titration first, the
+    calibration of the wearable, and the prospective test of its estimates."""
 
     patient = models.ForeignKey("patients.Patient", on_delete=models.PROTECT, related_name="cuff_readings")
     measured_at = models.DateTimeField(db_index=True)
     sbp_mmhg = models.FloatField()
     dbp_mmhg = models.FloatField()
+    pulse_bpm = models.FloatField(null=True, blank=True)
+    arm = models.CharField(max_length=8, choices=Arm.choices, blank=True)
+    position = models.CharField(max_length=10, choices=Position.choices, blank=True)
+    cuff = models.ForeignKey("patients.Device", null=True, blank=True, on_delete=models.PROTECT, related_name="cuff_readings",
+                             help_text="The cuff that measured (none: a cuff not registered, never validated).")
     source = models.CharField(max_length=12, choices=CuffSource.choices)
     entered_by = models.ForeignKey("patients.User", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -153,6 +170,32 @@ class CuffReading(models.Model):
 
     def __str__(self) -> str:
         return f"{self.sbp_mmhg:.0f}/{self.dbp_mmhg:.0f} mmHg at {self.measured_at:%Y-%m-%d %H:%M}"
+
+
+class AgreementPair(models.Model):
+    """A prospective test of the patient's wearable: a cuff reading against the live estimates of
+    windows recorded in the minutes before it, none calibrated on that reading. Error = estimate -
+    cuff (mmHg). Rebuilt (never edited by hand) as late estimates arrive."""
+
+    patient = models.ForeignKey("patients.Patient", on_delete=models.PROTECT, related_name="agreement_pairs")
+    cuff_reading = models.OneToOneField(CuffReading, on_delete=models.PROTECT, related_name="agreement_pair")
+    measured_at = models.DateTimeField(help_text="= the cuff reading's time.")
+    estimate_ids = models.JSONField(default=list)
+    model_versions = models.JSONField(default=list)
+    n_estimates = models.PositiveIntegerField()
+    estimate_sbp_mmhg = models.FloatField(help_text="Mean of the estimates.")
+    estimate_dbp_mmhg = models.FloatField()
+    cuff_sbp_mmhg = models.FloatField()
+    cuff_dbp_mmhg = models.FloatField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-measured_at"]
+        indexes = [models.Index(fields=["patient", "measured_at"])]
+
+    def __str__(self) -> str:
+        return f"agreement pair of patient {self.patient_id} at {self.measured_at:%Y-%m-%d %H:%M}"
 
 
 class Calibration(models.Model):

@@ -17,8 +17,8 @@ from clinops.errors import ApplicationError
 from clinops.tasks import enqueue_on_commit
 from monitoring import bp, registry, selectors, signals
 from monitoring.encoding import Channel, pack_window, sha256_hex, unpack_window
-from monitoring.models import (BPEstimate, BPModelVersion, Calibration, CuffReading, ModelStatus, SignalWindow,
-                               WindowAnalysis, WindowStatus)
+from monitoring.models import (AgreementPair, BPEstimate, BPModelVersion, Calibration, CuffReading, ModelStatus,
+                               SignalWindow, WindowAnalysis, WindowStatus)
 from patients.models import Device
 
 log = structlog.get_logger(__name__)
@@ -300,18 +300,26 @@ CUFF_READING_MAX_AGE = dt.timedelta(days=365)
 
 
 def cuff_reading_record(
-    *, actor, patient, measured_at: dt.datetime, sbp_mmhg: float, dbp_mmhg: float, source: str
+    *, actor, patient, measured_at: dt.datetime, sbp_mmhg: float, dbp_mmhg: float, source: str,
+    pulse_bpm: float | None = None, arm: str = "", position: str = "", cuff: Device | None = None,
 ) -> CuffReading:
-    """Record an upper-arm cuff reading (mmHg) and calibrate against it if windows are at hand.
+    """Record an upper-arm cuff reading (mmHg; pulse in beats/min, arm and position when given;
+    `cuff`: the patient's registered cuff that measured, none for a cuff not registered), calibrate
+    against it if windows are at hand, test the wearable's estimates of the minutes before it, and
+    evaluate the patient at once (a crisis reading must not wait; a complete series may decide).
     The same (patient, time, source) again returns the stored reading (a retried upload)."""
-    from patients.models import User
+    from patients.models import DeviceKind, User
+    from therapy.tasks import REPORT_EVALUATION_QUEUE, evaluate_patient
 
     if not patient.has_consented:
         raise ApplicationError(
             "The patient's consent is not on record (or was withdrawn): no data is accepted for them.",
             extra={"consent_status": patient.consent_status}, status_code=403,
         )
-    problems = cuff_reading_problems(sbp_mmhg=sbp_mmhg, dbp_mmhg=dbp_mmhg, measured_at=measured_at, now=timezone.now())
+    problems = cuff_reading_problems(sbp_mmhg=sbp_mmhg, dbp_mmhg=dbp_mmhg, measured_at=measured_at, now=timezone.now(),
+                                     pulse_bpm=pulse_bpm)
+    if cuff is not None and (cuff.patient_id != patient.pk or cuff.kind != DeviceKind.CUFF or cuff.is_revoked):
+        problems["cuff"] = ["is not one of this patient's registered cuffs"]
     if problems:
         raise ApplicationError("The cuff reading is not plausible.", extra={"fields": problems})
     existing = CuffReading.objects.filter(patient=patient, measured_at=measured_at, source=source).first()
@@ -321,21 +329,78 @@ def cuff_reading_record(
         with transaction.atomic():
             reading = CuffReading.objects.create(
                 patient=patient, measured_at=measured_at, sbp_mmhg=sbp_mmhg, dbp_mmhg=dbp_mmhg, source=source,
+                pulse_bpm=pulse_bpm, arm=arm, position=position, cuff=cuff,
                 entered_by=actor if isinstance(actor, User) else None,
             )
             audit_record(
                 actor=actor, action="cuff_reading.record", target=reading, patient=patient,
-                detail={"sbp_mmhg": sbp_mmhg, "dbp_mmhg": dbp_mmhg, "source": source, "measured_at": measured_at.isoformat()},
+                detail={"sbp_mmhg": sbp_mmhg, "dbp_mmhg": dbp_mmhg, "source": source, "measured_at": measured_at.isoformat(),
+                        "pulse_bpm": pulse_bpm, "arm": arm, "position": position, "cuff_id": cuff.pk if cuff else None},
             )
+            enqueue_on_commit(evaluate_patient, patient.pk, queue=REPORT_EVALUATION_QUEUE)
     except IntegrityError:  # the same reading, sent twice at once
         return CuffReading.objects.get(patient=patient, measured_at=measured_at, source=source)
     calibration_refresh(cuff_reading=reading)
+    agreement_pair_refresh(cuff_reading=reading)
     return reading
 
 
-def cuff_reading_problems(*, sbp_mmhg: float, dbp_mmhg: float, measured_at: dt.datetime, now: dt.datetime) -> dict[str, list[str]]:
-    """Field problems of a cuff reading in words (mmHg ranges a cuff can report; no future times)."""
+# A cuff reading tests the wearable's estimates of windows that started this long before it.
+AGREEMENT_PAIRING = dt.timedelta(minutes=10)
+_OWN_CALIBRATION_FLAG = "part of its own calibration"
+
+
+def agreement_pair_refresh(*, cuff_reading: CuffReading) -> AgreementPair | None:
+    """(Re)build the prospective test of the wearable by this cuff reading: the live estimates of
+    windows recorded in the AGREEMENT_PAIRING before it, leaving out any calibrated on this very
+    reading (they would echo it). None, with no pair stored, while there are none."""
+    estimates = [
+        e for e in BPEstimate.objects.filter(
+            patient_id=cuff_reading.patient_id, shadow=False,
+            recorded_at__gte=cuff_reading.measured_at - AGREEMENT_PAIRING, recorded_at__lt=cuff_reading.measured_at,
+        ).exclude(calibration__cuff_reading=cuff_reading).select_related("model_version").only(
+            "pk", "sbp_mmhg", "dbp_mmhg", "flags", "model_version__version")
+        if not any(_OWN_CALIBRATION_FLAG in flag for flag in e.flags)
+    ]
+    if not estimates:
+        AgreementPair.objects.filter(cuff_reading=cuff_reading).delete()
+        return None
+    pair, _ = AgreementPair.objects.update_or_create(cuff_reading=cuff_reading, defaults={
+        "patient_id": cuff_reading.patient_id, "measured_at": cuff_reading.measured_at,
+        "estimate_ids": sorted(e.pk for e in estimates),
+        "model_versions": sorted({e.model_version.version for e in estimates}),
+        "n_estimates": len(estimates),
+        "estimate_sbp_mmhg": float(np.mean([e.sbp_mmhg for e in estimates])),
+        "estimate_dbp_mmhg": float(np.mean([e.dbp_mmhg for e in estimates])),
+        "cuff_sbp_mmhg": cuff_reading.sbp_mmhg, "cuff_dbp_mmhg": cuff_reading.dbp_mmhg,
+    })
+    return pair
+
+
+def agreement_pairs_touching(*, estimates: Sequence[BPEstimate]) -> None:
+    """New live estimates may complete the test by a cuff reading taken just after their windows
+    (a late upload): one query finds those readings, each pair is rebuilt."""
+    by_patient: dict[int, list[dt.datetime]] = {}
+    for estimate in estimates:
+        if not estimate.shadow:
+            by_patient.setdefault(estimate.patient_id, []).append(estimate.recorded_at)
+    if not by_patient:
+        return
+    near = Q()
+    for patient_id, times in by_patient.items():
+        near |= Q(patient_id=patient_id, measured_at__gt=min(times), measured_at__lte=max(times) + AGREEMENT_PAIRING)
+    for reading in CuffReading.objects.filter(near):
+        if any(t < reading.measured_at <= t + AGREEMENT_PAIRING for t in by_patient[reading.patient_id]):
+            agreement_pair_refresh(cuff_reading=reading)
+
+
+def cuff_reading_problems(*, sbp_mmhg: float, dbp_mmhg: float, measured_at: dt.datetime, now: dt.datetime,
+                          pulse_bpm: float | None = None) -> dict[str, list[str]]:
+    """Field problems of a cuff reading in words (mmHg and beats/min ranges a cuff can report; no
+    future times)."""
     problems: dict[str, list[str]] = {}
+    if pulse_bpm is not None and not 25 <= pulse_bpm <= 250:
+        problems["pulse_bpm"] = ["must be between 25 and 250 beats per minute"]
     if not 50 <= sbp_mmhg <= 300:
         problems["sbp_mmhg"] = ["must be between 50 and 300 mmHg"]
     if not 20 <= dbp_mmhg <= 200:
@@ -517,6 +582,7 @@ def windows_estimate(*, window_ids: Sequence[int], analyses: dict[int, WindowAna
         except IntegrityError:  # a concurrent run made some of them first: one by one, the first stands
             for position, estimate in pending:
                 out[estimate.window_id][position] = _estimate_store(estimate)
+    agreement_pairs_touching(estimates=[e for _, e in pending])
     for window_id in rows:
         if out[window_id]:
             log.info("window.estimated", window_id=window_id, models=[e.model_version_id for e in out[window_id]])

@@ -3,7 +3,12 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from rest_framework_api_key.admin import APIKeyModelAdmin
 
 from clinops.admin import ReadOnlyAdminMixin
-from patients.models import CareTeam, Clinician, Device, DeviceAPIKey, Patient, User
+from django import forms
+from django.contrib import messages
+
+from clinops.errors import ApplicationError
+from patients import services
+from patients.models import CareTeam, Clinician, CuffModel, Device, DeviceAPIKey, Patient, User
 
 
 @admin.register(User)
@@ -36,9 +41,39 @@ class CareTeamAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(Device)
 class DeviceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["serial", "make", "model", "firmware", "patient", "revoked_at", "last_seen_at"]
-    list_filter = ["make", "model", "firmware"]
+    list_display = ["serial", "kind", "make", "model", "firmware", "patient", "revoked_at", "last_seen_at"]
+    list_filter = ["kind", "make", "model", "firmware"]
     search_fields = ["serial"]
+
+
+class CuffValidationForm(forms.ModelForm):
+    class Meta:
+        model = CuffModel
+        fields = ["validated", "validation_reference"]
+
+
+@admin.register(CuffModel)
+class CuffModelAdmin(admin.ModelAdmin):
+    """Cuff models are listed as patients' cuffs are registered; an administrator marks one
+    validated (or withdraws the mark) here, through the audited service."""
+
+    form = CuffValidationForm
+    list_display = ["make", "model", "validated", "validation_reference", "changed_at", "changed_by"]
+    list_filter = ["validated"]
+    readonly_fields = ["make", "model", "changed_at", "changed_by"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        try:
+            services.cuff_model_set_validated(actor=request.user, cuff_model=obj, validated=obj.validated,
+                                              reference=obj.validation_reference)
+        except ApplicationError as exc:
+            messages.error(request, exc.message)
 
 
 @admin.register(DeviceAPIKey)

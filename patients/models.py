@@ -98,10 +98,17 @@ class CareTeam(models.Model):
         return self.name
 
 
+class DeviceKind(models.TextChoices):
+    WEARABLE = "wearable", "Wearable (ECG + PPG)"
+    CUFF = "cuff", "Upper-arm cuff"
+
+
 class Device(models.Model):
-    """A wearable bound to one patient. Revocation is permanent; a new device gets a new row."""
+    """A wearable or a home cuff bound to one patient. Revocation is permanent; a new device gets a
+    new row. A cuff may upload its readings (a connected cuff) or the patient types them in."""
 
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="devices")
+    kind = models.CharField(max_length=12, choices=DeviceKind.choices, default=DeviceKind.WEARABLE)
     make = models.CharField(max_length=80)
     model = models.CharField(max_length=80)
     firmware = models.CharField(max_length=40)
@@ -117,6 +124,27 @@ class Device(models.Model):
     @property
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
+
+
+class CuffModel(models.Model):
+    """A cuff make and model. Its readings may support an automatic dose change only once an
+    administrator has marked it validated (e.g. listed by STRIDE BP or validated to ISO 81060-2),
+    naming the evidence; every change of the flag is audited."""
+
+    make = models.CharField(max_length=80)
+    model = models.CharField(max_length=80)
+    validated = models.BooleanField(default=False)
+    validation_reference = models.CharField(max_length=255, blank=True,
+                                            help_text="Where the validation is published.")
+    changed_at = models.DateTimeField(null=True, blank=True)
+    changed_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        ordering = ["make", "model"]
+        constraints = [models.UniqueConstraint(fields=["make", "model"], name="cuff_model_unique_make_model")]
+
+    def __str__(self) -> str:
+        return f"{self.make} {self.model}{' (validated)' if self.validated else ''}"
 
 
 class DeviceAPIKey(AbstractAPIKey):

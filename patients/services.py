@@ -12,8 +12,10 @@ from patients.models import (
     CareTeam,
     Clinician,
     ConsentStatus,
+    CuffModel,
     Device,
     DeviceAPIKey,
+    DeviceKind,
     Patient,
     Profession,
     Role,
@@ -161,9 +163,11 @@ def care_team_add_patient(*, actor: Actor, team: CareTeam, patient: Patient) -> 
 
 @transaction.atomic
 def device_register(
-    *, actor: Actor, patient: Patient, make: str, model: str, firmware: str, serial: str
+    *, actor: Actor, patient: Patient, make: str, model: str, firmware: str, serial: str,
+    kind: str = DeviceKind.WEARABLE,
 ) -> tuple[Device, str]:
-    """Bind a new device to a patient and issue its API key.
+    """Bind a new device (a wearable, or a home cuff) to a patient and issue its API key (a
+    connected cuff uploads its readings with it; a plain cuff just names the readings typed in).
 
     Returns the device and the plaintext key, which is shown once and never stored (only its hash).
     """
@@ -171,10 +175,12 @@ def device_register(
         raise ApplicationError(
             "A device with this serial number is registered.", extra={"fields": {"serial": ["already registered"]}}
         )
-    device = Device.objects.create(patient=patient, make=make, model=model, firmware=firmware, serial=serial)
+    device = Device.objects.create(patient=patient, make=make, model=model, firmware=firmware, serial=serial, kind=kind)
+    if kind == DeviceKind.CUFF:
+        CuffModel.objects.get_or_create(make=make, model=model)  # listed for an administrator to judge
     audit_record(
         actor=actor, action="device.register", target=device, patient=patient,
-        detail={"make": make, "model": model, "firmware": firmware, "serial": serial},
+        detail={"make": make, "model": model, "firmware": firmware, "serial": serial, "kind": kind},
     )
     return device, device_key_issue(actor=actor, device=device)
 
@@ -232,3 +238,21 @@ def device_firmware_update(*, actor: Actor, device: Device, firmware: str) -> De
         detail={"from": previous, "to": firmware},
     )
     return device
+
+
+@transaction.atomic
+def cuff_model_set_validated(*, actor: User, cuff_model: CuffModel, validated: bool, reference: str) -> CuffModel:
+    """An administrator marks a cuff model validated (its readings may then support an automatic
+    dose change) or withdraws the mark, naming the evidence (e.g. "STRIDE BP list, 2024")."""
+    if not (isinstance(actor, User) and actor.is_superuser):
+        raise ApplicationError("Only an administrator may mark a cuff model validated.", status_code=403)
+    if validated and not reference.strip():
+        raise ApplicationError("Name where the validation is published.",
+                               extra={"fields": {"validation_reference": ["required to mark a cuff validated"]}})
+    cuff_model.validated = validated
+    cuff_model.validation_reference = reference.strip()
+    cuff_model.changed_at, cuff_model.changed_by = timezone.now(), actor
+    cuff_model.save()
+    audit_record(actor=actor, action="cuff_model.validate" if validated else "cuff_model.unvalidate", target=cuff_model,
+                 detail={"make": cuff_model.make, "model": cuff_model.model, "reference": cuff_model.validation_reference})
+    return cuff_model

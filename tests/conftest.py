@@ -66,8 +66,12 @@ def device(device_and_key):
 @pytest.fixture(scope="session")
 def celery_worker(django_db_setup, django_db_blocker):
     """A real `celery worker` process on the test Redis and the test database, for the session."""
+    from clinops.celery_app import app
     from tests.workers import Worker, database_url_of_test_db
 
+    # Tests without a worker leave tasks in the queues (a cuff reading or a symptom report asks for
+    # an evaluation of its patient): a stale one must not evaluate a later test's patient.
+    app.control.purge()
     with django_db_blocker.unblock():
         database_url = database_url_of_test_db()
     worker = Worker(name="test", database_url=database_url,

@@ -82,6 +82,16 @@ class PlanInput(serializers.Serializer):
     max_interval_halfwidth_mmhg = serializers.FloatField(required=False, min_value=0, max_value=50)
     min_usable_window_share = serializers.FloatField(required=False, min_value=0, max_value=1)
     calibration_max_age_days = serializers.FloatField(required=False, min_value=0, max_value=365)
+    series_days = serializers.IntegerField(required=False, min_value=3, max_value=28,
+                                           help_text="Days of a home cuff series (7).")
+    series_discard_first_day = serializers.BooleanField(required=False)
+    series_min_readings = serializers.IntegerField(required=False, min_value=4, max_value=200)
+    series_min_days = serializers.IntegerField(required=False, min_value=2, max_value=28)
+    agreement_period_days = serializers.FloatField(required=False, min_value=7, max_value=365,
+                                                   help_text="Period of the wearable's agreement with the cuff (60 days).")
+    agreement_min_pairs = serializers.IntegerField(required=False, min_value=2, max_value=100)
+    agreement_max_bias_mmhg = serializers.FloatField(required=False, min_value=0, max_value=20)
+    agreement_max_sd_mmhg = serializers.FloatField(required=False, min_value=0, max_value=30)
     exclusions = serializers.ListField(child=serializers.DictField(), required=False)
     seek_care_instructions = serializers.CharField(required=False, max_length=2000)
 

@@ -19,6 +19,8 @@ import enum
 import math
 from dataclasses import dataclass, field
 
+from therapy.evidence import CuffEvidence, CuffSeries, HomeMonitoringProtocol, TrustBounds, WearableAgreement
+
 # --------------------------------------------------------------------------------------------
 # Medication ladders
 
@@ -160,7 +162,9 @@ class PlanRules:
     look_back_days: evidence window ending at `now`, days.
     min_usable_estimates / min_distinct_days: data sufficiency (>= 12 on >= 4 distinct UTC days).
     min_days_between_changes: minimum interval before another step up, days (28).
-    step_down_sbp_mmhg: mean SBP below this steps down one rung (110)."""
+    step_down_sbp_mmhg: mean SBP below this steps down one rung (110).
+    series_*: the home cuff monitoring protocol (`protocol`): 7 days, the first discarded, >= 12
+    readings on >= 4 days."""
 
     target_sbp_mmhg: float = 135.0
     target_dbp_mmhg: float = 85.0
@@ -169,8 +173,17 @@ class PlanRules:
     min_distinct_days: int = 4
     min_days_between_changes: float = 28.0
     step_down_sbp_mmhg: float = 110.0
+    series_days: int = 7
+    series_discard_first_day: bool = True
+    series_min_readings: int = 12
+    series_min_days: int = 4
 
     def __post_init__(self) -> None:
+        numbers = (self.target_sbp_mmhg, self.target_dbp_mmhg, self.look_back_days, self.min_days_between_changes,
+                   self.step_down_sbp_mmhg)
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in numbers):
+            raise ValueError("plan rules are finite numbers")
+        self.protocol  # noqa: B018 - the protocol checks its own numbers
         if not (self.step_down_sbp_mmhg < self.target_sbp_mmhg):
             raise ValueError("the step-down SBP must lie below the target SBP")
         if self.target_dbp_mmhg <= 0 or self.look_back_days <= 0:
@@ -179,6 +192,11 @@ class PlanRules:
             raise ValueError("data sufficiency needs at least one estimate on one day")
         if self.min_days_between_changes < 0:
             raise ValueError("the minimum interval between changes cannot be negative")
+
+    @property
+    def protocol(self) -> HomeMonitoringProtocol:
+        return HomeMonitoringProtocol(series_days=self.series_days, discard_first_day=self.series_discard_first_day,
+                                      min_readings=self.series_min_readings, min_days=self.series_min_days)
 
 
 @dataclass(frozen=True)
@@ -192,7 +210,9 @@ class AutonomyBounds:
     calibration_max_age_days: the cuff calibration must be at most this old, days.
     max_latest_estimate_age_days: the newest estimate must be at most this old, days (stale data).
     min_adherence_share: for a step up, share (0..1) of logged doses taken over the look-back;
-        may be made stricter than 80 %, never looser."""
+        may be made stricter than 80 %, never looser.
+    agreement_*: when the wearable may support an automatic change for this patient (`trust`):
+        >= 5 prospective cuff pairs in 60 days, |bias| <= 5 mmHg, SD <= 8 mmHg."""
 
     auto_directions: frozenset[Direction] = frozenset()
     max_auto_rung: int = 0
@@ -201,14 +221,29 @@ class AutonomyBounds:
     calibration_max_age_days: float = 28.0
     max_latest_estimate_age_days: float = 2.0
     min_adherence_share: float = ADHERENCE_FLOOR_FOR_AUTOMATIC_STEP_UP
+    agreement_period_days: float = 60.0
+    agreement_min_pairs: int = 5
+    agreement_max_bias_mmhg: float = 5.0
+    agreement_max_sd_mmhg: float = 8.0
 
     def __post_init__(self) -> None:
+        # An unknown bound must fail its check, never pass it: a NaN compares false with everything.
+        numbers = (self.max_auto_rung, self.max_interval_halfwidth_mmhg, self.min_usable_window_share,
+                   self.calibration_max_age_days, self.max_latest_estimate_age_days, self.min_adherence_share)
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in numbers):
+            raise ValueError("autonomy bounds are finite numbers")
+        self.trust  # noqa: B018 - the trust bounds check their own numbers
         if self.min_adherence_share < ADHERENCE_FLOOR_FOR_AUTOMATIC_STEP_UP:
             raise ValueError("the adherence bound for an automatic step up cannot be below 80 %")
         if not 0.0 <= self.min_usable_window_share <= 1.0:
             raise ValueError("the usable-window share is a fraction 0..1")
         if self.max_auto_rung < 0 or self.max_interval_halfwidth_mmhg < 0 or self.calibration_max_age_days < 0:
             raise ValueError("bounds cannot be negative")
+
+    @property
+    def trust(self) -> TrustBounds:
+        return TrustBounds(period_days=self.agreement_period_days, min_pairs=self.agreement_min_pairs,
+                           max_abs_bias_mmhg=self.agreement_max_bias_mmhg, max_sd_mmhg=self.agreement_max_sd_mmhg)
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,7 +252,9 @@ class AutonomyBounds:
 
 @dataclass(frozen=True)
 class EstimateEvidence:
-    """One stored cuffless estimate of the active model (shadow-model estimates are never passed).
+    """One stored cuffless estimate of the active model (shadow-model estimates are never passed),
+    or a cuff reading given to the escalation checks in the same shape (`cuff_reading_id` set,
+    half-widths 0: see `from_cuff`).
 
     sbp/dbp in mmHg; *_halfwidth_mmhg: half-width of its prediction interval at `interval_level`
     (0.9 = 90 %); flags: why it may not support an automatic release (stale calibration, baseline
@@ -231,6 +268,7 @@ class EstimateEvidence:
     interval_level: float = 0.90
     flags: tuple[str, ...] = ()
     estimate_id: int | None = None
+    cuff_reading_id: int | None = None
 
     def __post_init__(self) -> None:
         if self.recorded_at.tzinfo is None:
@@ -240,6 +278,17 @@ class EstimateEvidence:
             raise ValueError("an estimate has finite mmHg values and non-negative interval half-widths")
         if not 0.0 < self.interval_level < 1.0:
             raise ValueError("the interval level is a fraction, e.g. 0.9 for 90 %")
+
+    @property
+    def is_cuff(self) -> bool:
+        return self.cuff_reading_id is not None
+
+    @classmethod
+    def from_cuff(cls, reading: CuffEvidence) -> EstimateEvidence:
+        """A cuff reading as a reading for the escalation checks (crisis, low): a measurement, so
+        its interval is the reading itself."""
+        return cls(recorded_at=reading.measured_at, sbp_mmhg=reading.sbp_mmhg, dbp_mmhg=reading.dbp_mmhg,
+                   sbp_halfwidth_mmhg=0.0, dbp_halfwidth_mmhg=0.0, cuff_reading_id=reading.reading_id or -1)
 
 
 class Symptom(str, enum.Enum):
@@ -330,12 +379,16 @@ class ProposalKind(str, enum.Enum):
 
 @dataclass(frozen=True)
 class EvidenceSummary:
-    """The aggregate a proposal rests on (estimates in the look-back ending at `now`).
+    """The aggregate a proposal rests on, ending at `now`.
 
-    mean_*_mmhg: means (None without estimates); mean_*_halfwidth_mmhg: mean interval half-widths;
-    interval_level: the lowest level among them (0.9 = 90 %); days_covered: first to last estimate,
-    days; usable_window_share: 0..1 or None if unknown; flags: distinct flags of the estimates;
-    sufficient: the plan's data-sufficiency rule holds."""
+    source: which evidence decides (therapy.evidence.EvidenceSource: a complete home cuff series,
+    else the wearable's estimates of the look-back, else none); mean_*_mmhg: the deciding mean (None
+    without data); mean_*_halfwidth_mmhg: the interval half-width OF THAT MEAN (mmHg);
+    interval_level: its level (0.9 = 90 %); n_estimates, n_distinct_days, days_covered, first_at,
+    last_at, flags, estimate_ids: the wearable's estimates in the look-back; wearable_mean_*: their
+    mean; cuff_series: the home series with its counts; agreement: the wearable's agreement with
+    the patient's cuff; usable_window_share: 0..1 or None if unknown; sufficient: the deciding
+    source holds the plan's data rule (a complete series, or >= 12 estimates on >= 4 days)."""
 
     n_estimates: int
     n_distinct_days: int
@@ -352,6 +405,11 @@ class EvidenceSummary:
     last_at: dt.datetime | None
     estimate_ids: tuple[int, ...]
     sufficient: bool
+    source: str = "wearable estimates"
+    cuff_series: CuffSeries | None = None
+    wearable_mean_sbp_mmhg: float | None = None
+    wearable_mean_dbp_mmhg: float | None = None
+    agreement: WearableAgreement | None = None
 
 
 @dataclass(frozen=True)
@@ -401,11 +459,13 @@ class Escalation:
     estimate_ids: tuple[int, ...] = ()
     urgent: bool = True
     report_ids: tuple[int, ...] = ()
+    cuff_reading_ids: tuple[int, ...] = ()
 
     @property
     def sources(self) -> frozenset[str]:
-        """What raised it, as "estimate:<id>" / "report:<id>" (ids of stored rows only)."""
-        return frozenset({*(f"estimate:{i}" for i in self.estimate_ids), *(f"report:{i}" for i in self.report_ids)})
+        """What raised it, as "estimate:<id>" / "report:<id>" / "cuff:<id>" (ids of stored rows only)."""
+        return frozenset({*(f"estimate:{i}" for i in self.estimate_ids), *(f"report:{i}" for i in self.report_ids),
+                          *(f"cuff:{i}" for i in self.cuff_reading_ids if i >= 0)})
 
 
 class Route(str, enum.Enum):

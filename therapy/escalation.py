@@ -12,7 +12,8 @@
 Pure: values in, a list of `Escalation` out; `now` is passed in. Only events in the look-back
 (`now - look_back_days`, `now`] count; events stamped after `now` are ignored as clock errors.
 Flagged estimates count too: a flag says an estimate may not support an automatic release, not
-that a dangerous reading may be ignored.
+that a dangerous reading may be ignored. Cuff readings are passed in the same shape
+(`EstimateEvidence.from_cuff`) and confirm or are confirmed like any reading.
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def is_low_reading(estimate: EstimateEvidence) -> bool:
 
 
 def _bp(e: EstimateEvidence) -> str:
-    return f"{e.sbp_mmhg:.0f}/{e.dbp_mmhg:.0f} mmHg"
+    return f"{e.sbp_mmhg:.0f}/{e.dbp_mmhg:.0f} mmHg{' (cuff)' if e.is_cuff else ''}"
 
 
 def confirmed_pair(
@@ -65,6 +66,10 @@ def confirmed_pair(
 
 def _ids(*estimates: EstimateEvidence) -> tuple[int, ...]:
     return tuple(e.estimate_id for e in estimates if e.estimate_id is not None)
+
+
+def _cuff_ids(*readings: EstimateEvidence) -> tuple[int, ...]:
+    return tuple(e.cuff_reading_id for e in readings if e.cuff_reading_id is not None)
 
 
 def _report_ids(report: SymptomReport | SideEffectReport) -> tuple[int, ...]:
@@ -102,7 +107,7 @@ def check_escalation(
                 f"(threshold SBP >= {CRISIS_SBP_MMHG:.0f} or DBP >= {CRISIS_DBP_MMHG:.0f} mmHg); "
                 "patient told to seek care now"
             ),
-            at=b.recorded_at, seek_care=True, estimate_ids=_ids(a, b),
+            at=b.recorded_at, seek_care=True, estimate_ids=_ids(a, b), cuff_reading_ids=_cuff_ids(a, b),
         ))
 
     low = confirmed_pair(recent, is_low_reading)
@@ -115,7 +120,7 @@ def check_escalation(
                 f"low blood pressure confirmed: SBP {a.sbp_mmhg:.0f} and {b.sbp_mmhg:.0f} mmHg within "
                 f"{minutes:.0f} min (below {LOW_SBP_MMHG:.0f} mmHg); any dose increase is held"
             ),
-            at=b.recorded_at, holds_increase=True, estimate_ids=_ids(a, b),
+            at=b.recorded_at, holds_increase=True, estimate_ids=_ids(a, b), cuff_reading_ids=_cuff_ids(a, b),
         ))
 
     for report in sorted(symptoms, key=lambda s: s.reported_at):

@@ -11,21 +11,25 @@ from django.db.models import Count, Q
 
 from clinops.audit import SYSTEM, audit_record
 from monitoring.model_health import autonomy_suspensions_in_force
-from monitoring.models import BPEstimate, Calibration, SignalWindow, WindowStatus
+from monitoring.bp_mean_interval import MeanErrorModel
+from monitoring.bp_mean_interval import from_metrics as mean_error_model_of
+from monitoring.models import BPEstimate, BPModelVersion, Calibration, SignalWindow, WindowStatus
 from patients.models import Patient
 from therapy import plans
 from therapy.domain import Escalation, EstimateEvidence, PatientState, ProposalKind
 from therapy.escalation import check_escalation
+from therapy.evidence import CLOCK_TOLERANCE
 from therapy.models import Alert, LatestEvaluation, PlanVersion, Suggestion, SuggestionKind, SuggestionStatus
 from therapy.routing import route
-from therapy.selectors import adherence_of, last_rung_change, plan_current, reports_since
+from therapy.selectors import (adherence_of, cuff_readings_between, last_rung_change, plan_current, reports_since,
+                               wearable_agreement_of)
 from therapy.services import plan_rung_move
 from therapy.titration import propose_step
 
 log = structlog.get_logger(__name__)
 
 # Names the rules a suggestion was routed by; bump when titration/routing/escalation change.
-POLICY_VERSION = "therapy-policy-3"
+POLICY_VERSION = "therapy-policy-4"
 # A clinician has answered these; their escalations are not raised again.
 DECIDED = (SuggestionStatus.APPROVED, SuggestionStatus.MODIFIED, SuggestionStatus.REJECTED, SuggestionStatus.ACKNOWLEDGED)
 
@@ -46,6 +50,15 @@ def _evidence(patient: Patient, plan: PlanVersion, now: dt.datetime) -> tuple[li
         ))
         versions.add(version)
     return evidence, sorted(versions)
+
+
+def _mean_error_model(model_versions: list[str]) -> MeanErrorModel | None:
+    """The mean-interval model of the one model version behind the estimates (None when they come
+    from several, or it has none: the interval of the mean is then taken as one window's)."""
+    if len(model_versions) != 1:
+        return None
+    metrics = BPModelVersion.objects.filter(version=model_versions[0]).values_list("metrics", flat=True).first()
+    return mean_error_model_of(metrics or {})
 
 
 def _usable_window_share(patient: Patient, plan: PlanVersion, now: dt.datetime) -> float | None:
@@ -127,18 +140,25 @@ def patient_therapy_evaluate(*, patient_id: int, now: dt.datetime) -> Suggestion
         handled_reports = set().union(*handled.values())
         symptoms = [s for s in symptoms if f"report:{s.report_id}" not in handled_reports]
         adherence = adherence_of(patient, plan, now=now)
+        # The cuff readings of the series and of the look-back (crisis and low checks), whichever is longer.
+        cuff_days = max(plan.look_back_days, float(plan.series_days))
+        cuff = cuff_readings_between(patient, since=now - dt.timedelta(days=cuff_days), until=now + CLOCK_TOLERANCE)
+        cuff_as_readings = [EstimateEvidence.from_cuff(r) for r in cuff]
+        agreement = wearable_agreement_of(patient, plan, now=now)
         state = PatientState(current_rung=plan.current_rung, last_change_at=last_rung_change(patient),
                              adherence_share=adherence.share, exclusions=frozenset(plans.exclusions_of(plan)),
                              symptoms=tuple(symptoms), side_effects=tuple(side_effects))
         proposal = propose_step(plans.rules_of(plan), plans.ladder_of(plan), state, evidence, now=now,
-                                usable_window_share=_usable_window_share(patient, plan, now))
-        escalations = [e for e in check_escalation(evidence, state.symptoms, state.side_effects, now=now,
-                                                   look_back_days=plan.look_back_days)
+                                usable_window_share=_usable_window_share(patient, plan, now), cuff_readings=cuff,
+                                agreement=agreement, error_model=_mean_error_model(model_versions))
+        escalations = [e for e in check_escalation([*evidence, *cuff_as_readings], state.symptoms, state.side_effects,
+                                                   now=now + CLOCK_TOLERANCE, look_back_days=plan.look_back_days)
                        if _is_new_episode(e, handled)]
         calibration_age_days = (now - calibration.calibrated_at).total_seconds() / 86400 if calibration else None
         suspended = [f"{s.model_version.version}: {s.reason}" for s in autonomy_suspensions_in_force(model_versions)]
         decision = route(
-            proposal, plans.bounds_of(plan), estimates=evidence, calibration_age_days=calibration_age_days,
+            proposal, plans.bounds_of(plan), estimates=[*evidence, *cuff_as_readings],
+            calibration_age_days=calibration_age_days,
             adherence=state.adherence_share, exclusions=state.exclusions, escalations=escalations, now=now,
             suspensions=suspended,
         )

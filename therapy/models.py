@@ -41,6 +41,16 @@ class PlanVersion(models.Model):
     max_interval_halfwidth_mmhg = models.FloatField(default=10.0)
     min_usable_window_share = models.FloatField(default=0.7)
     calibration_max_age_days = models.FloatField(default=28.0)
+    # Home blood-pressure monitoring protocol: the cuff series that decides first.
+    series_days = models.PositiveSmallIntegerField(default=7, help_text="Days of a home cuff series.")
+    series_discard_first_day = models.BooleanField(default=True, help_text="The first day's readings run high.")
+    series_min_readings = models.PositiveSmallIntegerField(default=12)
+    series_min_days = models.PositiveSmallIntegerField(default=4)
+    # When the wearable may support an automatic change: its agreement with this patient's cuff.
+    agreement_period_days = models.FloatField(default=60.0)
+    agreement_min_pairs = models.PositiveSmallIntegerField(default=5)
+    agreement_max_bias_mmhg = models.FloatField(default=5.0)
+    agreement_max_sd_mmhg = models.FloatField(default=8.0)
     exclusions = models.JSONField(default=list, help_text='[{"kind": "irregular rhythm", "detail": "atrial fibrillation"}]')
     seek_care_instructions = models.TextField(
         default=DEFAULT_SEEK_CARE_INSTRUCTIONS,

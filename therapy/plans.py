@@ -33,7 +33,9 @@ def rules_of(plan: PlanVersion) -> PlanRules:
         target_sbp_mmhg=plan.target_sbp_mmhg, target_dbp_mmhg=plan.target_dbp_mmhg,
         look_back_days=plan.look_back_days, min_usable_estimates=plan.min_usable_estimates,
         min_distinct_days=plan.min_distinct_days, min_days_between_changes=plan.min_days_between_changes,
-        step_down_sbp_mmhg=plan.step_down_sbp_mmhg,
+        step_down_sbp_mmhg=plan.step_down_sbp_mmhg, series_days=plan.series_days,
+        series_discard_first_day=plan.series_discard_first_day, series_min_readings=plan.series_min_readings,
+        series_min_days=plan.series_min_days,
     )
 
 
@@ -43,6 +45,8 @@ def bounds_of(plan: PlanVersion) -> AutonomyBounds:
         auto_directions=frozenset(directions), max_auto_rung=plan.max_auto_rung,
         max_interval_halfwidth_mmhg=plan.max_interval_halfwidth_mmhg,
         min_usable_window_share=plan.min_usable_window_share, calibration_max_age_days=plan.calibration_max_age_days,
+        agreement_period_days=plan.agreement_period_days, agreement_min_pairs=plan.agreement_min_pairs,
+        agreement_max_bias_mmhg=plan.agreement_max_bias_mmhg, agreement_max_sd_mmhg=plan.agreement_max_sd_mmhg,
     )
 
 

@@ -8,9 +8,11 @@ Pure: values in, a `RoutingDecision` out; `now` is passed in. Units: mmHg, days,
 - A step up or down is auto-released only if EVERY bound holds; otherwise it goes to review with
   each failing bound named in words a clinician understands:
   direction allowed; exactly one rung; to-rung <= max automatic rung; data sufficient; newest
-  estimate fresh; mean interval half-width (SBP and DBP) <= limit; usable-window share known and
-  >= minimum; calibration age known and <= limit; no flagged estimate (in the evidence or among
-  the estimates passed); no crisis-level reading at all (even unconfirmed); for a step up no
+  reading fresh; the interval of the deciding MEAN (SBP and DBP) <= limit; when a home cuff series
+  decides, every reading of it from a validated cuff; when the wearable decides, the patient's own
+  agreement with their cuff within the trust bounds, usable-window share known and >= minimum,
+  calibration age known and <= limit, and no flagged estimate (in the evidence or among the
+  estimates passed); no crisis-level reading at all, estimate or cuff (even unconfirmed); for a step up no
   SBP < 100 reading and adherence known and >= 80 % (more drug is not the answer to missed
   doses); no exclusion; no monitoring suspension of the model; no escalation (those passed in, and those found again here from the
   estimates, as a second line of defence); the proposal not computed in the future nor more than
@@ -28,12 +30,14 @@ from therapy.domain import (
     Escalation,
     EstimateEvidence,
     Exclusion,
+    EvidenceSummary,
     Proposal,
     ProposalKind,
     Route,
     RoutingDecision,
 )
 from therapy.escalation import check_escalation, is_crisis_reading, is_low_reading
+from therapy.evidence import EvidenceSource, trust_problems
 
 # A proposal older than this is re-evaluated, not released (days).
 MAX_PROPOSAL_AGE_DAYS = 1.0
@@ -45,6 +49,52 @@ def _pct(share: float) -> str:
 
 def _num(x: float | None) -> bool:
     return x is not None and math.isfinite(x)
+
+
+def _cuff_series_problems(ev: EvidenceSummary) -> list[str]:
+    """A series decides only if every reading in it comes from a cuff marked validated."""
+    series = ev.cuff_series
+    if series is None:
+        return ["home cuff series unknown"]
+    if series.n_unvalidated:
+        return [f"{series.n_unvalidated} of {series.n_readings} home readings from a cuff not marked validated "
+                f"({', '.join(series.unvalidated_cuffs)}); an administrator marks a cuff model validated"]
+    return []
+
+
+def _wearable_problems(ev: EvidenceSummary, bounds: AutonomyBounds, estimates: Sequence[EstimateEvidence],
+                       calibration_age_days: float | None) -> list[str]:
+    """The wearable decides only for a patient whose own agreement with their cuff holds, on
+    unflagged, calibrated estimates from windows of good quality."""
+    failing: list[str] = []
+    if ev.agreement is None:
+        failing.append("wearable agreement with the patient's cuff unknown")
+    else:
+        failing.extend(trust_problems(ev.agreement, bounds.trust))
+    share = ev.usable_window_share
+    if share is None or not math.isfinite(share):
+        failing.append("share of usable recordings unknown")
+    elif not share >= bounds.min_usable_window_share:
+        failing.append(
+            f"too few usable recordings: {_pct(share)} of windows usable over the look-back, "
+            f"minimum {_pct(bounds.min_usable_window_share)}"
+        )
+    if calibration_age_days is None or not math.isfinite(calibration_age_days):
+        failing.append("no cuff calibration on record")
+    elif not calibration_age_days <= bounds.calibration_max_age_days:
+        failing.append(
+            f"calibration is {calibration_age_days:.0f} days old, limit {bounds.calibration_max_age_days:g} days"
+        )
+    flags = list(ev.flags)
+    flagged = [e for e in estimates if e.flags and not e.is_cuff]
+    for e in flagged:
+        for f in e.flags:
+            if f not in flags:
+                flags.append(f)
+    if ev.n_flagged or flagged or flags:
+        n = max(ev.n_flagged, len(flagged))
+        failing.append(f"{n} estimate(s) flagged as unfit for an automatic change: {'; '.join(flags) or 'flagged'}")
+    return failing
 
 
 def route(
@@ -64,7 +114,8 @@ def route(
     suspensions: why monitoring has suspended automatic releases for the model behind these
     estimates (an accuracy or drift alert), one text each; any one sends the step to review.
 
-    estimates: the estimates the proposal rests on (its look-back); calibration_age_days: age of
+    estimates: the readings of the look-back (the wearable's estimates and the cuff readings as
+    `EstimateEvidence.from_cuff`), for the crisis and low checks; calibration_age_days: age of
     the patient's current cuff calibration, days (None = none on record); adherence: share (0..1)
     of logged doses taken over the look-back (None = nothing logged)."""
     exclusions = tuple(exclusions)
@@ -91,64 +142,49 @@ def route(
         failing.append(f"automatic steps {direction.value} are not allowed by this plan (allowed automatically: {allowed})")
     if abs(proposal.to_rung - proposal.from_rung) != 1:
         failing.append(f"the proposal moves {abs(proposal.to_rung - proposal.from_rung)} rungs; at most one rung per change")
-    if proposal.to_rung > bounds.max_auto_rung:
+    if not proposal.to_rung <= bounds.max_auto_rung:
         failing.append(
             f"the proposed rung {proposal.to_rung + 1} ({proposal.to_regimen}) is above the highest rung "
             f"allowed automatically (rung {bounds.max_auto_rung + 1})"
         )
 
-    # Data: enough, fresh, precise, of good quality, calibrated.
+    # Data: the source that decides, enough, fresh, precise.
+    cuff_decides = ev.source == EvidenceSource.CUFF_SERIES.value
     if not ev.sufficient:
-        failing.append(f"not enough data: {ev.n_estimates} estimates on {ev.n_distinct_days} distinct days")
+        failing.append(f"not enough data: no complete home cuff series, and {ev.n_estimates} wearable estimates "
+                       f"on {ev.n_distinct_days} distinct days")
     age_days = (now - proposal.evaluated_at).total_seconds() / 86400.0
     if age_days < 0 or age_days > MAX_PROPOSAL_AGE_DAYS:
         failing.append(
             f"the proposal was computed at {proposal.evaluated_at:%Y-%m-%d %H:%M}, not within the last "
             f"{MAX_PROPOSAL_AGE_DAYS:g} day; it must be re-evaluated on current data"
         )
-    if ev.last_at is None:
-        failing.append("no estimates in the look-back")
+    newest = ev.cuff_series.last_at if cuff_decides and ev.cuff_series is not None else ev.last_at
+    what = "home cuff reading" if cuff_decides else "estimate"
+    if newest is None:
+        failing.append("no readings or estimates in the look-back")
     else:
-        newest_days = (now - ev.last_at).total_seconds() / 86400.0
-        if newest_days > bounds.max_latest_estimate_age_days:
+        newest_days = (now - newest).total_seconds() / 86400.0
+        if not newest_days <= bounds.max_latest_estimate_age_days:
             failing.append(
-                f"data are stale: the newest estimate is {newest_days:.1f} days old, "
+                f"data are stale: the newest {what} is {newest_days:.1f} days old, "
                 f"limit {bounds.max_latest_estimate_age_days:g} days"
             )
-    widths = [w for w in (ev.mean_sbp_halfwidth_mmhg, ev.mean_dbp_halfwidth_mmhg) if w is not None and math.isfinite(w)]
+    widths = [w for w in (ev.mean_sbp_halfwidth_mmhg, ev.mean_dbp_halfwidth_mmhg) if _num(w)]
     if len(widths) < 2:
-        failing.append("estimate uncertainty unknown: no prediction interval in the evidence")
+        failing.append(f"uncertainty of the mean unknown: no interval for the {ev.source} mean")
     else:
         widest = max(widths)
-        if widest > bounds.max_interval_halfwidth_mmhg:
+        if not widest <= bounds.max_interval_halfwidth_mmhg:
             level = f"{100.0 * ev.interval_level:.0f} % " if _num(ev.interval_level) else ""
             failing.append(
-                f"estimate uncertainty too high: {level}interval ±{widest:.0f} mmHg, "
+                f"uncertainty of the mean too high: {level}interval of the {ev.source} mean ±{widest:.0f} mmHg, "
                 f"limit ±{bounds.max_interval_halfwidth_mmhg:g} mmHg"
             )
-    share = ev.usable_window_share
-    if share is None or not math.isfinite(share):
-        failing.append("share of usable recordings unknown")
-    elif share < bounds.min_usable_window_share:
-        failing.append(
-            f"too few usable recordings: {_pct(share)} of windows usable over the look-back, "
-            f"minimum {_pct(bounds.min_usable_window_share)}"
-        )
-    if calibration_age_days is None or not math.isfinite(calibration_age_days):
-        failing.append("no cuff calibration on record")
-    elif calibration_age_days > bounds.calibration_max_age_days:
-        failing.append(
-            f"calibration is {calibration_age_days:.0f} days old, limit {bounds.calibration_max_age_days:g} days"
-        )
-    flags = list(ev.flags)
-    flagged = [e for e in estimates if e.flags]
-    for e in flagged:
-        for f in e.flags:
-            if f not in flags:
-                flags.append(f)
-    if ev.n_flagged or flagged or flags:
-        n = max(ev.n_flagged, len(flagged))
-        failing.append(f"{n} estimate(s) flagged as unfit for an automatic change: {'; '.join(flags) or 'flagged'}")
+    if cuff_decides:
+        failing.extend(_cuff_series_problems(ev))
+    else:
+        failing.extend(_wearable_problems(ev, bounds, estimates, calibration_age_days))
 
     # Readings and the patient.
     crisis = [e for e in estimates if is_crisis_reading(e)]
@@ -166,7 +202,7 @@ def route(
             )
         if adherence is None or not math.isfinite(adherence):
             failing.append("adherence unknown: no doses logged over the look-back; a step up is not automatic")
-        elif adherence < bounds.min_adherence_share:
+        elif not adherence >= bounds.min_adherence_share:
             failing.append(
                 f"low adherence: {_pct(adherence)} of doses taken over the look-back, "
                 f"below {_pct(bounds.min_adherence_share)}; more drug is not the answer to missed doses"

@@ -9,11 +9,16 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
-from patients.models import Device, Patient
+from patients.models import CuffModel, Device, Patient
 from patients.selectors import patients_visible_to
 from therapy import plans
 from therapy.adherence import Adherence, DoseLogEntry, adherence_over_look_back
+from monitoring.models import AgreementPair as AgreementPairRow
+from monitoring.models import CuffReading
 from therapy.domain import SideEffectReport, Symptom, SymptomReport
+from therapy.plan_advice import ActiveModel
+from therapy.evidence import (AgreementPair, CuffEvidence, CuffSeries, WearableAgreement, cuff_series, trust_problems,
+                              wearable_agreement)
 from therapy.triage import Triage, TriageInput, triage_of
 from therapy.models import RELEASED_STATUSES, Alert, DoseLog, PlanVersion, ReportKind, Suggestion, SuggestionStatus
 from therapy.models import SymptomReport as SymptomReportRow
@@ -113,6 +118,7 @@ class PatientTriageRow:
     target_sbp_mmhg: float | None
     target_dbp_mmhg: float | None
     evaluated_at: dt.datetime | None
+    source: str | None = None  # what the mean is: "cuff series", "wearable estimates" (or "none": too little data)
 
 
 def _evidence_number(key: str) -> Cast:
@@ -134,9 +140,10 @@ def patients_with_triage(patients: QuerySet[Patient], *, now: dt.datetime) -> li
         mean_sbp=_evidence_number("mean_sbp_mmhg"),
         mean_dbp=_evidence_number("mean_dbp_mmhg"),
         sufficient=KeyTextTransform("sufficient", "latest_evaluation__evidence"),
+        source=KeyTextTransform("source", "latest_evaluation__evidence"),
         evaluated_at=F("latest_evaluation__evaluated_at"),
     ).values("id", "given_name", "family_name", "medical_record_number", "n_open_alerts", "last_upload_at",
-             "target_sbp", "target_dbp", "mean_sbp", "mean_dbp", "sufficient", "evaluated_at")
+             "target_sbp", "target_dbp", "mean_sbp", "mean_dbp", "sufficient", "evaluated_at", "source")
     rows = []
     for v in values:
         triage = triage_of(TriageInput(
@@ -146,5 +153,98 @@ def patients_with_triage(patients: QuerySet[Patient], *, now: dt.datetime) -> li
         patient = Patient(id=v["id"], given_name=v["given_name"], family_name=v["family_name"],
                           medical_record_number=v["medical_record_number"])
         rows.append(PatientTriageRow(patient, triage, v["n_open_alerts"], v["last_upload_at"], v["mean_sbp"], v["mean_dbp"],
-                                     v["target_sbp"], v["target_dbp"], v["evaluated_at"]))
+                                     v["target_sbp"], v["target_dbp"], v["evaluated_at"], v["source"]))
     return sorted(rows, key=lambda r: (r.triage.rank, r.patient.family_name, r.patient.given_name))
+
+
+def cuff_readings_between(patient: Patient, *, since: dt.datetime, until: dt.datetime) -> list[CuffEvidence]:
+    """The patient's cuff readings with `since < measured_at <= until`, as evidence (mmHg), each
+    marked with whether its cuff model is validated. Two queries whatever the number of readings."""
+    validated = set(CuffModel.objects.filter(validated=True).values_list("make", "model"))
+    rows = (CuffReading.objects.filter(patient=patient, measured_at__gt=since, measured_at__lte=until)
+            .order_by("measured_at").values_list("pk", "measured_at", "sbp_mmhg", "dbp_mmhg", "cuff__make", "cuff__model"))
+    return [
+        CuffEvidence(measured_at=at, sbp_mmhg=sbp, dbp_mmhg=dbp, validated_cuff=(make, model) in validated,
+                     cuff=f"{make} {model}" if make else "cuff not registered", reading_id=pk)
+        for pk, at, sbp, dbp, make, model in rows
+    ]
+
+
+def agreement_pairs_between(patient: Patient, *, since: dt.datetime, until: dt.datetime) -> list[AgreementPair]:
+    """The wearable's prospective cuff pairs with `since < measured_at <= until` (mmHg)."""
+    rows = (AgreementPairRow.objects.filter(patient=patient, measured_at__gt=since, measured_at__lte=until)
+            .values_list("measured_at", "cuff_sbp_mmhg", "cuff_dbp_mmhg", "estimate_sbp_mmhg", "estimate_dbp_mmhg",
+                         "n_estimates"))
+    return [AgreementPair(*row) for row in rows]
+
+
+def wearable_agreement_of(patient: Patient, plan: PlanVersion, *, now: dt.datetime) -> WearableAgreement:
+    """The patient's rolling agreement of wearable estimates with their cuff over the plan's period."""
+    period = plan.agreement_period_days
+    pairs = agreement_pairs_between(patient, since=now - dt.timedelta(days=period), until=now + dt.timedelta(minutes=5))
+    return wearable_agreement(pairs, now=now, period_days=period)
+
+
+@dataclass(frozen=True)
+class HomeEvidence:
+    """Where a patient's evidence stands now: the home cuff series, the wearable's agreement with
+    the cuff and whether it is trusted (problems empty), for the patient page."""
+
+    series: CuffSeries
+    agreement: WearableAgreement
+    trust_problems: list[str]
+    protocol: str
+
+
+def home_evidence_of(patient: Patient, plan: PlanVersion, *, now: dt.datetime) -> HomeEvidence:
+    rules, bounds = plans.rules_of(plan), plans.bounds_of(plan)
+    readings = cuff_readings_between(patient, since=now - dt.timedelta(days=plan.series_days), until=now)
+    agreement = wearable_agreement_of(patient, plan, now=now)
+    return HomeEvidence(series=cuff_series(readings, rules.protocol, now=now), agreement=agreement,
+                        trust_problems=trust_problems(agreement, bounds.trust), protocol=rules.protocol.describe())
+
+
+def active_model_for_advice() -> ActiveModel | None:
+    """The active BP model as the plan editor's warnings need it (None: no model is active)."""
+    from monitoring import registry
+    from monitoring.bp_mean_interval import from_metrics
+
+    model = registry.model_active()
+    if model is None:
+        return None
+    return ActiveModel(version=model.version, is_baseline=registry.is_baseline(model),
+                       window_halfwidth_mmhg=(model.interval_sbp_mmhg, model.interval_dbp_mmhg),
+                       error_model=from_metrics(model.metrics))
+
+
+# Steps are what autonomy may release; escalations never are, so they are not counted here.
+AUTONOMY_KINDS = ("step_up", "step_down")
+DECIDED_BY_A_CLINICIAN = (SuggestionStatus.APPROVED, SuggestionStatus.MODIFIED, SuggestionStatus.REJECTED)
+
+
+def autonomy_counts(patients: QuerySet[Patient], *, since: dt.datetime) -> dict[str, int | float | None]:
+    """Proposed dose steps since `since` for these patients: released automatically, decided by a
+    clinician, waiting, and the automatic share of those released or decided (None without any)."""
+    counts = {"automatic": 0, "reviewed": 0, "waiting": 0}
+    rows = (Suggestion.objects.filter(patient__in=patients, kind__in=AUTONOMY_KINDS, created_at__gte=since)
+            .values_list("auto_release", "status").annotate(n=Count("id")).order_by())
+    acknowledged_after_review = 0
+    for automatic, status, n in rows:
+        if automatic:
+            counts["automatic"] += n
+        elif status in DECIDED_BY_A_CLINICIAN:
+            counts["reviewed"] += n
+        elif status == SuggestionStatus.ACKNOWLEDGED:
+            acknowledged_after_review += n
+        elif status == SuggestionStatus.PENDING_REVIEW:
+            counts["waiting"] += n
+    counts["reviewed"] += acknowledged_after_review
+    decided = counts["automatic"] + counts["reviewed"]
+    return {**counts, "automatic_share": counts["automatic"] / decided if decided else None}
+
+
+def automatic_releases(patients: QuerySet[Patient], *, since: dt.datetime, limit: int = 50) -> QuerySet[Suggestion]:
+    """Dose steps released automatically since `since`, newest first, with the plan version whose
+    bounds allowed them."""
+    return (Suggestion.objects.filter(patient__in=patients, auto_release=True, created_at__gte=since)
+            .select_related("patient", "plan_version").order_by("-created_at")[:limit])

@@ -24,6 +24,8 @@ PLAN_FIELDS = (
     "min_usable_estimates", "min_distinct_days", "min_days_between_changes", "step_down_sbp_mmhg",
     "auto_step_up", "auto_step_down", "max_auto_rung", "max_interval_halfwidth_mmhg",
     "min_usable_window_share", "calibration_max_age_days", "exclusions", "seek_care_instructions",
+    "series_days", "series_discard_first_day", "series_min_readings", "series_min_days",
+    "agreement_period_days", "agreement_min_pairs", "agreement_max_bias_mmhg", "agreement_max_sd_mmhg",
 )
 
 

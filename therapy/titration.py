@@ -2,8 +2,9 @@
 
 Pure: values in, a `Proposal` out; `now` is passed in. Units: mmHg, days, shares 0..1.
 
-Evidence: the estimates with `now - look_back_days < recorded_at <= now` (the caller passes the
-active model's estimates only). Their mean SBP/DBP is the basis of every decision. Flagged
+Evidence (therapy/evidence.py): a complete home cuff series decides first; otherwise the estimates
+with `now - look_back_days < recorded_at <= now` (the caller passes the active model's estimates
+only), when there are enough of them. That mean SBP/DBP is the basis of every decision. Flagged
 estimates (stale calibration, baseline model) are INCLUDED in the mean: a flag says an estimate
 may not support an automatic release, not that its number is wrong. Flags are carried in the
 evidence and routing sends any proposal resting on a flagged estimate to a clinician.
@@ -12,11 +13,12 @@ Decision, in order (the first that applies):
 1. Hypotension symptoms reported in the look-back -> step down one rung (even on little data:
    the patient should not wait for 12 readings; routing sends it to review). On the lowest rung:
    escalate to a clinician.
-2. Not enough data (< min estimates or < min distinct days) -> hold, naming the rule.
+2. Not enough data (no complete cuff series, and < min estimates or < min distinct days) -> hold,
+   naming what the series and the wearable still need.
 3. Mean SBP < step-down threshold (110) -> step down one rung; on the lowest rung: hold, saying a
    clinician may consider stopping. Step downs are not held by the minimum interval.
 4. Mean at or above target (SBP or DBP) -> wants a step up:
-   a. a confirmed SBP < 100 in the look-back -> hold (any increase is held);
+   a. a confirmed SBP < 100 in the look-back (estimates or cuff readings) -> hold;
    b. last change less than the minimum interval ago -> hold, saying when;
    c. already on the top rung -> escalate: the ladder is exhausted, a clinician decides;
    d. otherwise step up ONE rung.
@@ -41,6 +43,15 @@ from therapy.domain import (
     ProposalKind,
 )
 from therapy.escalation import confirmed_pair, is_low_reading
+from therapy.evidence import (
+    CLOCK_TOLERANCE,
+    INTERVAL_LEVEL,
+    CuffEvidence,
+    EvidenceSource,
+    MeanErrorModel,
+    WearableAgreement,
+    cuff_series,
+)
 
 
 def evidence_window(
@@ -52,9 +63,17 @@ def evidence_window(
 
 
 def summarise(
-    estimates: Sequence[EstimateEvidence], *, rules: PlanRules, usable_window_share: float | None
+    estimates: Sequence[EstimateEvidence], *, rules: PlanRules, usable_window_share: float | None,
+    cuff_readings: Sequence[CuffEvidence] = (), now: dt.datetime | None = None,
+    agreement: WearableAgreement | None = None, error_model: MeanErrorModel | None = None,
 ) -> EvidenceSummary:
-    """Aggregate the look-back estimates (already windowed) into the evidence of a proposal."""
+    """Aggregate the look-back estimates (already windowed) and the home cuff series ending at
+    `now` into the evidence of a proposal, choosing the source that decides: a complete cuff series
+    first, else the wearable's estimates when there are enough of them (routing then asks whether
+    the wearable is trusted for this patient).
+
+    error_model: the active model's mean-interval model (None: unknown, the interval of the mean is
+    taken as the mean of the windows' own half-widths, as if every error were shared)."""
     n = len(estimates)
     days = {e.recorded_at.astimezone(dt.timezone.utc).date() for e in estimates}
     flags: list[str] = []
@@ -64,23 +83,69 @@ def summarise(
                 flags.append(f)
     first = estimates[0].recorded_at if n else None
     last = estimates[-1].recorded_at if n else None
+    wearable_sbp = fmean(e.sbp_mmhg for e in estimates) if n else None
+    wearable_dbp = fmean(e.dbp_mmhg for e in estimates) if n else None
+    wearable_enough = n >= rules.min_usable_estimates and len(days) >= rules.min_distinct_days
+    series = None
+    if now is not None:
+        series = cuff_series(cuff_readings, rules.protocol, now=now)
+    halfwidths: tuple[float | None, float | None] = (None, None)
+    if n:
+        if error_model is not None:
+            halfwidths = (error_model.halfwidth_mmhg("sbp", n), error_model.halfwidth_mmhg("dbp", n))
+        else:
+            halfwidths = (fmean(e.sbp_halfwidth_mmhg for e in estimates), fmean(e.dbp_halfwidth_mmhg for e in estimates))
+    if series is not None and series.complete:
+        source, means = EvidenceSource.CUFF_SERIES, (series.mean_sbp_mmhg, series.mean_dbp_mmhg)
+        halfwidths = (series.sbp_halfwidth_mmhg, series.dbp_halfwidth_mmhg)
+        level: float | None = INTERVAL_LEVEL
+    elif n:
+        source = EvidenceSource.WEARABLE if wearable_enough else EvidenceSource.NONE
+        means = (wearable_sbp, wearable_dbp)
+        level = min(e.interval_level for e in estimates)
+    elif series is not None and series.n_readings:
+        source, means = EvidenceSource.NONE, (series.mean_sbp_mmhg, series.mean_dbp_mmhg)
+        halfwidths, level = (series.sbp_halfwidth_mmhg, series.dbp_halfwidth_mmhg), INTERVAL_LEVEL
+    else:
+        source, means, level = EvidenceSource.NONE, (None, None), None
     return EvidenceSummary(
         n_estimates=n,
         n_distinct_days=len(days),
         days_covered=((last - first).total_seconds() / 86400.0) if first and last else 0.0,
-        mean_sbp_mmhg=fmean(e.sbp_mmhg for e in estimates) if n else None,
-        mean_dbp_mmhg=fmean(e.dbp_mmhg for e in estimates) if n else None,
-        mean_sbp_halfwidth_mmhg=fmean(e.sbp_halfwidth_mmhg for e in estimates) if n else None,
-        mean_dbp_halfwidth_mmhg=fmean(e.dbp_halfwidth_mmhg for e in estimates) if n else None,
-        interval_level=min(e.interval_level for e in estimates) if n else None,
+        mean_sbp_mmhg=means[0],
+        mean_dbp_mmhg=means[1],
+        mean_sbp_halfwidth_mmhg=halfwidths[0],
+        mean_dbp_halfwidth_mmhg=halfwidths[1],
+        interval_level=level,
         usable_window_share=usable_window_share,
         n_flagged=sum(1 for e in estimates if e.flags),
         flags=tuple(flags),
         first_at=first,
         last_at=last,
         estimate_ids=tuple(e.estimate_id for e in estimates if e.estimate_id is not None),
-        sufficient=n >= rules.min_usable_estimates and len(days) >= rules.min_distinct_days,
+        sufficient=source is not EvidenceSource.NONE,
+        source=source.value,
+        cuff_series=series,
+        wearable_mean_sbp_mmhg=wearable_sbp,
+        wearable_mean_dbp_mmhg=wearable_dbp,
+        agreement=agreement,
     )
+
+
+def describe_mean(evidence: EvidenceSummary, plan: PlanRules) -> str:
+    """The deciding mean in words, naming its source and counts ("home cuff series mean 142/90 mmHg
+    (14 readings on 6 days)"; "7-day mean of wearable estimates 138/86 mmHg (40 on 7 days)")."""
+    series = evidence.cuff_series
+    if evidence.source == EvidenceSource.CUFF_SERIES.value and series is not None:
+        return (f"home cuff series mean {evidence.mean_sbp_mmhg:.0f}/{evidence.mean_dbp_mmhg:.0f} mmHg "
+                f"({series.n_readings} readings on {series.n_days} days)")
+    if evidence.n_estimates:
+        return (f"{plan.look_back_days:g}-day mean of wearable estimates {evidence.wearable_mean_sbp_mmhg:.0f}/"
+                f"{evidence.wearable_mean_dbp_mmhg:.0f} mmHg ({evidence.n_estimates} on {evidence.n_distinct_days} days)")
+    if series is not None and series.n_readings:
+        return (f"home cuff readings so far {evidence.mean_sbp_mmhg:.0f}/{evidence.mean_dbp_mmhg:.0f} mmHg "
+                f"({series.n_readings} readings on {series.n_days} days, series incomplete)")
+    return f"no estimates or home cuff readings in the last {plan.look_back_days:g} days"
 
 
 def _insufficiency(evidence: EvidenceSummary, rules: PlanRules) -> list[str]:
@@ -95,6 +160,9 @@ def _insufficiency(evidence: EvidenceSummary, rules: PlanRules) -> list[str]:
             f"not enough data: estimates on {evidence.n_distinct_days} distinct days in the last "
             f"{rules.look_back_days:g} days, the plan needs at least {rules.min_distinct_days}"
         )
+    series = evidence.cuff_series
+    if series is not None:
+        reasons.extend(f"home cuff series incomplete: {missing}" for missing in series.missing)
     return reasons
 
 
@@ -106,18 +174,27 @@ def propose_step(
     *,
     now: dt.datetime,
     usable_window_share: float | None,
+    cuff_readings: Sequence[CuffEvidence] = (),
+    agreement: WearableAgreement | None = None,
+    error_model: MeanErrorModel | None = None,
 ) -> Proposal:
     """Propose one step (or a hold, or an escalation) for a patient at `now`.
 
     usable_window_share: share (0..1) of the patient's recorded windows in the look-back that passed
-    the quality gate; None if unknown. Carried as evidence for routing, not used to decide."""
+    the quality gate; None if unknown. Carried as evidence for routing, not used to decide.
+    cuff_readings: the patient's cuff readings (mmHg) of at least the series days; a complete home
+    series decides before the wearable. agreement, error_model: carried for routing (see summarise)."""
     if not ladder.has(state.current_rung):
         raise ValueError(f"current rung {state.current_rung} is not on ladder {ladder.name!r} (0..{ladder.top})")
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     current = state.current_rung
     window = evidence_window(estimates, now=now, look_back_days=plan.look_back_days)
-    evidence = summarise(window, rules=plan, usable_window_share=usable_window_share)
+    evidence = summarise(window, rules=plan, usable_window_share=usable_window_share, cuff_readings=cuff_readings,
+                         now=now, agreement=agreement, error_model=error_model)
+    # Low and crisis checks see every reading, cuff readings beside the wearable's estimates.
+    readings = [*window, *(EstimateEvidence.from_cuff(r) for r in cuff_readings
+                           if now - dt.timedelta(days=plan.look_back_days) < r.measured_at <= now + CLOCK_TOLERANCE)]
 
     def make(kind: ProposalKind, to: int, *reasons: str) -> Proposal:
         return Proposal(
@@ -126,10 +203,7 @@ def propose_step(
             evidence=evidence, reasons=tuple(reasons), evaluated_at=now,
         )
 
-    mean = (
-        f"{plan.look_back_days:g}-day mean {evidence.mean_sbp_mmhg:.0f}/{evidence.mean_dbp_mmhg:.0f} mmHg"
-        if evidence.n_estimates else f"no estimates in the last {plan.look_back_days:g} days"
-    )
+    mean = describe_mean(evidence, plan)
     target = f"target below {plan.target_sbp_mmhg:g}/{plan.target_dbp_mmhg:g} mmHg"
 
     # 1. Symptoms of low blood pressure.
@@ -150,7 +224,7 @@ def propose_step(
         )
 
     # 2. Data sufficiency.
-    missing = _insufficiency(evidence, plan)
+    missing = [] if evidence.sufficient else _insufficiency(evidence, plan)
     if missing:
         return make(ProposalKind.HOLD, current, *missing)
     assert evidence.mean_sbp_mmhg is not None and evidence.mean_dbp_mmhg is not None
@@ -173,7 +247,7 @@ def propose_step(
     if not above:
         return make(ProposalKind.HOLD, current, f"at target: {mean}, {target}")
 
-    low = confirmed_pair(window, is_low_reading)
+    low = confirmed_pair(readings, is_low_reading)
     if low is not None:
         return make(
             ProposalKind.HOLD, current,

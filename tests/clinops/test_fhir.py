@@ -20,7 +20,7 @@ from therapy import services
 from therapy.evaluation import patient_therapy_evaluate
 from therapy.models import SuggestionStatus
 from tests.factories import make_admin, make_clinician, make_device, make_patient, make_team
-from tests.therapy.conftest import NOW, clinic, estimates, plan, store_estimates, week_of  # noqa: F401 (fixtures)
+from tests.therapy.conftest import NOW, clinic, estimates, plan, store_estimates, trusted_wearable, week_of  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.django_db
 
@@ -284,7 +284,7 @@ def test_queries_do_not_grow_with_the_record(client_for, clinic, plan, estimates
     assert queries() == small
 
 
-def test_an_automatic_release_is_ordered_by_the_engine_and_says_so(client_for, clinic, plan, estimates):
+def test_an_automatic_release_is_ordered_by_the_engine_and_says_so(client_for, clinic, plan, estimates, trusted_wearable):
     plan(current_rung=2, auto_step_down=True, max_auto_rung=3)
     estimates(week_of(104, 66))
     suggestion = patient_therapy_evaluate(patient_id=clinic["patient"].pk, now=NOW)

@@ -19,7 +19,7 @@ from therapy.models import LatestEvaluation, PlanVersion, Suggestion, Suggestion
 from therapy.selectors import patients_with_triage
 from tests.factories import make_clinician, make_device, make_patient, make_team
 from tests.monitoring.test_bp_registry import register
-from tests.therapy.conftest import store_estimates, week_of
+from tests.therapy.conftest import AGREEING, store_agreement, store_estimates, week_of
 
 _sequence = itertools.count(1)
 
@@ -234,15 +234,17 @@ def test_agreement_override_rate_per_model_version_and_time_to_decision():
     team = make_team()
     clinician = make_clinician(team=team).user
 
-    def evaluated(values, **plan):
+    def evaluated(values, trusted=False, **plan):
         patient, device = _patient_with_plan(team, clinician, now, **plan)
         store_estimates(patient, device, values, now=now)
+        if trusted:
+            store_agreement(patient, AGREEING, now=now)
         return patient, patient_therapy_evaluate(patient_id=patient.pk, now=now)
 
     under_m = [evaluated(week_of(148, 92)) for _ in range(2)]             # model "m" (the first active)
     registry.model_version_promote(actor=SYSTEM, model=register("m2", test_mae=3.9))
     under_m2 = [evaluated(week_of(148, 92)) for _ in range(2)]
-    released = evaluated(week_of(104, 66), current_rung=2, auto_step_down=True, max_auto_rung=3)[1]
+    released = evaluated(week_of(104, 66), current_rung=2, auto_step_down=True, max_auto_rung=3, trusted=True)[1]
     waiting = evaluated(week_of(150, 93))[1]
     assert [s.model_versions for _, s in under_m + under_m2] == [["m"], ["m"], ["m2"], ["m2"]]
     assert (released.status, waiting.status) == (SuggestionStatus.AUTO_RELEASED, SuggestionStatus.PENDING_REVIEW)

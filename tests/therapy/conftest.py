@@ -101,3 +101,27 @@ def week_of(sbp, dbp, *, per_day=2, days=7):
     return [(24 * d + 3 + spacing * k, sbp, dbp) for d in range(days) for k in range(per_day)]
 
 
+
+
+def store_agreement(patient, pairs, *, now=None):
+    """Prospective cuff pairs of the patient's wearable: pairs = [(days ago, estimate - cuff SBP, DBP
+    error mmHg)], each a cuff reading of 140/88 against estimates off by that much."""
+    from monitoring.models import AgreementPair
+
+    now = now or NOW
+    for days_ago, sbp_error, dbp_error in pairs:
+        at = now - dt.timedelta(days=days_ago, minutes=7)
+        reading = CuffReading.objects.create(patient=patient, measured_at=at, sbp_mmhg=140, dbp_mmhg=88, source="clinician")
+        AgreementPair.objects.create(patient=patient, cuff_reading=reading, measured_at=at, estimate_ids=[], n_estimates=3,
+                                     estimate_sbp_mmhg=140 + sbp_error, estimate_dbp_mmhg=88 + dbp_error,
+                                     cuff_sbp_mmhg=140, cuff_dbp_mmhg=88)
+
+
+# Six pairs within ISO 81060-2's numbers (bias ~ +1, SD ~ 3 mmHg): the wearable is trusted.
+AGREEING = [(10, 2, 1), (15, -2, -1), (20, 4, 2), (25, 0, 0), (30, 3, 1), (35, -1, -2)]
+
+
+@pytest.fixture
+def trusted_wearable(clinic):
+    """The patient's wearable has agreed with their cuff (6 prospective pairs in 60 days)."""
+    store_agreement(clinic["patient"], AGREEING)

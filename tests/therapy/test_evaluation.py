@@ -31,10 +31,10 @@ def test_a_wide_interval_is_named_as_the_reason(clinic, plan, estimates):
     plan(auto_step_up=True, max_auto_rung=3, max_interval_halfwidth_mmhg=10.0)
     estimates(week_of(148, 92), halfwidth=14.0)
     suggestion = patient_therapy_evaluate(patient_id=clinic["patient"].pk, now=NOW)
-    assert any(reason.startswith("estimate uncertainty too high") for reason in suggestion.routing_reasons)
+    assert any(reason.startswith("uncertainty of the mean too high") for reason in suggestion.routing_reasons)
 
 
-def test_low_mean_sbp_steps_down_automatically_when_allowed_and_moves_the_rung(clinic, plan, estimates):
+def test_low_mean_sbp_steps_down_automatically_when_allowed_and_moves_the_rung(clinic, plan, estimates, trusted_wearable):
     plan(current_rung=2, auto_step_down=True, max_auto_rung=3)
     estimates(week_of(104, 66))
     suggestion = patient_therapy_evaluate(patient_id=clinic["patient"].pk, now=NOW)

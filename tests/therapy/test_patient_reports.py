@@ -30,7 +30,8 @@ def report(clinic, symptom="", *, kind="symptom", detail="", drug=""):
 
 # --- Scenarios that read like the clinic --------------------------------------------------------
 
-def test_uncontrolled_148_92_fresh_calibration_up_auto_allowed_and_doses_taken_is_released(clinic, plan, estimates, doses):
+def test_uncontrolled_148_92_fresh_calibration_up_auto_allowed_and_doses_taken_is_released(clinic, plan, estimates, doses,
+                                                                                           trusted_wearable):
     plan(auto_step_up=True, max_auto_rung=3, min_usable_window_share=0.7)
     estimates(week_of(148, 92))
     doses(taken=1.0)
@@ -40,7 +41,8 @@ def test_uncontrolled_148_92_fresh_calibration_up_auto_allowed_and_doses_taken_i
     assert plan_current(clinic["patient"]).current_rung == 1
 
 
-def test_the_same_with_70_percent_of_doses_taken_goes_to_review_for_low_adherence(clinic, plan, estimates, doses):
+def test_the_same_with_70_percent_of_doses_taken_goes_to_review_for_low_adherence(clinic, plan, estimates, doses,
+                                                                               trusted_wearable):
     plan(auto_step_up=True, max_auto_rung=3)
     estimates(week_of(148, 92))
     doses(taken=5 / 7)

@@ -19,12 +19,16 @@ from therapy.domain import (
     SymptomReport,
 )
 from therapy.escalation import check_escalation
+from therapy.evidence import WearableAgreement
 from therapy.routing import route
 from therapy.titration import propose_step
 
 NOW = dt.datetime(2026, 3, 1, 9, 0, tzinfo=dt.timezone.utc)
 LADDER = ACE_CCB_THIAZIDE
 PLAN = PlanRules()
+# The patient's wearable agrees with their cuff (8 prospective pairs, within ISO 81060-2's numbers).
+TRUSTED = WearableAgreement(n_pairs=8, period_days=60, sbp_bias_mmhg=1.5, sbp_sd_mmhg=5.0, sbp_mae_mmhg=4.0,
+                            dbp_bias_mmhg=-1.0, dbp_sd_mmhg=4.0, dbp_mae_mmhg=3.2)
 UP_AUTO = AutonomyBounds(auto_directions=frozenset({Direction.UP, Direction.DOWN}), max_auto_rung=4,
                          max_interval_halfwidth_mmhg=10.0, min_usable_window_share=0.7, calibration_max_age_days=28)
 
@@ -38,11 +42,12 @@ def readings(sbp: float, dbp: float, *, halfwidth: float = 7.0, flags: tuple[str
 
 
 def clinic(estimates, *, bounds=UP_AUTO, rung=1, adherence=0.95, exclusions=frozenset(), calibration_age_days=10.0,
-           symptoms=(), side_effects=(), usable_window_share=0.9, changed_days_ago=60):
+           symptoms=(), side_effects=(), usable_window_share=0.9, changed_days_ago=60, agreement=TRUSTED):
     """Run the whole pure path: titration, escalation, routing."""
     state = PatientState(current_rung=rung, last_change_at=NOW - dt.timedelta(days=changed_days_ago),
                          adherence_share=adherence, exclusions=exclusions, symptoms=symptoms, side_effects=side_effects)
-    proposal = propose_step(PLAN, LADDER, state, estimates, now=NOW, usable_window_share=usable_window_share)
+    proposal = propose_step(PLAN, LADDER, state, estimates, now=NOW, usable_window_share=usable_window_share,
+                            agreement=agreement)
     escalations = check_escalation(estimates, symptoms, side_effects, now=NOW)
     decision = route(proposal, bounds, estimates=estimates, calibration_age_days=calibration_age_days,
                      adherence=adherence, exclusions=exclusions, escalations=escalations, now=NOW)
@@ -58,7 +63,8 @@ def test_uncontrolled_7_day_mean_148_over_92_with_fresh_calibration_and_up_auto_
 def test_same_with_a_wide_interval_goes_to_review_because_estimate_uncertainty_is_too_high():
     _, decision = clinic(readings(148, 92, halfwidth=14.0))
     assert not decision.auto_release
-    assert decision.reasons == ("estimate uncertainty too high: 90 % interval ±14 mmHg, limit ±10 mmHg",)
+    assert decision.reasons == (
+        "uncertainty of the mean too high: 90 % interval of the wearable estimates mean ±14 mmHg, limit ±10 mmHg",)
 
 
 def test_step_up_not_allowed_automatically_goes_to_review():
@@ -150,5 +156,5 @@ def test_every_failing_bound_is_named():
     bounds = AutonomyBounds()  # nothing automatic
     _, decision = clinic(readings(148, 92, halfwidth=14.0), bounds=bounds, adherence=0.5, calibration_age_days=40)
     text = " | ".join(decision.reasons)
-    for words in ("not allowed", "highest rung", "uncertainty too high", "calibration is 40 days old", "low adherence"):
+    for words in ("not allowed", "highest rung", "uncertainty of the mean too high", "calibration is 40 days old", "low adherence"):
         assert words in text

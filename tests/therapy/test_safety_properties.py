@@ -5,8 +5,12 @@
    decisions always name a reason, and a step never skips a rung.
 2. From a generated case that WOULD auto-release, injecting any single hazard (failing bound,
    stale / insufficient / low-quality / uncalibrated data, crisis, hypotension, red flag, side
-   effect, low adherence, exclusion, beyond the max rung, the model suspended by monitoring) means it
-   is never auto-released.
+   effect, low adherence, exclusion, beyond the max rung, the model suspended by monitoring, an
+   untrusted wearable, a crisis or confirmed low cuff reading) means it is never auto-released.
+3. Home cuff series: over arbitrary cuff readings, estimates and wearable agreements, an automatic
+   release rests on a complete series from validated cuffs or, without one, on a wearable trusted
+   for this patient, and never crosses a crisis-level reading; and from a releasable complete
+   series, an incomplete one, an unvalidated cuff or a crisis reading stops the release.
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ from therapy.domain import (
     SymptomReport,
 )
 from therapy.escalation import check_escalation
+from therapy.evidence import CuffEvidence, WearableAgreement
 from therapy.routing import route
 from therapy.titration import propose_step
 
@@ -100,18 +105,46 @@ share_ = st.one_of(st.none(), st.floats(0, 1))
 cal_age_ = st.one_of(st.none(), st.floats(0, 60))
 
 
-def run(plan, ladder, bounds, state, estimates, *, share, cal_age, suspensions=()):
-    proposal = propose_step(plan, ladder, state, estimates, now=NOW, usable_window_share=share)
-    escalations = check_escalation(estimates, state.symptoms, state.side_effects, now=NOW)
+# The patient's wearable agrees with their cuff (within ISO 81060-2's numbers, enough pairs).
+TRUSTED = WearableAgreement(n_pairs=8, period_days=60, sbp_bias_mmhg=1.5, sbp_sd_mmhg=5.0, sbp_mae_mmhg=4.0,
+                            dbp_bias_mmhg=-1.0, dbp_sd_mmhg=4.0, dbp_mae_mmhg=3.2)
+
+
+@st.composite
+def agreements(draw) -> WearableAgreement:
+    n = draw(st.integers(0, 12))
+    fig = st.one_of(st.none(), st.floats(-12, 12))
+    sd = st.one_of(st.none(), st.floats(0, 14))
+    return WearableAgreement(n_pairs=n, period_days=60, sbp_bias_mmhg=draw(fig), sbp_sd_mmhg=draw(sd),
+                             sbp_mae_mmhg=None, dbp_bias_mmhg=draw(fig), dbp_sd_mmhg=draw(sd), dbp_mae_mmhg=None)
+
+
+def trusted(agreement: WearableAgreement, bounds: AutonomyBounds) -> bool:
+    """The trust rule, written out here without the evidence code."""
+    figures = (agreement.sbp_bias_mmhg, agreement.dbp_bias_mmhg, agreement.sbp_sd_mmhg, agreement.dbp_sd_mmhg)
+    return (agreement.n_pairs >= bounds.agreement_min_pairs and None not in figures
+            and abs(agreement.sbp_bias_mmhg) <= bounds.agreement_max_bias_mmhg
+            and abs(agreement.dbp_bias_mmhg) <= bounds.agreement_max_bias_mmhg
+            and agreement.sbp_sd_mmhg <= bounds.agreement_max_sd_mmhg
+            and agreement.dbp_sd_mmhg <= bounds.agreement_max_sd_mmhg)
+
+
+def run(plan, ladder, bounds, state, estimates, *, share, cal_age, suspensions=(), agreement=TRUSTED, cuff=()):
+    proposal = propose_step(plan, ladder, state, estimates, now=NOW, usable_window_share=share, agreement=agreement,
+                            cuff_readings=cuff)
     window = [e for e in estimates if NOW - dt.timedelta(days=plan.look_back_days) < e.recorded_at <= NOW]
-    decision = route(proposal, bounds, estimates=window, calibration_age_days=cal_age,
+    readings = [*estimates, *(EstimateEvidence.from_cuff(r) for r in cuff)]
+    escalations = check_escalation(readings, state.symptoms, state.side_effects, now=NOW)
+    seen = [*window, *(EstimateEvidence.from_cuff(r) for r in cuff
+                       if NOW - dt.timedelta(days=plan.look_back_days) < r.measured_at <= NOW + dt.timedelta(minutes=5))]
+    decision = route(proposal, bounds, estimates=seen, calibration_age_days=cal_age,
                      adherence=state.adherence_share, exclusions=state.exclusions, escalations=escalations, now=NOW,
                      suspensions=suspensions)
     return proposal, escalations, window, decision
 
 
 def independent_failures(plan, bounds, state, proposal, escalations, window, *, share, cal_age,
-                         suspensions=()) -> list[str]:
+                         suspensions=(), agreement=TRUSTED) -> list[str]:
     """Every reason an automatic release would be unsafe, checked here without the routing code."""
     failures = []
     if proposal.kind not in (ProposalKind.STEP_UP, ProposalKind.STEP_DOWN):
@@ -138,6 +171,8 @@ def independent_failures(plan, bounds, state, proposal, escalations, window, *, 
         failures.append("uncalibrated")
     if any(e.flags for e in window):
         failures.append("flagged")
+    if not trusted(agreement, bounds):
+        failures.append("wearable not trusted for this patient")
     if any(e.sbp_mmhg >= 180 or e.dbp_mmhg >= 120 for e in window):
         failures.append("crisis-level reading")
     if up and any(e.sbp_mmhg < 100 for e in window):
@@ -170,8 +205,9 @@ def test_auto_release_exactly_when_every_bound_holds_and_steps_never_skip_a_rung
         side_effects=tuple(data.draw(st.one_of(st.just([]), side_effects_))),
     )
     suspensions = data.draw(st.one_of(st.just(()), st.just(("bp-1: SBP error SD 9.1 mmHg against cuff readings",))))
+    agreement = data.draw(st.one_of(st.just(TRUSTED), agreements()))
     proposal, escalations, window, decision = run(plan, ladder, bounds, state, estimates, share=share, cal_age=cal_age,
-                                                  suspensions=suspensions)
+                                                  suspensions=suspensions, agreement=agreement)
 
     # a step never skips a rung, and stays on the ladder
     assert abs(proposal.to_rung - proposal.from_rung) <= 1
@@ -180,7 +216,7 @@ def test_auto_release_exactly_when_every_bound_holds_and_steps_never_skip_a_rung
     assert (proposal.kind is ProposalKind.STEP_DOWN) == (proposal.to_rung == proposal.from_rung - 1)
 
     failures = independent_failures(plan, bounds, state, proposal, escalations, window, share=share, cal_age=cal_age,
-                                    suspensions=suspensions)
+                                    suspensions=suspensions, agreement=agreement)
     event(f"{proposal.kind.value} -> {decision.route.value}")
     if failures:
         assert not decision.auto_release, failures
@@ -235,6 +271,12 @@ def _pair(sbp: float, dbp: float, minutes_ago: int) -> list[EstimateEvidence]:
             EstimateEvidence(NOW - dt.timedelta(minutes=minutes_ago - 20), sbp, dbp, 5, 5)]
 
 
+def _cuff_pair(sbp: float, dbp: float, minutes_ago: int) -> tuple[CuffEvidence, ...]:
+    """Two readings of one sitting, a minute apart, from a validated cuff."""
+    return (CuffEvidence(NOW - dt.timedelta(minutes=minutes_ago), sbp, dbp, True),
+            CuffEvidence(NOW - dt.timedelta(minutes=minutes_ago - 1), sbp, dbp, True))
+
+
 def _flag_one(estimates: list[EstimateEvidence], d) -> list[EstimateEvidence]:
     i = d.draw(st.integers(0, len(estimates) - 1))
     flagged = dataclasses.replace(estimates[i], flags=(d.draw(st.sampled_from(FLAGS)),))
@@ -275,6 +317,12 @@ HAZARDS = {
     "recent change": lambda c, d: c | {"state": dataclasses.replace(
         c["state"], last_change_at=NOW - dt.timedelta(days=d.draw(st.floats(0, 27.9))))},
     "model suspended by monitoring": lambda c, d: c | {"suspensions": ("bp-1: data drift: pat_foot_ms_median PSI 0.41",)},
+    "wearable not trusted for this patient": lambda c, d: c | {"agreement": d.draw(
+        agreements().filter(lambda a: not trusted(a, c["bounds"])))},
+    "a crisis cuff reading": lambda c, d: c | {"cuff": (CuffEvidence(
+        NOW - dt.timedelta(minutes=d.draw(st.integers(1, 6 * 24 * 60))), d.draw(st.floats(180, 230)), 95.0, True),)},
+    "a confirmed low cuff reading": lambda c, d: c | {"cuff": _cuff_pair(d.draw(st.floats(70, 99.9)), 60.0,
+                                                                          d.draw(st.integers(5, 3000)))},
 }
 
 
@@ -282,11 +330,12 @@ HAZARDS = {
 @given(case=releasable(), hazard=st.sampled_from(sorted(HAZARDS)), data=st.data())
 def test_any_single_hazard_stops_an_automatic_release(case, hazard, data):
     bounds, state, estimates, share, cal_age = case
-    base = dict(bounds=bounds, state=state, estimates=estimates, share=share, cal_age=cal_age, suspensions=())
+    base = dict(bounds=bounds, state=state, estimates=estimates, share=share, cal_age=cal_age, suspensions=(),
+                agreement=TRUSTED, cuff=())
 
     def decide(c):
         return run(PLAN, ACE_CCB_THIAZIDE, c["bounds"], c["state"], c["estimates"], share=c["share"], cal_age=c["cal_age"],
-                   suspensions=c["suspensions"])
+                   suspensions=c["suspensions"], agreement=c["agreement"], cuff=c["cuff"])
 
     proposal, _, _, decision = decide(base)
     assert proposal.kind is ProposalKind.STEP_UP and decision.auto_release, decision.reasons  # the case is releasable
@@ -295,3 +344,115 @@ def test_any_single_hazard_stops_an_automatic_release(case, hazard, data):
     assert not decision.auto_release, hazard
     assert decision.reasons, hazard
     assert abs(proposal.to_rung - proposal.from_rung) <= 1
+
+
+# ------------------------------------------------------------------------------ 3. home cuff series
+
+SERIES_DAY = dt.timedelta(days=1)
+
+
+@st.composite
+def cuff_readings_(draw) -> list[CuffEvidence]:
+    validated = draw(st.sampled_from(["all", "some", "none"]))
+    out = []
+    for i in range(draw(st.integers(0, 30))):
+        out.append(CuffEvidence(
+            NOW - dt.timedelta(minutes=draw(st.integers(-4, 9 * 24 * 60))), draw(st.floats(95, 200)),
+            draw(st.floats(55, 125)), validated == "all" or (validated == "some" and draw(st.booleans())),
+            reading_id=i + 1,
+        ))
+    return out
+
+
+def series_as_written(cuff: list[CuffEvidence], plan: PlanRules) -> tuple[bool, bool]:
+    """(complete, every kept reading from a validated cuff): the protocol written out here."""
+    kept = [r for r in cuff if NOW - dt.timedelta(days=plan.series_days) < r.measured_at <= NOW + dt.timedelta(minutes=5)]
+    if kept and plan.series_discard_first_day:
+        first = min(r.measured_at.date() for r in kept)
+        kept = [r for r in kept if r.measured_at.date() != first]
+    days = {r.measured_at.date() for r in kept}
+    return (len(kept) >= plan.series_min_readings and len(days) >= plan.series_min_days,
+            all(r.validated_cuff for r in kept))
+
+
+@FAST
+@given(estimates=estimates_(), cuff=cuff_readings_(), agreement=st.one_of(st.just(TRUSTED), agreements()),
+       share=share_, cal_age=cal_age_, rung=st.integers(0, ACE_CCB_THIAZIDE.top))
+def test_an_automatic_release_rests_on_a_complete_validated_series_or_a_trusted_wearable(
+        estimates, cuff, agreement, share, cal_age, rung):
+    bounds = AutonomyBounds(auto_directions=frozenset(Direction), max_auto_rung=ACE_CCB_THIAZIDE.top,
+                            max_interval_halfwidth_mmhg=15.0, min_usable_window_share=0.0)
+    state = PatientState(current_rung=rung, last_change_at=NOW - dt.timedelta(days=90), adherence_share=1.0)
+    proposal, _, window, decision = run(PLAN, ACE_CCB_THIAZIDE, bounds, state, estimates, share=share, cal_age=cal_age,
+                                        agreement=agreement, cuff=cuff)
+    complete, validated = series_as_written(cuff, PLAN)
+    event(f"series {'complete' if complete else 'incomplete'} -> {decision.route.value}")
+    if not decision.auto_release:
+        return
+    if complete:
+        assert validated, "a series with a reading from an unvalidated cuff released a change"
+        assert proposal.evidence.source == "cuff series"
+    else:
+        assert trusted(agreement, bounds), "an incomplete series and an untrusted wearable released a change"
+        assert proposal.evidence.source == "wearable estimates"
+    look_back = [r for r in cuff if NOW - dt.timedelta(days=PLAN.look_back_days) < r.measured_at <= NOW]
+    assert not any(r.sbp_mmhg >= 180 or r.dbp_mmhg >= 120 for r in [*look_back, *window]), "released across a crisis"
+
+
+@st.composite
+def releasable_series(draw):
+    """An uncontrolled patient with a complete home series from a validated cuff (morning and evening,
+    two readings a minute apart, days 1-6 before now; day 7 is the discarded first day) and no wearable."""
+    mean_sbp, mean_dbp = draw(st.floats(142, 165)), draw(st.floats(80, 100))
+    cuff = []
+    for day in range(1, 7):
+        for hour in (7, 20):
+            at = NOW.replace(hour=hour, minute=0) - dt.timedelta(days=day)
+            for k in range(2):
+                cuff.append(CuffEvidence(at + dt.timedelta(minutes=k), mean_sbp + draw(st.floats(-4, 4)),
+                                         mean_dbp + draw(st.floats(-3, 3)), True, "Omron M3 Comfort", len(cuff) + 1))
+    first_day = NOW.replace(hour=20, minute=0) - dt.timedelta(days=7)  # discarded: a first day runs high
+    cuff.append(CuffEvidence(first_day, 172.0, 104.0, True, "Omron M3 Comfort", len(cuff) + 1))
+    rung = draw(st.integers(0, ACE_CCB_THIAZIDE.top - 1))
+    bounds = AutonomyBounds(auto_directions=frozenset({Direction.UP}), max_auto_rung=ACE_CCB_THIAZIDE.top,
+                            max_interval_halfwidth_mmhg=10.0)
+    state = PatientState(current_rung=rung, last_change_at=NOW - dt.timedelta(days=60), adherence_share=0.95)
+    return bounds, state, cuff
+
+
+def _drop_to_incomplete(cuff, d):
+    keep = d.draw(st.sampled_from(["few readings", "few days"]))
+    kept = [r for r in cuff if (NOW - r.measured_at) < dt.timedelta(days=6, hours=12)]
+    if keep == "few readings":
+        return tuple(kept[: d.draw(st.integers(0, 11))])
+    return tuple(r for r in kept if (NOW - r.measured_at) < dt.timedelta(days=3, hours=12))
+
+
+def _unvalidate_one(cuff, index):
+    """The series' reading `index` (0-23; 24 is the discarded first day) from an unvalidated cuff."""
+    return tuple(dataclasses.replace(r, validated_cuff=False, cuff="Acme wrist cuff") if i == index else r
+                 for i, r in enumerate(cuff))
+
+
+SERIES_HAZARDS = {
+    "incomplete series": _drop_to_incomplete,
+    "a reading from an unvalidated cuff": lambda cuff, d: _unvalidate_one(cuff, d.draw(st.integers(0, 23))),
+    "a crisis cuff reading": lambda cuff, d: (*cuff, CuffEvidence(
+        NOW - dt.timedelta(minutes=d.draw(st.integers(1, 6 * 24 * 60))), 150.0, d.draw(st.floats(120, 140)), True)),
+}
+
+
+@settings(max_examples=150, deadline=None)
+@given(case=releasable_series(), hazard=st.sampled_from(sorted(SERIES_HAZARDS)), data=st.data())
+def test_a_complete_validated_series_releases_and_any_series_hazard_stops_it(case, hazard, data):
+    bounds, state, cuff = case
+    proposal, _, _, decision = run(PLAN, ACE_CCB_THIAZIDE, bounds, state, [], share=None, cal_age=None,
+                                   agreement=WearableAgreement(0, 60, None, None, None, None, None, None), cuff=tuple(cuff))
+    assert proposal.kind is ProposalKind.STEP_UP and decision.auto_release, decision.reasons
+    assert proposal.evidence.source == "cuff series" and proposal.evidence.cuff_series.n_readings == 24
+
+    proposal, _, _, decision = run(PLAN, ACE_CCB_THIAZIDE, bounds, state, [], share=None, cal_age=None,
+                                   agreement=WearableAgreement(0, 60, None, None, None, None, None, None),
+                                   cuff=SERIES_HAZARDS[hazard](tuple(cuff), data))
+    assert not decision.auto_release, hazard
+    assert decision.reasons, hazard

@@ -78,7 +78,11 @@ def test_too_few_estimates_holds_naming_the_rule():
     readings = week_of_readings(150, 95, days=7, per_day=1)  # 7 estimates on 7 days
     proposal = propose_step(PLAN, LADDER, on_rung(1), readings, now=NOW, usable_window_share=0.9)
     assert proposal.kind is ProposalKind.HOLD
-    assert proposal.reasons == ("not enough data: 7 usable estimates in the last 7 days, the plan needs at least 12",)
+    assert proposal.reasons == (
+        "not enough data: 7 usable estimates in the last 7 days, the plan needs at least 12",
+        "home cuff series incomplete: 0 of 12 readings on 0 of 4 days in the last 7 days: 12 more reading(s) and "
+        "readings on 4 more day(s) needed",
+    )
 
 
 def test_too_few_distinct_days_holds_naming_the_rule():
