@@ -28,7 +28,7 @@ from clinops.models import AuditEvent
 from monitoring.models import BPEstimate, MonitoringReport, ReportKind, SignalWindow, WindowAnalysis, WindowStatus
 from patients.models import CareTeam, Device, Patient
 from therapy.models import PlanVersion, Suggestion, SuggestionKind, SuggestionStatus
-from therapy.selectors import patients_with_triage
+from therapy.selectors import autonomy_counts, patients_with_triage
 from therapy.triage import DEVICE_SILENT_AFTER, Triage
 
 # --- Pure math ------------------------------------------------------------------------------------
@@ -512,7 +512,8 @@ CHANGE_KINDS = [SuggestionKind.STEP_UP, SuggestionKind.STEP_DOWN, SuggestionKind
 
 def population_report(team: CareTeam, *, now: dt.datetime) -> dict[str, Any]:
     """The team's patients by triage category (the patient list's own rule and query, so the
-    numbers match it), and therapeutic inertia among the uncontrolled."""
+    numbers match it), therapeutic inertia among the uncontrolled, and the dose steps of the
+    period released automatically vs decided by a clinician (`autonomy`)."""
     rows = patients_with_triage(team.patients.all(), now=now)
     uncontrolled = [r.patient.pk for r in rows if r.triage is Triage.UNCONTROLLED]
     last_proposal = dict(Suggestion.objects.filter(patient_id__in=uncontrolled, kind__in=CHANGE_KINDS)
@@ -525,7 +526,8 @@ def population_report(team: CareTeam, *, now: dt.datetime) -> dict[str, Any]:
     patients = [UncontrolledPatient(pid, last_proposal.get(pid), last_rung_change_at(history[pid]),
                                     history[pid][0][1] if history[pid] else None) for pid in uncontrolled]
     return {"team_id": team.pk, **triage_shares((r.triage.name.lower() for r in rows), TRIAGE_NAMES),
-            "inertia": inertia(patients, now=now, window_days=INERTIA_WINDOW_DAYS)}
+            "inertia": inertia(patients, now=now, window_days=INERTIA_WINDOW_DAYS),
+            "autonomy": autonomy_counts(team.patients.all(), since=now - dt.timedelta(days=INERTIA_WINDOW_DAYS))}
 
 
 @transaction.atomic

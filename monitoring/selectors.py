@@ -8,7 +8,7 @@ import datetime as dt
 from django.db.models import QuerySet
 
 from clinops.permissions import DevicePrincipal
-from django.db.models import Avg, Count, Exists, F, OuterRef, Subquery
+from django.db.models import Avg, Count, Exists, F, OuterRef, Q, Subquery
 from django.db.models.functions import TruncHour
 
 from monitoring.models import BPEstimate, BPModelVersion, CuffReading, SignalWindow, WindowStatus
@@ -83,9 +83,14 @@ def bp_trend(patient: Any, *, since: dt.datetime) -> dict[str, list]:
 
 
 def bp_mean_since(patient: Any, *, since: dt.datetime) -> dict[str, float | int | None]:
-    """Mean SBP/DBP (mmHg) and count of the patient's live estimates since `since` (one query)."""
+    """Mean SBP/DBP (mmHg) and count of the patient's live estimates since `since`, and how many of
+    them the carry-forward baseline made (`n_repeating_cuff`: they repeat a cuff reading, they
+    measure nothing); one query."""
+    from monitoring import bp
+
     return BPEstimate.objects.filter(patient=patient, shadow=False, recorded_at__gte=since).aggregate(
-        sbp=Avg("sbp_mmhg"), dbp=Avg("dbp_mmhg"), n=Count("id"))
+        sbp=Avg("sbp_mmhg"), dbp=Avg("dbp_mmhg"), n=Count("id"),
+        n_repeating_cuff=Count("id", filter=Q(model_version__hyperparameters__estimator=bp.CARRY_FORWARD)))
 
 
 def latest_reports(kind: str) -> list:
@@ -94,3 +99,13 @@ def latest_reports(kind: str) -> list:
 
     newest = MonitoringReport.objects.filter(kind=kind, scope=OuterRef("scope")).order_by("-computed_at").values("pk")[:1]
     return list(MonitoringReport.objects.filter(kind=kind, pk=Subquery(newest)).order_by("scope"))
+
+
+def cuff_is_validated(cuff: Any) -> bool:
+    """The cuff (a registered cuff Device, or None) is of a model an administrator marked validated."""
+    from patients.models import CuffModel
+
+    if cuff is None:
+        return False
+    return CuffModel.objects.filter(make=cuff.make, model=cuff.model, validated=True).exists()
+

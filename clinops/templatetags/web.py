@@ -28,3 +28,15 @@ def report_value(value) -> str:
     if isinstance(value, list):
         return ", ".join(report_value(v) for v in value[:30]) or "—"
     return "—" if value is None else str(value)
+
+
+@register.filter
+def signed(value: float | None) -> str:
+    """1.46 -> "+1.5"; None -> "?" (an unknown figure is shown as unknown, never as 0)."""
+    return "?" if value is None else f"{float(value):+.1f}"
+
+
+@register.filter
+def mmhg(value: float | None) -> str:
+    """4.04 -> "4.0"; None -> "?"."""
+    return "?" if value is None else f"{float(value):.1f}"

@@ -10,7 +10,7 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from clinops.errors import ApplicationError
 from clinops.models import AuditEvent
@@ -18,12 +18,18 @@ from clinops.web.access import clinician_required
 from clinops.web.forms import PlanForm, PatientListFilter
 from monitoring.models import Calibration
 from monitoring.selectors import bp_trend
+from patients.models import CareTeam
 from patients.selectors import patients_visible_to
 from therapy import plans, services
 from therapy.models import Suggestion, SuggestionStatus
 from therapy.domain import LADDER_TEMPLATES
+from therapy.plan_advice import plan_warnings
 from therapy.selectors import (
     alerts_open_for,
+    active_model_for_advice,
+    automatic_releases,
+    autonomy_counts,
+    home_evidence_of,
     patients_with_triage,
     plan_current,
     review_queue_for,
@@ -166,7 +172,24 @@ def plan_edit(request: HttpRequest, patient_id: int) -> HttpResponse:
         else:
             initial.update(_plan_defaults())
         form = PlanForm(initial=initial, rungs=rungs)
-    return render(request, "web/clinic/plan.html", {"patient": patient, "plan": plan, "form": form, "rungs": rungs})
+    return render(request, "web/clinic/plan.html", {"patient": patient, "plan": plan, "form": form, "rungs": rungs,
+                                                    "warnings": _plan_warnings(form, plan)})
+
+
+def _plan_warnings(form: PlanForm, plan) -> list[str]:
+    """What the bounds shown mean with the active model (those posted, else the saved plan's)."""
+    from therapy.models import PlanVersion
+
+    if form.is_bound and form.is_valid():
+        draft = PlanVersion(**{**_plan_defaults(), **form.plan_settings()})
+    elif plan is not None:
+        draft = plan
+    else:
+        draft = PlanVersion(**_plan_defaults() | {"min_usable_window_share": 0.7})
+    try:
+        return plan_warnings(plans.rules_of(draft), plans.bounds_of(draft), active_model_for_advice())
+    except (ValueError, TypeError):
+        return []  # the form names what is wrong with the values
 
 
 def _plan_defaults() -> dict:
@@ -192,6 +215,8 @@ def patient_detail(request: HttpRequest, patient_id: int) -> HttpResponse:
     context = {
         "patient": patient,
         "plan": plan,
+        "home": home_evidence_of(patient, plan, now=now) if plan else None,
+        "cuff_readings": patient.cuff_readings.select_related("cuff").order_by("-measured_at")[:20],
         "rungs": [(i, ladder.describe(i)) for i in range(len(ladder.rungs))] if ladder else [],
         "trend": {**bp_trend(patient, since=now - dt.timedelta(days=TREND_DAYS)), "rung_changes": rung_changes,
                   "target": [plan.target_sbp_mmhg, plan.target_dbp_mmhg] if plan else None},
@@ -205,3 +230,23 @@ def patient_detail(request: HttpRequest, patient_id: int) -> HttpResponse:
         "pending": patient.suggestions.filter(status=SuggestionStatus.PENDING_REVIEW).first(),
     }
     return render(request, "web/clinic/patient.html", context)
+
+
+AUTONOMY_DAYS = 90
+
+
+@require_GET
+@clinician_required
+def autonomy(request: HttpRequest) -> HttpResponse:
+    """What the autonomy did, per care team: every automatic release of the last 90 days with its
+    evidence and the bounds that allowed it, and the share of steps released automatically."""
+    since = timezone.now() - dt.timedelta(days=AUTONOMY_DAYS)
+    visible = patients_visible_to(request.user)
+    clinician = getattr(request.user, "clinician", None)
+    teams = (CareTeam.objects.filter(clinicians=clinician) if clinician else CareTeam.objects.all()).order_by("name")
+    sections = []
+    for team in teams:
+        patients = visible.filter(care_teams=team)
+        sections.append({"team": team, "counts": autonomy_counts(patients, since=since),
+                         "releases": automatic_releases(patients, since=since)})
+    return render(request, "web/clinic/autonomy.html", {"sections": sections, "days": AUTONOMY_DAYS})

@@ -28,15 +28,35 @@ class PlanForm(forms.Form):
     max_auto_rung = forms.TypedChoiceField(coerce=int, label="Highest rung reachable automatically",
                                            help_text="Anything above waits for you.")
     max_interval_halfwidth_mmhg = forms.FloatField(
-        label="Widest uncertainty accepted (± mmHg)", min_value=0, max_value=50,
-        help_text="If the estimates' 90 % interval is wider, the suggestion waits for you.")
+        label="Widest uncertainty of the mean accepted (± mmHg)", min_value=0, max_value=50,
+        help_text="The 90 % interval of the mean the decision rests on (the home series' or the wearable's); "
+                  "if it is wider, the suggestion waits for you.")
     min_usable_window_share = forms.IntegerField(
         label="Minimum usable recordings (%)", min_value=0, max_value=100,
         help_text="Share of the wearable's recordings that passed the quality check over the look-back.")
     calibration_max_age_days = forms.FloatField(label="Cuff calibration at most (days old)", min_value=0, max_value=365,
                                                 help_text="An older calibration sends every suggestion to you.")
+    agreement_min_pairs = forms.IntegerField(
+        label="Wearable trusted after this many cuff pairs", min_value=2, max_value=100,
+        help_text="A cuff reading taken while the wearable records tests its estimates of the minutes before. "
+                  "Until the patient's own pairs agree, wearable estimates only feed alerts and the trend.")
+    agreement_period_days = forms.FloatField(label="…within this many days", min_value=7, max_value=365)
+    agreement_max_bias_mmhg = forms.FloatField(label="…with a mean error at most (± mmHg)", min_value=0, max_value=20,
+                                               help_text="5 by default (ISO 81060-2).")
+    agreement_max_sd_mmhg = forms.FloatField(label="…and an SD of error at most (mmHg)", min_value=0, max_value=30,
+                                             help_text="8 by default (ISO 81060-2).")
+    series_days = forms.IntegerField(
+        label="Home cuff series (days)", min_value=3, max_value=28,
+        help_text="Morning and evening, two readings a sitting about a minute apart. A complete series decides "
+                  "before the wearable.")
+    series_discard_first_day = forms.BooleanField(required=False, label="Discard the first day of a series",
+                                                  help_text="First-day readings run high.")
+    series_min_readings = forms.IntegerField(label="A series needs at least this many readings", min_value=4,
+                                             max_value=200)
+    series_min_days = forms.IntegerField(label="…on at least this many days", min_value=2, max_value=28)
     look_back_days = forms.FloatField(label="Look-back (days)", min_value=1, max_value=90)
-    min_usable_estimates = forms.IntegerField(label="At least this many estimates", min_value=1, max_value=1000)
+    min_usable_estimates = forms.IntegerField(label="Without a complete series: at least this many wearable estimates",
+                                              min_value=1, max_value=1000)
     min_distinct_days = forms.IntegerField(label="…on at least this many days", min_value=1, max_value=90)
     min_days_between_changes = forms.FloatField(label="Minimum days between changes", min_value=0, max_value=365)
     step_down_sbp_mmhg = forms.FloatField(label="Step down when the mean systolic is below (mmHg)", min_value=80,

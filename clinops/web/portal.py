@@ -14,26 +14,50 @@ from django.views.decorators.http import require_POST
 from clinops.errors import ApplicationError
 from clinops.web.access import patient_required
 from monitoring import services as monitoring_services
-from monitoring.models import CuffSource
+from monitoring.models import Arm, CuffSource, Position
+from patients.models import DeviceKind
+from therapy.escalation import CRISIS_DBP_MMHG, CRISIS_SBP_MMHG
 from monitoring.selectors import bp_mean_since, bp_trend
 from therapy import plans, services
 from therapy.adherence import scheduled_doses
 from therapy.domain import RED_FLAG_SYMPTOMS, Symptom
 from therapy.models import DEFAULT_SEEK_CARE_INSTRUCTIONS, DoseLog, Suggestion, SuggestionStatus
-from therapy.selectors import adherence_of, plan_current, released_changes
+from therapy.evidence import CuffSeries
+from therapy.explain import change_explained
+from therapy.selectors import adherence_of, home_evidence_of, plan_current, released_changes
 
 
 
-def _in_words(mean: dict, plan) -> str:
-    """E.g. "Your average this week: 138/86, above your target of 135/85." """
+def _in_words(mean: dict, plan, series: CuffSeries | None) -> list[str]:
+    """The week in words, honest about what each number is: the home cuff readings (measurements)
+    first, then the wearable's average (an estimate; or, under the carry-forward baseline, a repeat
+    of the last cuff reading, which measures nothing new)."""
+    target = f"{plan.target_sbp_mmhg:g}/{plan.target_dbp_mmhg:g}" if plan else ""
+
+    def against_target(sbp: float, dbp: float) -> str:
+        if plan is None:
+            return ""
+        above = sbp >= plan.target_sbp_mmhg or dbp >= plan.target_dbp_mmhg
+        return f", {'above' if above else 'below'} your target of {target}"
+
+    words = []
+    if series is not None and series.n_readings:
+        words.append(f"Your home cuff readings this week: average {series.mean_sbp_mmhg:.0f}/{series.mean_dbp_mmhg:.0f} "
+                     f"from {series.n_readings} readings on {series.n_days} days"
+                     f"{against_target(series.mean_sbp_mmhg, series.mean_dbp_mmhg)}.")
+        if not series.complete:
+            words.append(f"Your weekly home series is not complete yet: {series.missing[0].split(': ', 1)[-1]}.")
+    elif plan is not None:
+        words.append("No home cuff readings this week: measure morning and evening, two readings a minute apart.")
     if not mean["n"]:
-        return "No readings from your wearable this week yet."
-    sbp, dbp = round(mean["sbp"]), round(mean["dbp"])
-    if plan is None:
-        return f"Your average this week: {sbp}/{dbp}."
-    target = f"{plan.target_sbp_mmhg:g}/{plan.target_dbp_mmhg:g}"
-    above = mean["sbp"] >= plan.target_sbp_mmhg or mean["dbp"] >= plan.target_dbp_mmhg
-    return f"Your average this week: {sbp}/{dbp}, {'above' if above else 'below'} your target of {target}."
+        words.append("No readings from your wearable this week yet.")
+    elif mean["n_repeating_cuff"] == mean["n"]:
+        words.append("Your wearable's numbers this week repeat your last cuff reading: they are not new measurements.")
+    else:
+        sbp, dbp = round(mean["sbp"]), round(mean["dbp"])
+        words.append(f"Your wearable estimates your average this week at {sbp}/{dbp}{against_target(sbp, dbp)} "
+                     "(an estimate, not a measurement).")
+    return words
 
 
 def _doses_today(patient, plan, day: dt.date) -> list[dict]:
@@ -42,6 +66,20 @@ def _doses_today(patient, plan, day: dt.date) -> list[dict]:
     logged = {(d.drug, d.slot): d.taken for d in DoseLog.objects.filter(patient=patient, day=day)}
     return [{"dose": d, "taken": logged.get((d.drug, d.slot))}
             for d in scheduled_doses(plans.ladder_of(plan).rungs[plan.current_rung], day)]
+
+
+def _explained(changes) -> list[Suggestion]:
+    """Each released change with why it was made, in the patient's words (`explained`)."""
+    out = []
+    for change in changes.select_related("plan_version"):
+        plan = change.plan_version
+        change.explained = change_explained(
+            kind=change.kind, status=change.status, auto_release=change.auto_release, evidence=change.evidence,
+            target_sbp_mmhg=plan.target_sbp_mmhg, target_dbp_mmhg=plan.target_dbp_mmhg,
+            reported=", ".join(e["reason"].split(": ", 1)[-1] for e in change.escalations
+                               if e.get("kind") == "hypotension symptom"))
+        out.append(change)
+    return out
 
 
 @patient_required
@@ -54,11 +92,12 @@ def home(request: HttpRequest) -> HttpResponse:
         "patient": patient,
         "plan": plan,
         "regimen": plans.ladder_of(plan).describe(plan.current_rung) if plan else None,
-        "bp_words": _in_words(bp_mean_since(patient, since=now - dt.timedelta(days=7)), plan),
+        "bp_words": _in_words(bp_mean_since(patient, since=now - dt.timedelta(days=7)), plan,
+                              home_evidence_of(patient, plan, now=now).series if plan else None),
         "trend": {**bp_trend(patient, since=now - dt.timedelta(days=30)),
                   "target": [plan.target_sbp_mmhg, plan.target_dbp_mmhg] if plan else None, "rung_changes": []},
-        "to_acknowledge": released_changes(patient.suggestions.all()).exclude(status=SuggestionStatus.ACKNOWLEDGED)
-                                                                        .order_by("-updated_at"),
+        "to_acknowledge": _explained(released_changes(patient.suggestions.all())
+                                     .exclude(status=SuggestionStatus.ACKNOWLEDGED).order_by("-updated_at")),
         "seek_care": patient.alerts.filter(closed_at__isnull=True, seek_care=True).first(),
         "today": today,
         "doses": _doses_today(patient, plan, today),
@@ -109,29 +148,58 @@ def acknowledge(request: HttpRequest, suggestion_id: int) -> HttpResponse:
 @patient_required
 def cuff_reading(request: HttpRequest) -> HttpResponse:
     patient = request.user.patient
+    cuffs = list(patient.devices.filter(kind=DeviceKind.CUFF, revoked_at__isnull=True).order_by("-registered_at"))
     errors: dict[str, str] = {}
     if request.method == "POST":
-        values = {}
-        for name, low, high in (("sbp_mmhg", 60, 260), ("dbp_mmhg", 30, 160)):
+        values: dict = {}
+        for name, low, high, required in (("sbp_mmhg", 60, 260, True), ("dbp_mmhg", 30, 160, True),
+                                          ("pulse_bpm", 25, 250, False)):
+            raw = request.POST.get(name, "").strip()
+            if not raw and not required:
+                continue
             try:
-                values[name] = float(request.POST.get(name, ""))
+                values[name] = float(raw)
                 if not low <= values[name] <= high:
                     errors[name] = f"Enter a number between {low} and {high}."
             except ValueError:
                 errors[name] = "Enter the number shown on your cuff."
         if not errors and values["dbp_mmhg"] >= values["sbp_mmhg"]:
             errors["dbp_mmhg"] = "The lower number (diastolic) must be below the upper number (systolic)."
+        arm, position = request.POST.get("arm", ""), request.POST.get("position", "")
+        if arm not in {"", *Arm.values} or position not in {"", *Position.values}:
+            errors["form"] = "Choose the arm and position from the lists."
+        cuff = next((c for c in cuffs if str(c.pk) == request.POST.get("cuff", "")), None)
         if not errors:
             try:
                 monitoring_services.cuff_reading_record(actor=request.user, patient=patient, source=CuffSource.PATIENT,
-                                                        measured_at=timezone.now(), **values)
+                                                        measured_at=timezone.now(), arm=arm, position=position,
+                                                        cuff=cuff, **values)
             except ApplicationError as exc:
                 errors["form"] = exc.message
             else:
-                messages.success(request, "Reading saved. It helps your wearable's estimates stay accurate.")
+                if values["sbp_mmhg"] >= CRISIS_SBP_MMHG or values["dbp_mmhg"] >= CRISIS_DBP_MMHG:
+                    messages.error(request, "This reading is very high. Sit quietly, wait one minute and measure "
+                                            "again, then enter the second reading. If it is still this high, or you "
+                                            "have chest pain, shortness of breath, weakness or trouble speaking, "
+                                            "seek care now.")
+                    return redirect("web:portal-cuff")
+                messages.success(request, "Reading saved. " + _series_progress(patient))
                 return redirect("web:portal")
-    readings = patient.cuff_readings.order_by("-measured_at")[:10]
-    return render(request, "web/portal/cuff.html", {"errors": errors, "readings": readings, "post": request.POST})
+    readings = patient.cuff_readings.select_related("cuff").order_by("-measured_at")[:10]
+    return render(request, "web/portal/cuff.html", {"errors": errors, "readings": readings, "post": request.POST,
+                                                    "cuffs": cuffs, "arms": Arm.choices, "positions": Position.choices})
+
+
+def _series_progress(patient) -> str:
+    """Where the patient's weekly home series stands, in words."""
+    plan = plan_current(patient)
+    if plan is None:
+        return ""
+    series = home_evidence_of(patient, plan, now=timezone.now()).series
+    if series.complete:
+        return f"Your home series this week is complete ({series.n_readings} readings on {series.n_days} days)."
+    return f"Your home series this week: {series.n_readings} of {plan.series_min_readings} readings on " \
+           f"{series.n_days} of {plan.series_min_days} days."
 
 
 @patient_required
@@ -168,5 +236,5 @@ def devices(request: HttpRequest) -> HttpResponse:
 @patient_required
 def history(request: HttpRequest) -> HttpResponse:
     patient = request.user.patient
-    changes = released_changes(patient.suggestions.all())
+    changes = _explained(released_changes(patient.suggestions.all()))
     return render(request, "web/portal/history.html", {"changes": changes, "plan": plan_current(patient)})

@@ -98,7 +98,9 @@ def test_the_portal_says_the_bp_in_words_and_takes_a_dose_and_a_red_flag(clinic,
     estimates(week_of(138, 86))
     client = logged_in(clinic["patient"].user)
     home = client.get("/portal/").content.decode()
-    assert "Your average this week: 138/86, above your target of 135/85." in home
+    assert ("Your wearable estimates your average this week at 138/86, above your target of 135/85 "
+            "(an estimate, not a measurement).") in home
+    assert "No home cuff readings this week: measure morning and evening, two readings a minute apart." in home
     today = timezone.localdate().isoformat()
     tapped = client.post("/portal/doses/", {"day": today, "drug": "lisinopril", "slot": 1, "taken": "yes"}, HTTP_HX_REQUEST="true")
     assert "taken ✓" in tapped.content.decode() and clinic["patient"].dose_logs.get().taken
