@@ -172,3 +172,39 @@ def test_a_reading_naming_another_patients_cuff_is_refused(clinic, cuff):
         monitoring_services.cuff_reading_record(actor=SYSTEM, patient=other, measured_at=NOW, sbp_mmhg=130, dbp_mmhg=80,
                                                 source=CuffSource.CLINICIAN, cuff=cuff)
     assert refused.value.extra["fields"]["cuff"] == ["is not one of this patient's registered cuffs"]
+
+
+def test_a_connected_cuff_uploads_readings_as_the_cuff_that_measured(clinic, cuff):
+    from rest_framework.test import APIClient
+
+    key = patient_services.device_key_issue(actor=SYSTEM, device=cuff)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+    answer = client.post("/api/v1/cuff-readings/", {"measured_at": NOW.isoformat(), "sbp_mmhg": 146, "dbp_mmhg": 91,
+                                                     "pulse_bpm": 64, "arm": "left", "position": "sitting"}, format="json")
+    assert answer.status_code == 201, answer.content
+    assert (answer.data["cuff"], answer.data["validated_cuff"], answer.data["pulse_bpm"], answer.data["arm"]) == (
+        cuff.pk, True, 64, "left")
+
+
+def test_a_wearable_relaying_a_reading_names_no_cuff_and_its_reading_is_not_validated(clinic):
+    from rest_framework.test import APIClient
+
+    key = patient_services.device_key_issue(actor=SYSTEM, device=clinic["device"])
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+    answer = client.post("/api/v1/cuff-readings/", {"measured_at": NOW.isoformat(), "sbp_mmhg": 146, "dbp_mmhg": 91},
+                         format="json")
+    assert answer.status_code == 201 and (answer.data["cuff"], answer.data["validated_cuff"]) == (None, False)
+
+
+def test_the_population_report_counts_steps_released_automatically_and_reviewed(clinic, plan, cuff, doses):
+    from monitoring import reports
+
+    plan(auto_step_up=True, max_auto_rung=3)
+    home_series(clinic, cuff)
+    doses(taken=1.0)
+    evaluate(clinic)
+    team = clinic["patient"].care_teams.get()
+    autonomy = reports.population_report(team, now=NOW)["autonomy"]
+    assert autonomy == {"automatic": 1, "reviewed": 0, "waiting": 0, "automatic_share": 1.0}
