@@ -1,11 +1,10 @@
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from rest_framework_api_key.admin import APIKeyModelAdmin
 
 from clinops.admin import ReadOnlyAdminMixin
-from django import forms
-from django.contrib import messages
-
+from clinops.audit import audit_record
 from clinops.errors import ApplicationError
 from patients import services
 from patients.models import CareTeam, Clinician, CuffModel, Device, DeviceAPIKey, Patient, User
@@ -16,8 +15,29 @@ class UserAdmin(DjangoUserAdmin):
     list_display = ["username", "role", "first_name", "last_name", "is_active"]
     list_filter = ["role", "is_active"]
     fieldsets = (*DjangoUserAdmin.fieldsets, ("ClinOps", {"fields": ("role",)}))
-    # A role is given when the person is created (patients/services.py, audited), not edited here.
-    readonly_fields = ["role"]
+    # A role and its privileges are given when the person is created (patients/services.py,
+    # audited), never edited here: a patient made superuser would read every patient's record.
+    readonly_fields = ["role", "is_superuser", "is_staff", "groups", "user_permissions", "last_login", "date_joined"]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # people are created through the services, with their role and audit row
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def save_model(self, request, obj, form, change):
+        obj.admin_changed_fields = sorted(form.changed_data)  # named in the audit row by log_change
+        super().save_model(request, obj, form, change)
+
+    def log_change(self, request, obj, message):
+        """Every change an administrator makes to a person (names, e-mail, active, password) is
+        audited in the same transaction, naming the fields, never their values."""
+        changed = getattr(obj, "admin_changed_fields", None)
+        if changed is None:  # the password form saves without save_model
+            changed = ["password"]
+        audit_record(actor=request.user, action="user.admin_change", target=obj,
+                     patient=getattr(obj, "patient", None), detail={"changed": changed})
+        return super().log_change(request, obj, message)
 
 
 # People, teams, devices and keys change through patients/services.py, which writes the audit

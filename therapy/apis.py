@@ -20,7 +20,7 @@ from patients.models import Role
 from patients.selectors import patients_visible_to
 from therapy import plans, services
 from therapy.adherence import scheduled_doses
-from therapy.domain import RED_FLAG_SYMPTOMS, Symptom
+from therapy.domain import RED_FLAG_SYMPTOMS, ExclusionKind, Frequency, Symptom
 from therapy.models import (
     DEFAULT_SEEK_CARE_INSTRUCTIONS,
     RELEASED_STATUSES,
@@ -59,13 +59,25 @@ class PlanOutput(serializers.ModelSerializer):
         return [ladder.describe(i) for i in range(len(ladder.rungs))]
 
 
+class DoseInput(serializers.Serializer):
+    drug = serializers.CharField(max_length=80)
+    dose_mg = serializers.FloatField(min_value=0.001, max_value=10_000)
+    frequency = serializers.ChoiceField(choices=[f.value for f in Frequency])
+
+
+class ExclusionInput(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=[k.value for k in ExclusionKind])
+    detail = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+
+
 class PlanInput(serializers.Serializer):
     reason = serializers.CharField(help_text="Why the plan is set or changed (kept with the version).")
     template = serializers.ChoiceField(choices=["ace-ccb-thiazide", "arb-ccb-thiazide"], required=False,
                                        help_text="Start (again) from a ladder template; omit to change the current plan.")
     ladder_name = serializers.CharField(required=False, max_length=120, help_text="Name of a ladder built by hand.")
     ladder = serializers.ListField(
-        child=serializers.ListField(child=serializers.DictField(), min_length=1), required=False, min_length=1,
+        child=serializers.ListField(child=DoseInput(), min_length=1, max_length=10), required=False, min_length=1,
+        max_length=20,
         help_text='A ladder built by hand, mildest rung first: [[{"drug": "losartan", "dose_mg": 50, '
                   '"frequency": "once daily"}], ...]; every rung is the full regimen.')
     target_sbp_mmhg = serializers.FloatField(required=False, min_value=90, max_value=180)
@@ -92,7 +104,7 @@ class PlanInput(serializers.Serializer):
     agreement_min_pairs = serializers.IntegerField(required=False, min_value=2, max_value=100)
     agreement_max_bias_mmhg = serializers.FloatField(required=False, min_value=0, max_value=20)
     agreement_max_sd_mmhg = serializers.FloatField(required=False, min_value=0, max_value=30)
-    exclusions = serializers.ListField(child=serializers.DictField(), required=False)
+    exclusions = serializers.ListField(child=ExclusionInput(), required=False, max_length=len(ExclusionKind))
     seek_care_instructions = serializers.CharField(required=False, max_length=2000)
 
     # Ladder and exclusions are stored as given (jsonb), which holds no NUL character.
@@ -120,7 +132,10 @@ class PatientPlanApi(APIView):
         plan = plan_current(patient)
         if plan is None:
             return Response({"message": "No plan has been set for this patient yet.", "extra": {}}, status=404)
-        return Response(PlanOutput(plan).data)
+        data = PlanOutput(plan).data
+        if _is_patient(request):
+            data["reason"] = ""  # a clinician's own words about the plan are for the care team
+        return Response(data)
 
     @extend_schema(request=PlanInput, responses={201: PlanOutput})
     def post(self, request: Request, patient_id: int) -> Response:

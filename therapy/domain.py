@@ -317,6 +317,10 @@ class SymptomReport:
     detail: str = ""
     report_id: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.reported_at.tzinfo is None:
+            raise ValueError("report times must be timezone-aware")
+
     def describe(self) -> str:
         return f"{self.symptom.value} ({self.detail})" if self.detail else self.symptom.value
 
@@ -327,6 +331,10 @@ class SideEffectReport:
     reported_at: dt.datetime
     drug: str | None = None
     report_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.reported_at.tzinfo is None:
+            raise ValueError("report times must be timezone-aware")
 
     def describe(self) -> str:
         return f"{self.description} (on {self.drug})" if self.drug else self.description
@@ -441,6 +449,7 @@ class EscalationKind(str, enum.Enum):
     RED_FLAG_SYMPTOM = "red-flag symptom"
     HYPOTENSION_SYMPTOM = "hypotension symptom"
     SIDE_EFFECT = "side effect"
+    EVALUATION_FAILING = "evaluation failing"
 
 
 @dataclass(frozen=True)
@@ -460,12 +469,15 @@ class Escalation:
     urgent: bool = True
     report_ids: tuple[int, ...] = ()
     cuff_reading_ids: tuple[int, ...] = ()
+    plan_version_ids: tuple[int, ...] = ()
 
     @property
     def sources(self) -> frozenset[str]:
-        """What raised it, as "estimate:<id>" / "report:<id>" / "cuff:<id>" (ids of stored rows only)."""
+        """What raised it, as "estimate:<id>" / "report:<id>" / "cuff:<id>" / "plan:<id>" (the plan
+        version an evaluation failed on; ids of stored rows only)."""
         return frozenset({*(f"estimate:{i}" for i in self.estimate_ids), *(f"report:{i}" for i in self.report_ids),
-                          *(f"cuff:{i}" for i in self.cuff_reading_ids if i >= 0)})
+                          *(f"cuff:{i}" for i in self.cuff_reading_ids if i >= 0),
+                          *(f"plan:{i}" for i in self.plan_version_ids)})
 
 
 class Route(str, enum.Enum):

@@ -9,8 +9,12 @@
   by a clinician; titration proposes a step down for them, never released on its own.
 - Reported side effects.
 
+- A crisis- or low-level cuff reading that the patient does not repeat within 5 min escalates on its
+  own (crisis: seek care), as the portal asks them to measure again after a minute.
+
 Pure: values in, a list of `Escalation` out; `now` is passed in. Only events in the look-back
-(`now - look_back_days`, `now`] count; events stamped after `now` are ignored as clock errors.
+(`now - look_back_days`, `now` + 5 min] count: a device clock running a few minutes fast must not
+hide a crisis.
 Flagged estimates count too: a flag says an estimate may not support an automatic release, not
 that a dangerous reading may be ignored. Cuff readings are passed in the same shape
 (`EstimateEvidence.from_cuff`) and confirm or are confirmed like any reading.
@@ -35,6 +39,13 @@ CRISIS_DBP_MMHG = 120.0
 LOW_SBP_MMHG = 100.0
 CONFIRMATION_WINDOW = dt.timedelta(minutes=30)
 DEFAULT_LOOK_BACK_DAYS = 7.0
+# A crisis- or low-level CUFF reading asks the patient to measure again after a minute; a repeat is
+# looked for this long after it, and once this wait is over without one the reading escalates on
+# its own (a patient who does not repeat is not left without advice).
+REPEAT_WINDOW = dt.timedelta(minutes=10)
+REPEAT_WAIT = dt.timedelta(minutes=5)
+# Device clocks run a little fast: evidence stamped up to this far after `now` still counts.
+FUTURE_TOLERANCE = dt.timedelta(minutes=5)
 
 
 def is_crisis_reading(estimate: EstimateEvidence) -> bool:
@@ -77,7 +88,24 @@ def _report_ids(report: SymptomReport | SideEffectReport) -> tuple[int, ...]:
 
 
 def _in_look_back(at: dt.datetime, now: dt.datetime, look_back: dt.timedelta) -> bool:
-    return now - look_back < at <= now
+    return now - look_back < at <= now + FUTURE_TOLERANCE
+
+
+def unrepeated_cuff_reading(
+    readings: Sequence[EstimateEvidence], predicate: Callable[[EstimateEvidence], bool], *, now: dt.datetime
+) -> EstimateEvidence | None:
+    """The latest cuff reading meeting `predicate` that was not repeated: no other cuff reading in the
+    REPEAT_WINDOW after it, and the REPEAT_WAIT for one is over at `now`."""
+    cuff = sorted((r for r in readings if r.is_cuff), key=lambda r: r.recorded_at)
+    for i in range(len(cuff) - 1, -1, -1):
+        reading = cuff[i]
+        if not predicate(reading) or now - reading.recorded_at < REPEAT_WAIT:
+            continue
+        repeated = any(reading.recorded_at < other.recorded_at <= reading.recorded_at + REPEAT_WINDOW
+                       for other in cuff[i + 1:])
+        if not repeated:
+            return reading
+    return None
 
 
 def check_escalation(
@@ -110,7 +138,29 @@ def check_escalation(
             at=b.recorded_at, seek_care=True, estimate_ids=_ids(a, b), cuff_reading_ids=_cuff_ids(a, b),
         ))
 
+    else:
+        single = unrepeated_cuff_reading(recent, is_crisis_reading, now=now)
+        if single is not None:
+            items.append(Escalation(
+                kind=EscalationKind.CRISIS,
+                reason=(
+                    f"crisis-level cuff reading {_bp(single)} not repeated within {REPEAT_WAIT.seconds // 60} min "
+                    f"(threshold SBP >= {CRISIS_SBP_MMHG:.0f} or DBP >= {CRISIS_DBP_MMHG:.0f} mmHg); "
+                    "patient told to seek care now"
+                ),
+                at=single.recorded_at, seek_care=True, cuff_reading_ids=_cuff_ids(single),
+            ))
+
     low = confirmed_pair(recent, is_low_reading)
+    if low is None:
+        single = unrepeated_cuff_reading(recent, is_low_reading, now=now)
+        if single is not None:
+            items.append(Escalation(
+                kind=EscalationKind.CONFIRMED_LOW_SBP,
+                reason=(f"low cuff reading: SBP {single.sbp_mmhg:.0f} mmHg, not repeated (below "
+                        f"{LOW_SBP_MMHG:.0f} mmHg); any dose increase is held"),
+                at=single.recorded_at, holds_increase=True, cuff_reading_ids=_cuff_ids(single),
+            ))
     if low is not None:
         a, b = low
         minutes = (b.recorded_at - a.recorded_at).total_seconds() / 60.0

@@ -6,17 +6,18 @@ import dataclasses
 import datetime as dt
 
 import structlog
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import Count, Q
 
 from clinops.audit import SYSTEM, audit_record
 from monitoring.model_health import autonomy_suspensions_in_force
 from monitoring.bp_mean_interval import MeanErrorModel
 from monitoring.bp_mean_interval import from_metrics as mean_error_model_of
-from monitoring.models import BPEstimate, BPModelVersion, Calibration, SignalWindow, WindowStatus
+from monitoring.models import (AlertSeverity, BPEstimate, BPModelVersion, Calibration, OperatorAlert, SignalWindow,
+                               WindowStatus)
 from patients.models import Patient
 from therapy import plans
-from therapy.domain import Escalation, EstimateEvidence, PatientState, ProposalKind
+from therapy.domain import Escalation, EscalationKind, EstimateEvidence, PatientState, ProposalKind
 from therapy.escalation import check_escalation
 from therapy.evidence import CLOCK_TOLERANCE
 from therapy.models import Alert, LatestEvaluation, PlanVersion, Suggestion, SuggestionKind, SuggestionStatus
@@ -35,7 +36,12 @@ DECIDED = (SuggestionStatus.APPROVED, SuggestionStatus.MODIFIED, SuggestionStatu
 
 
 def _evidence(patient: Patient, plan: PlanVersion, now: dt.datetime) -> tuple[list[EstimateEvidence], list[str]]:
-    since = now - dt.timedelta(days=plan.look_back_days)
+    # Up to a few minutes ahead: a device clock running fast must not hide a crisis from the checks.
+    return _estimates_between(patient, now - dt.timedelta(days=plan.look_back_days), now + CLOCK_TOLERANCE)
+
+
+def _estimates_between(patient: Patient, since: dt.datetime, now: dt.datetime) -> tuple[list[EstimateEvidence], list[str]]:
+    """The patient's live estimates recorded in [since, now], as evidence, and their model versions."""
     # Plain values, not model rows joined to their model version: a version row carries its
     # metrics and artifact, and decoding those once per estimate made every evaluation slow.
     rows = (BPEstimate.objects.filter(patient=patient, shadow=False, recorded_at__gte=since, recorded_at__lte=now)
@@ -121,6 +127,116 @@ def _raise_alerts(suggestion: Suggestion, escalations: list[Escalation], plan: P
 
 
 def patient_therapy_evaluate(*, patient_id: int, now: dt.datetime) -> Suggestion | None:
+    """Propose and route a step for one patient; if that fails for any reason but a lost database
+    connection (which the task retries), the escalation checks still run on their own minimal path
+    and the failure itself becomes an urgent item for the care team and a critical operator alert:
+    no broken plan field or rule may silence a red flag, a crisis or a low reading.
+    Returns the suggestion stored, the pending one, or None for a hold."""
+    try:
+        suggestion = _titrate_and_route(patient_id=patient_id, now=now)
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever broke, the patient's safety checks still run
+        log.exception("therapy.evaluation_failed", patient_id=patient_id)
+        return _escalate_despite_failure(patient_id=patient_id, now=now, failure=f"{exc.__class__.__name__}: {exc}")
+    OperatorAlert.objects.filter(signal=EVALUATION_FAILING_SIGNAL, scope=f"patient:{patient_id}",
+                                 resolved_at__isnull=True).update(resolved_at=now)
+    return suggestion
+
+
+# The escalation checks' own look-back when the plan cannot be read (days): the default plan's.
+SAFETY_LOOK_BACK_DAYS = 7.0
+EVALUATION_FAILING_SIGNAL = "therapy.evaluation_failing"
+
+
+def _escalate_despite_failure(*, patient_id: int, now: dt.datetime, failure: str) -> Suggestion | None:
+    """The minimal path: the patient's estimates, cuff readings and reports of the last week through
+    the escalation rules alone (nothing of the plan but its id, its rung and its seek-care words),
+    stored as one urgent item that also says the evaluation is failing, with the alerts the patient
+    and the team must see, and a critical operator alert."""
+    with transaction.atomic():
+        patient = Patient.objects.select_for_update(no_key=True).filter(pk=patient_id).first()
+        plan = plan_current(patient) if patient else None
+        if plan is None:
+            return None
+        since = now - dt.timedelta(days=SAFETY_LOOK_BACK_DAYS)
+        readings = [*_estimates_between(patient, since, now + CLOCK_TOLERANCE)[0],
+                    *(EstimateEvidence.from_cuff(r) for r in cuff_readings_between(patient, since=since,
+                                                                                   until=now + CLOCK_TOLERANCE))]
+        handled = _handled_sources(patient)
+        handled_reports = set().union(*handled.values())
+        symptoms, side_effects = reports_since(patient, since)
+        symptoms = [s for s in symptoms if f"report:{s.report_id}" not in handled_reports]
+        found = [e for e in check_escalation(readings, symptoms, side_effects, now=now,
+                                             look_back_days=SAFETY_LOOK_BACK_DAYS) if _is_new_episode(e, handled)]
+        failing = Escalation(kind=EscalationKind.EVALUATION_FAILING, at=now, plan_version_ids=(plan.pk,),
+                             reason=f"evaluation failing for this patient ({failure[:300]}): no dose step can be "
+                                    "proposed until it is fixed; the escalation checks ran on their own")
+        if not found and not _is_new_episode(failing, handled):
+            # A clinician has seen this plan version fail and nothing new is urgent: the failure stays
+            # on the patient's latest evaluation and the operator alert, not as a fresh item each run.
+            suggestion = None
+        else:
+            suggestion = _store_urgent_item(patient=patient, plan=plan, found=found, failing=failing)
+        _record_outcome(patient=patient, plan=plan, now=now, outcome="failed", reasons=[failing.reason],
+                        evidence={"source": "none", "failure": failure[:1000]}, suggestion=suggestion)
+        alert, created = OperatorAlert.objects.get_or_create(
+            signal=EVALUATION_FAILING_SIGNAL, scope=f"patient:{patient_id}", resolved_at=None,
+            defaults={"severity": AlertSeverity.CRITICAL, "last_seen_at": now,
+                      "message": f"therapy evaluation failing for patient {patient_id}: {failure[:500]}"})
+        if not created:
+            alert.last_seen_at = now
+            alert.save(update_fields=["last_seen_at"])
+        log.error("therapy.evaluation_failing", patient_id=patient_id, operator_alert_id=alert.pk,
+                  suggestion_id=suggestion.pk if suggestion else None, escalations=[e.kind.value for e in found])
+        return suggestion
+
+
+def _store_urgent_item(*, patient: Patient, plan: PlanVersion, found: list[Escalation], failing: Escalation) -> Suggestion:
+    """One urgent escalation item carrying what the checks found and the failure, with its alerts
+    (or the pending item that already asks exactly this)."""
+    escalations = [*found, failing]
+    rows = [{"kind": e.kind.value, "reason": e.reason, "seek_care": e.seek_care, "sources": sorted(e.sources)}
+                for e in escalations]
+    pending = Suggestion.objects.filter(patient=patient, status=SuggestionStatus.PENDING_REVIEW).first()
+    if pending is not None and _same_question(pending, SuggestionKind.ESCALATE, plan.current_rung, rows):
+        return pending
+    regimen = _regimen_or_unreadable(plan)
+    suggestion = Suggestion(
+        patient=patient, plan_version=plan, kind=SuggestionKind.ESCALATE, from_rung=plan.current_rung,
+        to_rung=plan.current_rung, from_regimen=regimen, to_regimen=regimen, evidence={"source": "none"},
+        estimate_ids=sorted({i for e in found for i in e.estimate_ids}), model_versions=[],
+        policy_version=POLICY_VERSION, auto_release=False, routing_reasons=[e.reason for e in escalations],
+        proposal_reasons=[failing.reason], escalations=rows, urgent=True, status=SuggestionStatus.PENDING_REVIEW)
+    _save_superseding(suggestion, pending)
+    audit_record(actor=SYSTEM, action="suggestion.pending_review", target=suggestion, patient=patient,
+                 detail={"kind": SuggestionKind.ESCALATE, "reasons": suggestion.routing_reasons,
+                         "policy_version": POLICY_VERSION, "evaluation_failed": True})
+    _raise_alerts(suggestion, escalations, plan)
+    return suggestion
+
+
+def _save_superseding(suggestion: Suggestion, pending: Suggestion | None) -> None:
+    """Store a new suggestion; the undecided one it replaces says so (one pending per patient)."""
+    if pending is not None:
+        pending.status = SuggestionStatus.SUPERSEDED
+        pending.save(update_fields=["status", "updated_at"])
+    suggestion.save()
+    if pending is not None:
+        pending.superseded_by = suggestion
+        pending.save(update_fields=["superseded_by", "updated_at"])
+        audit_record(actor=SYSTEM, action="suggestion.supersede", target=pending, patient=suggestion.patient,
+                     detail={"superseded_by": suggestion.pk})
+
+
+def _regimen_or_unreadable(plan: PlanVersion) -> str:
+    try:
+        return plans.ladder_of(plan).describe(plan.current_rung)[:255]
+    except Exception:  # noqa: BLE001 - the ladder may be what is broken
+        return "regimen unreadable: the plan could not be evaluated"
+
+
+def _titrate_and_route(*, patient_id: int, now: dt.datetime) -> Suggestion | None:
     """Propose and route a step for one patient. Returns the suggestion it stored (or the pending
     one it already had), or None for a hold (recorded with its reasons in LatestEvaluation). Two
     workers evaluating the same patient at once take turns on the patient's row, so they make one
@@ -152,7 +268,7 @@ def patient_therapy_evaluate(*, patient_id: int, now: dt.datetime) -> Suggestion
                                 usable_window_share=_usable_window_share(patient, plan, now), cuff_readings=cuff,
                                 agreement=agreement, error_model=_mean_error_model(model_versions))
         escalations = [e for e in check_escalation([*evidence, *cuff_as_readings], state.symptoms, state.side_effects,
-                                                   now=now + CLOCK_TOLERANCE, look_back_days=plan.look_back_days)
+                                                   now=now, look_back_days=plan.look_back_days)
                        if _is_new_episode(e, handled)]
         calibration_age_days = (now - calibration.calibrated_at).total_seconds() / 86400 if calibration else None
         suspended = [f"{s.model_version.version}: {s.reason}" for s in autonomy_suspensions_in_force(model_versions)]
@@ -189,15 +305,7 @@ def patient_therapy_evaluate(*, patient_id: int, now: dt.datetime) -> Suggestion
             escalations=escalation_rows, urgent=bool(escalations),
         )
         suggestion.status = SuggestionStatus.AUTO_RELEASED if suggestion.auto_release else SuggestionStatus.PENDING_REVIEW
-        if pending is not None:
-            pending.status = SuggestionStatus.SUPERSEDED
-            pending.save(update_fields=["status", "updated_at"])
-        suggestion.save()
-        if pending is not None:
-            pending.superseded_by = suggestion
-            pending.save(update_fields=["superseded_by", "updated_at"])
-            audit_record(actor=SYSTEM, action="suggestion.supersede", target=pending, patient=patient,
-                         detail={"superseded_by": suggestion.pk})
+        _save_superseding(suggestion, pending)
         audit_record(actor=SYSTEM, action=f"suggestion.{suggestion.status}", target=suggestion, patient=patient,
                      detail={"kind": kind, "from_rung": proposal.from_rung, "to_rung": proposal.to_rung,
                              "reasons": list(decision.reasons), "policy_version": POLICY_VERSION})

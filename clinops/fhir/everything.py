@@ -150,7 +150,7 @@ def patient_everything(patient: Patient, *, since: dt.datetime, now: dt.datetime
         if e.action in ("suggestion.approve", "suggestion.modify", "suggestion.auto_released") and pk in has_order:
             targets.append(f"MedicationRequest/{fhir.order_id(pk)}")
         out.append(fhir.decision_provenance(e, targets=targets, with_reason=not for_patient))
-    out += [fhir.plan_audit_event(e) for e in events if e.action in fhir.PLAN_ACTIONS]
+    out += [fhir.plan_audit_event(e, with_reason=not for_patient) for e in events if e.action in fhir.PLAN_ACTIONS]
 
     if truncated:
         out.append(fhir.operation_outcome(

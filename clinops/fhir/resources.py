@@ -455,12 +455,14 @@ def decision_provenance(event: AuditEvent, *, targets: Iterable[str], with_reaso
     return Provenance.model_validate(data)
 
 
-def plan_audit_event(event: AuditEvent) -> FhirAuditEvent:
+def plan_audit_event(event: AuditEvent, *, with_reason: bool = True) -> FhirAuditEvent:
     """A change to the patient's therapy plan (set, changed, rung moved), from its audit row. Plans
-    are not exported as resources, so the entity names the version and carries the reason."""
+    are not exported as resources, so the entity names the version and carries the reason (the
+    clinician's own words: not for the patient's own reading, as with decisions)."""
     action, words = PLAN_ACTIONS[event.action]
     detail = event.detail or {}
-    details = [{"type": "reason", "valueString": str(detail.get("reason", ""))}] if detail.get("reason") else []
+    details = ([{"type": "reason", "valueString": str(detail.get("reason", ""))}]
+               if with_reason and detail.get("reason") else [])
     if detail.get("changed"):
         details.append({"type": "changed", "valueString": ", ".join(map(str, detail["changed"]))})
     entity: dict[str, Any] = {"what": ref("Patient", event.patient_id),

@@ -18,6 +18,8 @@ if DEBUG:
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [])
 if not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS must list the host names ClinOps is served on.")
+if "*" in ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS=* accepts any Host header: list the host names ClinOps is served on.")
 env_str("DATABASE_URL", required=True)
 env_str("REDIS_URL", required=True)
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":

@@ -10,6 +10,7 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django_otp import login as otp_login
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -31,6 +32,15 @@ class LoginView(auth_views.LoginView):
         return "/"
 
 
+def _same_site(request: HttpRequest, target: str) -> str:
+    """`target` if it is a path on this site (as Django's login checks `next`), else "/": a link
+    with ?next=https://elsewhere/ must not send a clinician off site after the second factor."""
+    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                                  require_https=request.is_secure()):
+        return target
+    return "/"
+
+
 @login_required
 def otp(request: HttpRequest) -> HttpResponse:
     """Verify a TOTP code; a clinician without an authenticator app enrols one first (QR code)."""
@@ -46,7 +56,7 @@ def otp(request: HttpRequest) -> HttpResponse:
                 device.confirmed = True
                 device.save(update_fields=["confirmed"])
             otp_login(request, device)
-            return redirect(request.GET.get("next") or "/")
+            return redirect(_same_site(request, request.GET.get("next", "")))
         error = "That code is not valid. Check the time on your phone and try the current code."
     context = {"enrolling": enrolling, "error": error}
     if enrolling:

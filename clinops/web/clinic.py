@@ -168,7 +168,8 @@ def plan_edit(request: HttpRequest, patient_id: int) -> HttpResponse:
         if plan:
             initial["min_usable_window_share"] = round(plan.min_usable_window_share * 100)
             initial["exclusions"] = [e["kind"] for e in plan.exclusions]
-            initial["exclusion_detail"] = ", ".join(e.get("detail", "") for e in plan.exclusions if e.get("detail"))
+            # str(): a plan stored before its fields were checked strictly may hold other shapes.
+            initial["exclusion_detail"] = ", ".join(str(e.get("detail", "")) for e in plan.exclusions if e.get("detail"))
         else:
             initial.update(_plan_defaults())
         form = PlanForm(initial=initial, rungs=rungs)

@@ -16,7 +16,7 @@ from clinops.web.access import patient_required
 from monitoring import services as monitoring_services
 from monitoring.models import Arm, CuffSource, Position
 from patients.models import DeviceKind
-from therapy.escalation import CRISIS_DBP_MMHG, CRISIS_SBP_MMHG
+from therapy.escalation import CONFIRMATION_WINDOW, CRISIS_DBP_MMHG, CRISIS_SBP_MMHG
 from monitoring.selectors import bp_mean_since, bp_trend
 from therapy import plans, services
 from therapy.adherence import scheduled_doses
@@ -178,6 +178,12 @@ def cuff_reading(request: HttpRequest) -> HttpResponse:
                 errors["form"] = exc.message
             else:
                 if values["sbp_mmhg"] >= CRISIS_SBP_MMHG or values["dbp_mmhg"] >= CRISIS_DBP_MMHG:
+                    confirmed = _crisis_confirmed_by_cuff(patient)
+                    if confirmed:
+                        plan = plan_current(patient)
+                        return render(request, "web/portal/seek_care.html", {
+                            "report": None, "readings": confirmed,
+                            "advice": plan.seek_care_instructions if plan else DEFAULT_SEEK_CARE_INSTRUCTIONS})
                     messages.error(request, "This reading is very high. Sit quietly, wait one minute and measure "
                                             "again, then enter the second reading. If it is still this high, or you "
                                             "have chest pain, shortness of breath, weakness or trouble speaking, "
@@ -188,6 +194,15 @@ def cuff_reading(request: HttpRequest) -> HttpResponse:
     readings = patient.cuff_readings.select_related("cuff").order_by("-measured_at")[:10]
     return render(request, "web/portal/cuff.html", {"errors": errors, "readings": readings, "post": request.POST,
                                                     "cuffs": cuffs, "arms": Arm.choices, "positions": Position.choices})
+
+
+def _crisis_confirmed_by_cuff(patient) -> str:
+    """The patient's crisis-level cuff readings of the confirmation window in words ("192/124 and
+    188/121"), when there are two; else "" (the first one asks for a repeat)."""
+    since = timezone.now() - CONFIRMATION_WINDOW
+    crisis = [r for r in patient.cuff_readings.filter(measured_at__gte=since).order_by("measured_at")
+              if r.sbp_mmhg >= CRISIS_SBP_MMHG or r.dbp_mmhg >= CRISIS_DBP_MMHG]
+    return " and ".join(f"{r.sbp_mmhg:.0f}/{r.dbp_mmhg:.0f}" for r in crisis[-2:]) if len(crisis) >= 2 else ""
 
 
 def _series_progress(patient) -> str:

@@ -139,3 +139,22 @@ def test_the_admin_cannot_add_change_or_delete_audit_events(client):
     assert response.status_code in {200, 403}
     event_after = AuditEvent.objects.get(pk=event.pk)
     assert event_after.action == event.action
+
+
+def test_the_admin_cannot_grant_privileges_and_its_changes_to_a_person_are_audited(client):
+    from tests.factories import make_admin, make_patient
+
+    admin_user, patient = make_admin(), make_patient()
+    user = patient.user
+    client.force_login(admin_user)
+    page = client.get(f"/admin/patients/user/{user.pk}/change/")
+    assert page.status_code == 200
+    form = {"username": user.username, "first_name": "Renamed", "last_name": user.last_name, "email": "",
+            "is_active": "on", "is_superuser": "on", "is_staff": "on", "_save": "Save"}
+    answer = client.post(f"/admin/patients/user/{user.pk}/change/", form)
+    assert answer.status_code == 302, answer.content.decode()[:2000]
+    user.refresh_from_db()
+    assert user.first_name == "Renamed" and not user.is_superuser and not user.is_staff
+    event = AuditEvent.objects.get(action="user.admin_change")
+    assert event.actor_user == admin_user and event.patient == patient and event.detail["changed"] == ["first_name"]
+    assert client.get("/admin/patients/user/add/").status_code == 403

@@ -316,3 +316,18 @@ def test_a_revoked_device_is_inactive_with_its_reason(client_for, record):
     _, index = get_bundle(client_for(record["clinician"]), record["patient"].pk)
     cuff = index[f"Device/{record['cuff'].pk}"]
     assert cuff.status == "inactive" and "lost" in cuff.statusReason[0].text
+
+
+def test_a_patient_reading_their_own_record_gets_no_clinician_plan_reason(client_for, clinic, plan):  # noqa: F811
+    plan(auto_step_up=True)
+    from therapy import services as therapy_services
+
+    therapy_services.plan_change(actor=clinic["clinician"], patient=clinic["patient"], reason="suspect white-coat effect",
+                                 target_sbp_mmhg=130.0)
+    own = client_for(clinic["patient"].user)
+    bundle = own.get(f"/fhir/Patient/{clinic['patient'].pk}/$everything").content.decode()
+    assert "suspect white-coat effect" not in bundle
+    assert own.get(f"/api/v1/patients/{clinic['patient'].pk}/plan/").json()["reason"] == ""
+    team = client_for(clinic["clinician"])
+    assert "suspect white-coat effect" in team.get(f"/fhir/Patient/{clinic['patient'].pk}/$everything").content.decode()
+    assert team.get(f"/api/v1/patients/{clinic['patient'].pk}/plan/").json()["reason"] == "suspect white-coat effect"

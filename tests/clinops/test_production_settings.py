@@ -43,6 +43,8 @@ def test_check_deploy_is_clean_under_production_settings():
         ({"DEBUG": "1"}, "DEBUG must be off"),
         ({"DEBUG": "maybe"}, "is not a boolean"),
         ({"ALLOWED_HOSTS": None}, "ALLOWED_HOSTS must list"),
+        ({"ALLOWED_HOSTS": "*"}, "ALLOWED_HOSTS=* accepts any Host header"),
+        ({"ALLOWED_HOSTS": "clinops.example.org,*"}, "ALLOWED_HOSTS=* accepts any Host header"),
         ({"DATABASE_URL": None}, "DATABASE_URL must be set"),
         ({"DATABASE_URL": "sqlite:////tmp/x.sqlite3"}, "Production runs on PostgreSQL"),
         ({"REDIS_URL": None}, "REDIS_URL must be set"),

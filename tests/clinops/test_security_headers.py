@@ -31,6 +31,19 @@ def test_every_answer_carries_the_content_security_policy_and_frame_denial(url):
     assert response["Referrer-Policy"] == "same-origin"
     assert response["X-Content-Type-Options"] == "nosniff"
     assert response["Cross-Origin-Opener-Policy"] == "same-origin"
+    assert "no-store" in response["Cache-Control"]  # patient data is never kept by a browser or proxy
+
+
+def test_pages_and_api_answers_with_patient_data_are_not_stored_and_the_api_speaks_json_only(client_for):
+    from tests.factories import make_patient
+
+    patient = make_patient()
+    own = client_for(patient.user)
+    for url in ("/portal/", f"/api/v1/patients/{patient.pk}/", f"/fhir/Patient/{patient.pk}/$everything"):
+        answer = own.get(url, HTTP_ACCEPT="text/html,application/json")
+        assert answer.status_code == 200 and "no-store" in answer["Cache-Control"], url
+    api = own.get(f"/api/v1/patients/{patient.pk}/", HTTP_ACCEPT="text/html")
+    assert api.status_code == 406 or api["Content-Type"].startswith("application/json")
 
 
 def test_only_the_api_documentation_pages_allow_inline_styles():

@@ -129,7 +129,11 @@ def test_a_ladder_built_by_hand_is_checked_by_the_domain(clinic, client_for):
     bad = clinician.post(url, {"reason": "own ladder", "ladder_name": "candesartan", "ladder": [[{"drug": "x", "dose_mg": -1,
                                                                                                   "frequency": "once daily"}]]},
                          format="json")
-    assert bad.status_code == 400 and "plan" in bad.json()["extra"]["fields"]
+    assert bad.status_code == 400 and "ladder" in bad.json()  # named at the field: no dose is negative
+    twice = clinician.post(url, {"reason": "own ladder", "ladder_name": "x", "ladder": [
+        [{"drug": "x", "dose_mg": 1, "frequency": "once daily"}, {"drug": "X", "dose_mg": 2, "frequency": "once daily"}]]},
+        format="json")
+    assert twice.status_code == 400 and "plan" in twice.json()["extra"]["fields"]  # the domain's own rule
     made = clinician.post(url, {"reason": "ARB intolerance of losartan", "ladder_name": "candesartan", "ladder": by_hand},
                           format="json")
     assert made.status_code == 201 and made.json()["rungs"] == ["candesartan 8 mg once daily", "candesartan 16 mg once daily"]

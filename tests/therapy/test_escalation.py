@@ -94,3 +94,43 @@ def test_crisis_reading_is_never_auto_released():
     assert proposal.kind.value == "step_up"
     assert decision.route is Route.REVIEW
     assert any(r.startswith("urgent: hypertensive crisis confirmed") for r in decision.reasons)
+
+
+def cuff(minutes_ago: float, sbp: float, dbp: float, id_: int) -> EstimateEvidence:
+    from therapy.evidence import CuffEvidence
+
+    return EstimateEvidence.from_cuff(CuffEvidence(NOW - dt.timedelta(minutes=minutes_ago), sbp, dbp, True, reading_id=id_))
+
+
+def test_a_crisis_cuff_reading_waits_for_its_repeat_then_escalates_on_its_own():
+    assert check_escalation([cuff(2, 192, 124, 7)], [], [], now=NOW) == []  # the patient is repeating it
+    late = check_escalation([cuff(6, 192, 124, 7)], [], [], now=NOW)
+    assert [(i.kind, i.seek_care, i.sources) for i in late] == [(EscalationKind.CRISIS, True, frozenset({"cuff:7"}))]
+    assert late[0].reason.startswith("crisis-level cuff reading 192/124 mmHg (cuff) not repeated within 5 min")
+
+
+def test_a_crisis_cuff_reading_confirmed_by_its_repeat_escalates_at_once_and_a_lower_repeat_does_not():
+    confirmed = check_escalation([cuff(2, 192, 124, 7), cuff(1, 188, 121, 8)], [], [], now=NOW)
+    assert [i.kind for i in confirmed] == [EscalationKind.CRISIS] and confirmed[0].sources == {"cuff:7", "cuff:8"}
+    assert check_escalation([cuff(8, 192, 124, 7), cuff(7, 150, 95, 8)], [], [], now=NOW) == []
+
+
+def test_a_low_cuff_reading_not_repeated_holds_any_increase_and_alerts():
+    items = check_escalation([cuff(9, 94, 60, 3)], [], [], now=NOW)
+    assert [(i.kind, i.holds_increase, i.seek_care) for i in items] == [(EscalationKind.CONFIRMED_LOW_SBP, True, False)]
+
+
+def test_evidence_stamped_a_few_minutes_ahead_still_counts_for_crisis_and_red_flags():
+    ahead = [reading(-4, 190, 121, 1), reading(-3, 188, 122, 2)]
+    assert [i.kind for i in check_escalation(ahead, [], [], now=NOW)] == [EscalationKind.CRISIS]
+    pain = SymptomReport(Symptom.CHEST_PAIN, NOW + dt.timedelta(minutes=3))
+    assert [i.kind for i in check_escalation([], [pain], [], now=NOW)] == [EscalationKind.RED_FLAG_SYMPTOM]
+
+
+def test_naive_report_times_are_refused_when_the_report_is_made():
+    import pytest
+
+    with pytest.raises(ValueError):
+        SymptomReport(Symptom.CHEST_PAIN, dt.datetime(2026, 3, 1, 9, 0))
+    with pytest.raises(ValueError):
+        SideEffectReport("dry cough", dt.datetime(2026, 3, 1, 9, 0))

@@ -226,3 +226,28 @@ def test_the_trend_is_hourly_means_so_a_month_stays_a_small_chart(clinic, plan, 
     assert [trend["sbp"], trend["dbp"]] in ([[130.0, 145.0], [84.0, 85.0]], [[130.0, 140.0, 150.0], [84.0, 80.0, 90.0]])
     assert trend["t"] == sorted(trend["t"]) and trend["sbp_low"][0] == 122.0
     assert trend["cuff"][0][1:] == [140.0, 88.0]
+
+
+def test_a_crisis_cuff_reading_asks_for_a_repeat_and_a_confirming_repeat_says_seek_care_now(clinic, plan):  # noqa: F811
+    plan(seek_care_instructions="Call 112 now.")
+    client = logged_in(clinic["patient"].user)
+    first = client.post("/portal/cuff/", {"sbp_mmhg": "192", "dbp_mmhg": "124", "position": "sitting"}, follow=True)
+    assert "wait one minute and measure again" in first.content.decode()
+    second = client.post("/portal/cuff/", {"sbp_mmhg": "188", "dbp_mmhg": "121", "position": "sitting"})
+    html = second.content.decode()
+    assert 'data-testid="seek-care"' in html and "192/124 and 188/121" in html and "Call 112 now." in html
+
+
+@pytest.mark.parametrize("target, lands", [("https://elsewhere.example/", "/"), ("//elsewhere.example/x", "/"),
+                                           ("/clinic/patients/", "/clinic/patients/")])
+def test_the_second_factor_sends_a_clinician_only_to_a_page_of_this_site(clinic, settings, target, lands):
+    from django_otp.oath import totp
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    settings.CLINOPS_OTP_REQUIRED_FOR_CLINICIANS = True
+    client = Client()
+    client.post("/login/", {"username": clinic["clinician"].username, "password": "pw-clinician"})
+    client.get("/login/otp/")
+    device = TOTPDevice.objects.get(user=clinic["clinician"])
+    answer = client.post(f"/login/otp/?next={target}", {"token": f"{totp(device.bin_key):06d}"})
+    assert answer.status_code == 302 and answer["Location"] == lands
