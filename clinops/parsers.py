@@ -4,6 +4,8 @@ PostgreSQL cannot store in free-form JSON fields (a NUL character), for their se
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -15,14 +17,12 @@ def _reject_nan_literals(token: str) -> Any:
     raise exceptions.ParseError(f"JSON holds the non-standard literal {token}; send finite numbers or null.")
 
 
-def holds_nul(value: Any) -> bool:
-    """Whether a NUL character is in any string (key or value) of a parsed JSON value: PostgreSQL
-    keeps none in text or jsonb, so a serializer of free-form JSON refuses it by field name."""
+def _any_string(value: Any, found: Callable[[str], bool]) -> bool:
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            if "\x00" in item:
+            if found(item):
                 return True
         elif isinstance(item, dict):
             stack.extend(item.keys())
@@ -32,14 +32,36 @@ def holds_nul(value: Any) -> bool:
     return False
 
 
-def loads_strict(text: str) -> Any:
-    """Parse a JSON text, raising DRF's ParseError (400) for anything that is not JSON we can keep."""
+def holds_nul(value: Any) -> bool:
+    """Whether a NUL character is in any string (key or value) of a parsed JSON value: PostgreSQL
+    keeps none in text or jsonb, so a serializer of free-form JSON refuses it by field name."""
+    return _any_string(value, lambda text: "\x00" in text)
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def holds_lone_surrogate(value: Any) -> bool:
+    """Whether any string of a parsed JSON value holds a lone UTF-16 surrogate ("\\ud800"): JSON
+    lets one be escaped, but it is not text, and neither database nor UTF-8 can keep it."""
+    return _any_string(value, lambda text: _LONE_SURROGATE.search(text) is not None)
+
+
+LONE_SURROGATE_MESSAGE = "The body holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text."
+
+
+def loads_strict(text: str, *, surrogates_checked_per_item: bool = False) -> Any:
+    """Parse a JSON text, raising DRF's ParseError (400) for anything that is not JSON we can keep.
+    A lone surrogate anywhere refuses the body, unless the caller checks each item of a batch itself
+    (`surrogates_checked_per_item`, so one bad item rejects only itself)."""
     try:
         value = json.loads(text, parse_constant=_reject_nan_literals)
     except RecursionError as exc:
         raise exceptions.ParseError("The body nests too deeply.") from exc
     except ValueError as exc:  # also JSONDecodeError and integers of > 4300 digits
         raise exceptions.ParseError(f"The body is not valid JSON: {str(exc)[:200]}") from exc
+    if not surrogates_checked_per_item and holds_lone_surrogate(value):
+        raise exceptions.ParseError(LONE_SURROGATE_MESSAGE)
     return value
 
 

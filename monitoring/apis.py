@@ -14,6 +14,7 @@ from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 from redis.exceptions import RedisError
 
+from clinops.parsers import LONE_SURROGATE_MESSAGE, holds_lone_surrogate
 from clinops.permissions import DeviceAPIKeyAuthentication, DevicePrincipal, IsDevice
 from monitoring import selectors, services
 from monitoring.parsers import DeviceJSONParser, PayloadTooLarge
@@ -75,6 +76,8 @@ class DeviceUploadApi(APIView):
         reuses its child (building a serializer deep-copies its fields: ~0.2 ms a window)."""
         if not isinstance(payload, dict):
             raise serializers.ValidationError({"non_field_errors": ["A window must be a JSON object."]})
+        if holds_lone_surrogate(payload):
+            raise serializers.ValidationError({"non_field_errors": [LONE_SURROGATE_MESSAGE]})
         if checker is None:
             upload = WindowInput(data=payload, context={"device": device})
             upload.is_valid(raise_exception=True)
@@ -108,6 +111,9 @@ class WindowUploadApi(DeviceUploadApi):
 
 class WindowBatchUploadApi(DeviceUploadApi):
     """Upload up to 100 windows; each is accepted, recognised as a duplicate, or rejected on its own."""
+
+    # A lone surrogate (or a null) in one window rejects that window only, like any other bad field.
+    surrogates_checked_per_item = True
 
     @extend_schema(
         request=BatchInput,

@@ -42,4 +42,5 @@ class DeviceJSONParser(BaseParser):
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise exceptions.ParseError("The body is not valid JSON: not UTF-8 text.") from exc
-        return loads_strict(text)
+        view = (parser_context or {}).get("view")
+        return loads_strict(text, surrogates_checked_per_item=getattr(view, "surrogates_checked_per_item", False))

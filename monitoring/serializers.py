@@ -137,7 +137,7 @@ class ParsedJSONField(serializers.JSONField):
 
 class BatchInput(serializers.Serializer):
     # Items are checked one by one in the view, so that one bad item rejects only itself.
-    windows = serializers.ListField(child=ParsedJSONField(), min_length=1, max_length=ingest.MAX_BATCH_WINDOWS,
+    windows = serializers.ListField(child=ParsedJSONField(allow_null=True), min_length=1, max_length=ingest.MAX_BATCH_WINDOWS,
                                     help_text="Up to 100 windows (each as for POST /api/v1/windows/), each accepted or rejected on its own.")
 
 

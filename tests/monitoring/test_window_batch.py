@@ -58,6 +58,34 @@ def test_a_mixed_batch_answers_each_window_in_order_and_queues_one_task_for_the_
     assert queued["args"] == ([results[0]["id"], results[3]["id"]],)
 
 
+def test_a_null_item_or_a_lone_surrogate_rejects_only_its_own_window(device_client, make_payload):
+    surrogate = make_payload(1, sequence=21)
+    surrogate["ecg"]["dtype"] = "\ud800"
+    body = json.dumps({"windows": [make_payload(0, sequence=20), None, surrogate, make_payload(3, sequence=23)]})
+    answer = device_client.post(BATCH, data=body, content_type="application/json")
+    assert answer.status_code == 200, answer.content[:500]
+    results = answer.json()["results"]
+    assert [r["result"] for r in results] == ["accepted", "rejected", "rejected", "accepted"]
+    assert "lone UTF-16 surrogate" in results[2]["errors"]["non_field_errors"][0]
+    assert sorted(SignalWindow.objects.values_list("sequence", flat=True)) == [20, 23]
+
+
+def test_a_lone_surrogate_in_a_single_upload_or_a_symptom_report_is_a_400_storing_nothing(device_client, make_payload,
+                                                                                          client_for):
+    from tests.factories import make_patient
+    from therapy.models import SymptomReport
+
+    payload = make_payload(0, sequence=30)
+    payload["ppg"]["dtype"] = "\ud800"
+    answer = device_client.post("/api/v1/windows/", data=json.dumps(payload), content_type="application/json")
+    assert answer.status_code == 400 and "surrogate" in answer.json()["message"]
+    patient = make_patient()
+    report = client_for(patient.user).post(
+        f"/api/v1/patients/{patient.pk}/symptom-reports/", data=json.dumps({"kind": "symptom", "symptom": "\ud800"}),
+        content_type="application/json")
+    assert report.status_code == 400 and not SignalWindow.objects.exists() and not SymptomReport.objects.exists()
+
+
 def test_a_batch_of_only_duplicates_and_rejects_queues_nothing(device_client, make_payload,
                                                               django_capture_on_commit_callbacks):
     send(device_client, [make_payload(0, sequence=1)])
