@@ -48,3 +48,24 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     elif isinstance(response.data, dict) and "detail" in response.data:
         response.data = {"message": str(response.data["detail"]), "extra": {}}
     return response
+
+
+def clean_text(field: str, value: str, *, max_length: int, required: bool = False, what: str = "") -> str:
+    """A person's free text, stripped, or an ApplicationError (400) naming `field`: too long, a NUL
+    character or a lone surrogate (PostgreSQL and UTF-8 keep neither; SQLite would store the long
+    text silently), or empty when `required` (`what` says what is missing). The same input gets the
+    same answer on every database."""
+    if not isinstance(value, str):
+        raise ApplicationError("Enter text.", extra={"fields": {field: ["must be text"]}})
+    text = value.strip()
+    problems = []
+    if required and not text:
+        problems.append("required")
+    if len(text) > max_length:
+        problems.append(f"at most {max_length} characters (got {len(text)})")
+    if "\x00" in text or any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        problems.append("holds a character that is not text (NUL or a lone surrogate)")
+    if problems:
+        message = what if (what and problems == ["required"]) else f"The {field.replace('_', ' ')} is not accepted."
+        raise ApplicationError(message, extra={"fields": {field: problems}})
+    return text

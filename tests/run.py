@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # (name, marker expression, on PostgreSQL, with a Redis of its own)
 PASSES = [
     ("SQLite", "not postgres and not faults", False, False),
-    ("PostgreSQL", "(postgres or integration) and not faults", True, False),
+    ("PostgreSQL", "(postgres or integration or both_databases) and not faults", True, False),
     ("faults", "faults", True, True),
 ]
 

@@ -10,13 +10,16 @@ from django.forms.models import model_to_dict
 from django.utils import timezone
 
 from clinops.audit import audit_record
-from clinops.errors import ApplicationError
+from clinops.errors import ApplicationError, clean_text
 from clinops.permissions import is_in_patients_care_team
 from clinops.tasks import enqueue_on_commit
 from patients.models import Patient, User
 from therapy import plans
 from therapy.domain import LADDER_TEMPLATES
 from therapy.models import PlanVersion
+
+# A clinician's reason or note for a plan version or a decision (characters).
+MAX_REASON_LENGTH = 2000
 
 # The settings a plan version carries (everything but identity and bookkeeping).
 PLAN_FIELDS = (
@@ -54,8 +57,11 @@ def _check(settings: dict[str, Any]) -> None:
 
 def _next_version(*, actor: Any, patient: Patient, reason: str, settings: dict[str, Any], action: str,
                   changed: list[str]) -> PlanVersion:
-    if not reason.strip():
-        raise ApplicationError("Say why the plan is set or changed.", extra={"fields": {"reason": ["required"]}})
+    reason = clean_text("reason", reason, max_length=MAX_REASON_LENGTH, required=True,
+                        what="Say why the plan is set or changed.")
+    settings = {**settings, "seek_care_instructions": clean_text(
+        "seek_care_instructions", settings.get("seek_care_instructions", ""), max_length=2000, required=True,
+        what="Say what the patient is told in a crisis.")}
     _check(settings)
     # Versions of one patient are numbered in turn: hold the patient's row while numbering (no key
     # update: the patient's windows and estimates are inserted meanwhile; see patient_therapy_evaluate).
@@ -119,7 +125,7 @@ def plan_rung_move(*, actor: Any, patient: Patient, to_rung: int, reason: str) -
     (by the approving clinician, or by the system for an automatic release). Callers check who may."""
     current = PlanVersion.objects.filter(patient=patient).order_by("-version").first()
     settings = {**model_to_dict(current, fields=PLAN_FIELDS), "current_rung": to_rung}
-    return _next_version(actor=actor, patient=patient, reason=reason, settings=settings,
+    return _next_version(actor=actor, patient=patient, reason=reason[:MAX_REASON_LENGTH], settings=settings,
                          action="plan.rung_move", changed=["current_rung"])
 
 
@@ -139,6 +145,7 @@ def suggestion_approve(*, actor: Any, suggestion_id: int, note: str = ""):
     """Approve the proposed step as it stands: it is released to the patient and the rung moves."""
     from therapy.models import SuggestionKind, SuggestionStatus
 
+    note = clean_text("note", note, max_length=MAX_REASON_LENGTH)
     suggestion = _pending_for_decision(actor=actor, suggestion_id=suggestion_id)
     if suggestion.kind == SuggestionKind.ESCALATE and suggestion.to_rung == suggestion.from_rung:
         raise ApplicationError("An escalation proposes no change to approve: modify (choose a rung) or reject it.")
@@ -158,9 +165,8 @@ def suggestion_modify(*, actor: Any, suggestion_id: int, to_rung: int, reason: s
     """Release another rung than proposed (at most one rung from the current one), with a reason."""
     from therapy.models import SuggestionStatus
 
+    reason = clean_text("reason", reason, max_length=MAX_REASON_LENGTH, required=True, what="Say why the step is modified.")
     suggestion = _pending_for_decision(actor=actor, suggestion_id=suggestion_id)
-    if not reason.strip():
-        raise ApplicationError("Say why the step is modified.", extra={"fields": {"reason": ["required"]}})
     ladder = plans.ladder_of(suggestion.plan_version)
     if not ladder.has(to_rung) or abs(to_rung - suggestion.from_rung) > 1:
         raise ApplicationError("Choose a rung on the ladder at most one step from the current one.",
@@ -183,9 +189,9 @@ def suggestion_reject(*, actor: Any, suggestion_id: int, reason: str):
     """Reject the suggestion with a reason; nothing reaches the patient."""
     from therapy.models import SuggestionStatus
 
+    reason = clean_text("reason", reason, max_length=MAX_REASON_LENGTH, required=True,
+                        what="Say why the suggestion is rejected.")
     suggestion = _pending_for_decision(actor=actor, suggestion_id=suggestion_id)
-    if not reason.strip():
-        raise ApplicationError("Say why the suggestion is rejected.", extra={"fields": {"reason": ["required"]}})
     suggestion.status = SuggestionStatus.REJECTED
     suggestion.save(update_fields=["status", "updated_at"])
     audit_record(actor=actor, action="suggestion.reject", target=suggestion, patient=suggestion.patient,
@@ -277,7 +283,8 @@ def symptom_report_record(*, actor: Any, patient: Patient, kind: str, symptom: s
     from therapy.tasks import REPORT_EVALUATION_QUEUE, evaluate_patient
 
     _require_patient_or_care_team(actor, patient)
-    detail = detail.strip()
+    detail = clean_text("detail", detail, max_length=SymptomReport._meta.get_field("detail").max_length)
+    drug = clean_text("drug", drug, max_length=SymptomReport._meta.get_field("drug").max_length)
     if kind == ReportKind.SYMPTOM:
         if symptom not in {s.value for s in Symptom}:
             raise ApplicationError("Choose a symptom from the list.",
@@ -292,7 +299,7 @@ def symptom_report_record(*, actor: Any, patient: Patient, kind: str, symptom: s
     else:
         raise ApplicationError("Say whether this is a symptom or a side effect.",
                                extra={"fields": {"kind": [f"one of: {', '.join(ReportKind.values)}"]}})
-    report = SymptomReport.objects.create(patient=patient, kind=kind, symptom=symptom, drug=drug.strip(), detail=detail,
+    report = SymptomReport.objects.create(patient=patient, kind=kind, symptom=symptom, drug=drug, detail=detail,
                                           reported_by=actor)
     audit_record(actor=actor, action="symptom.report", target=report, patient=patient,
                  detail={"kind": kind, "symptom": symptom})
@@ -314,13 +321,13 @@ def alert_snooze(*, actor: Any, alert_id: int, reason: str, days: float, now: dt
     _require_care_team_clinician(actor, alert.patient)
     if alert.closed_at is not None:
         raise ApplicationError("This alert is closed already.", status_code=409)
-    if not reason.strip():
-        raise ApplicationError("Say why the alert is snoozed.", extra={"fields": {"reason": ["required"]}})
+    reason = clean_text("reason", reason, max_length=Alert._meta.get_field("snooze_reason").max_length, required=True,
+                        what="Say why the alert is snoozed.")
     if not 0 < days <= MAX_SNOOZE_DAYS:
         raise ApplicationError(f"An alert can be snoozed for at most {MAX_SNOOZE_DAYS} days.",
                                extra={"fields": {"days": [f"must be more than 0 and at most {MAX_SNOOZE_DAYS}"]}})
     alert.snoozed_until = (now or timezone.now()) + dt.timedelta(days=days)
-    alert.snooze_reason, alert.snoozed_by = reason.strip(), actor
+    alert.snooze_reason, alert.snoozed_by = reason, actor
     alert.save(update_fields=["snoozed_until", "snooze_reason", "snoozed_by", "updated_at"])
     audit_record(actor=actor, action="alert.snooze", target=alert, patient=alert.patient,
                  detail={"until": alert.snoozed_until.isoformat(), "reason": alert.snooze_reason})
