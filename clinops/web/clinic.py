@@ -48,6 +48,7 @@ def _with_rung_choices(item: Suggestion) -> Suggestion:
     return item
 
 
+@require_GET
 @clinician_required
 def queue(request: HttpRequest) -> HttpResponse:
     items = [_with_rung_choices(s) for s in review_queue_for(request.user)[:QUEUE_PAGE]]
@@ -95,6 +96,7 @@ def decide(request: HttpRequest, suggestion_id: int, action: str) -> HttpRespons
 PATIENTS_PAGE = 50
 
 
+@require_GET
 @clinician_required
 def patient_list(request: HttpRequest) -> HttpResponse:
     """The care teams' patients, most urgent first: triage, search and filters, 50 a page."""
@@ -203,6 +205,7 @@ def _plan_defaults() -> dict:
     return values
 
 
+@require_GET
 @clinician_required
 def patient_detail(request: HttpRequest, patient_id: int) -> HttpResponse:
     patient = get_object_or_404(patients_visible_to(request.user), pk=patient_id)

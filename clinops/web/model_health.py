@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from clinops.errors import ApplicationError
 from clinops.web.access import clinician_required
@@ -28,6 +28,7 @@ def _weekly_mae_chart(accuracy_reports) -> dict:
     return {"weeks": weeks, "series": series}
 
 
+@require_GET
 @clinician_required
 def model_health(request: HttpRequest) -> HttpResponse:
     accuracy = latest_reports(ReportKind.ACCURACY)

@@ -9,7 +9,7 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from clinops.errors import ApplicationError
 from clinops.web.access import patient_required
@@ -82,6 +82,7 @@ def _explained(changes) -> list[Suggestion]:
     return out
 
 
+@require_GET
 @patient_required
 def home(request: HttpRequest) -> HttpResponse:
     patient = request.user.patient
@@ -243,11 +244,13 @@ def symptoms(request: HttpRequest) -> HttpResponse:
         "drugs": drugs, "reports": patient.symptom_reports.order_by("-reported_at")[:20], "post": request.POST})
 
 
+@require_GET
 @patient_required
 def devices(request: HttpRequest) -> HttpResponse:
     return render(request, "web/portal/devices.html", {"devices": request.user.patient.devices.order_by("-registered_at")})
 
 
+@require_GET
 @patient_required
 def history(request: HttpRequest) -> HttpResponse:
     patient = request.user.patient

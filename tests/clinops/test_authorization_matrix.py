@@ -198,7 +198,6 @@ RULES: dict[str, dict[str, dict[str, Expect]]] = {
     # --- web: the clinician app (clinicians and admins; a patient 403; outside the team 404) ---
     "web:queue": {
         "GET":            row(LOGIN, 403,      403,      200,      200,      OTP,    LOGIN,   LOGIN,   LOGIN,   200),
-        "POST":           row(LOGIN, 403,      403,      200,      200,      OTP,    LOGIN,   LOGIN,   LOGIN,   200),
     },
     "web:decide": {  # approve A's pending step; an admin is not the care team: refused, back to the queue
         "GET": same(405),
@@ -206,11 +205,9 @@ RULES: dict[str, dict[str, dict[str, Expect]]] = {
     },
     "web:patients": {
         "GET":            row(LOGIN, 403,      403,      200,      200,      OTP,    LOGIN,   LOGIN,   LOGIN,   200),
-        "POST":           row(LOGIN, 403,      403,      200,      200,      OTP,    LOGIN,   LOGIN,   LOGIN,   200),
     },
     "web:patient": {
         "GET":            row(LOGIN, 403,      403,      200,      404,      OTP,    LOGIN,   LOGIN,   LOGIN,   200),
-        "POST":           row(LOGIN, 403,      403,      200,      404,      OTP,    LOGIN,   LOGIN,   LOGIN,   200),
     },
     "web:plan": {  # an admin's save is refused by the service and shown as a form error (200)
         "GET":            row(LOGIN, 403,      403,      200,      404,      OTP,    LOGIN,   LOGIN,   LOGIN,   200),
@@ -222,7 +219,6 @@ RULES: dict[str, dict[str, dict[str, Expect]]] = {
     },
     "web:model-health": {
         "GET":            row(LOGIN, 403,      403,      200,      200,      OTP,    LOGIN,   LOGIN,   LOGIN,   200),
-        "POST":           row(LOGIN, 403,      403,      200,      200,      OTP,    LOGIN,   LOGIN,   LOGIN,   200),
     },
     "web:autonomy": {  # the clinician's own teams; an admin sees every team
         "GET":            row(LOGIN, 403,      403,      200,      200,      OTP,    LOGIN,   LOGIN,   LOGIN,   200),
@@ -235,7 +231,6 @@ RULES: dict[str, dict[str, dict[str, Expect]]] = {
     # --- web: the patient portal (patients only, each for themself; clinicians and admins 403) ---
     "web:portal": {
         "GET":            row(LOGIN, 200,      200,      403,      403,      403,    LOGIN,   LOGIN,   LOGIN,   403),
-        "POST":           row(LOGIN, 200,      200,      403,      403,      403,    LOGIN,   LOGIN,   LOGIN,   403),
     },
     "web:portal-dose": {  # patient B has no plan, so no dose to log: refused, back to the portal
         "GET": same(405),
@@ -255,11 +250,9 @@ RULES: dict[str, dict[str, dict[str, Expect]]] = {
     },
     "web:portal-devices": {
         "GET":            row(LOGIN, 200,      200,      403,      403,      403,    LOGIN,   LOGIN,   LOGIN,   403),
-        "POST":           row(LOGIN, 200,      200,      403,      403,      403,    LOGIN,   LOGIN,   LOGIN,   403),
     },
     "web:portal-history": {
         "GET":            row(LOGIN, 200,      200,      403,      403,      403,    LOGIN,   LOGIN,   LOGIN,   403),
-        "POST":           row(LOGIN, 200,      200,      403,      403,      403,    LOGIN,   LOGIN,   LOGIN,   403),
     },
 }
 
