@@ -212,17 +212,21 @@ def autonomy_suspensions_in_force(version_names: list[str]) -> list[AutonomySusp
 
 @transaction.atomic
 def autonomy_suspension_lift(*, actor, suspension_id: int, reason: str) -> AutonomySuspension:
-    """A clinician (or admin) re-enables automatic releases for the model version, with a reason."""
-    from patients.models import Role, User
+    """A clinical lead of a care team (or an administrator) re-enables automatic releases for the
+    model version, with a reason (audited): monitoring suspended them for every patient of the
+    model, so it is a decision for someone who answers for a team's autonomy, not any clinician."""
+    from clinops.errors import clean_text
+    from patients.models import User
+    from patients.services import is_clinical_lead
 
-    if not (isinstance(actor, User) and actor.role in (Role.CLINICIAN, Role.ADMIN)):
-        raise ApplicationError("Only a clinician or an administrator may re-enable automatic releases.", status_code=403)
-    if not reason.strip():
-        raise ApplicationError("Say why automatic releases may resume.", extra={"fields": {"reason": ["required"]}})
+    if not (isinstance(actor, User) and (actor.is_clinops_admin or is_clinical_lead(actor))):
+        raise ApplicationError("Only a clinical lead of a care team or an administrator may re-enable automatic "
+                               "releases.", status_code=403)
+    reason = clean_text("reason", reason, max_length=2000, required=True, what="Say why automatic releases may resume.")
     suspension = AutonomySuspension.objects.select_for_update().get(pk=suspension_id)
     if suspension.lifted_at is not None:
         raise ApplicationError("This suspension is lifted already.", status_code=409)
-    suspension.lifted_at, suspension.lifted_by, suspension.lift_reason = timezone.now(), actor, reason.strip()
+    suspension.lifted_at, suspension.lifted_by, suspension.lift_reason = timezone.now(), actor, reason
     suspension.save(update_fields=["lifted_at", "lifted_by", "lift_reason"])
     audit_record(actor=actor, action="autonomy.resume", target=suspension,
                  detail={"model_version": suspension.model_version.version, "reason": suspension.lift_reason})

@@ -93,6 +93,9 @@ class CareTeam(models.Model):
     name = models.CharField(max_length=120, unique=True)
     clinicians = models.ManyToManyField(Clinician, related_name="care_teams", blank=True)
     patients = models.ManyToManyField(Patient, related_name="care_teams", blank=True)
+    # Clinical leads answer for the team's use of automatic releases: they (or an administrator)
+    # may resume releases that model monitoring suspended.
+    clinical_leads = models.ManyToManyField(Clinician, related_name="leads_care_teams", blank=True)
 
     def __str__(self) -> str:
         return self.name

@@ -256,3 +256,22 @@ def cuff_model_set_validated(*, actor: User, cuff_model: CuffModel, validated: b
     audit_record(actor=actor, action="cuff_model.validate" if validated else "cuff_model.unvalidate", target=cuff_model,
                  detail={"make": cuff_model.make, "model": cuff_model.model, "reference": cuff_model.validation_reference})
     return cuff_model
+
+
+@transaction.atomic
+def care_team_appoint_lead(*, actor: User, team: CareTeam, clinician: Clinician) -> CareTeam:
+    """An administrator names a clinician of the team its clinical lead (audited)."""
+    if not (isinstance(actor, User) and actor.is_clinops_admin):
+        raise ApplicationError("Only an administrator appoints a clinical lead.", status_code=403)
+    if not team.clinicians.filter(pk=clinician.pk).exists():
+        raise ApplicationError("A clinical lead is a clinician of the team.",
+                               extra={"fields": {"clinician": ["not in this care team"]}})
+    team.clinical_leads.add(clinician)
+    audit_record(actor=actor, action="care_team.appoint_lead", target=team, detail={"clinician_id": clinician.pk})
+    return team
+
+
+def is_clinical_lead(user: User) -> bool:
+    """The user leads at least one care team."""
+    clinician = getattr(user, "clinician", None)
+    return clinician is not None and clinician.leads_care_teams.exists()

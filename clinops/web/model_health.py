@@ -14,6 +14,7 @@ from monitoring.model_health import autonomy_suspension_lift
 from monitoring.models import AutonomySuspension, OperatorAlert, ReportKind
 from monitoring.selectors import latest_reports
 from patients.models import Role
+from patients.services import is_clinical_lead
 
 
 def _weekly_mae_chart(accuracy_reports) -> dict:
@@ -39,6 +40,9 @@ def model_health(request: HttpRequest) -> HttpResponse:
     context = {
         "alerts": OperatorAlert.objects.filter(resolved_at__isnull=True).order_by("severity", "-raised_at")[:100],
         "suspensions": AutonomySuspension.objects.filter(lifted_at__isnull=True).select_related("model_version"),
+        "lifted": AutonomySuspension.objects.filter(lifted_at__isnull=False).select_related("model_version", "lifted_by")
+                  .order_by("-lifted_at")[:10],
+        "may_lift": request.user.is_clinops_admin or is_clinical_lead(request.user),
         "accuracy": accuracy,
         "chart": _weekly_mae_chart(accuracy),
         "subgroups": latest_reports(ReportKind.SUBGROUPS),

@@ -223,9 +223,9 @@ RULES: dict[str, dict[str, dict[str, Expect]]] = {
     "web:autonomy": {  # the clinician's own teams; an admin sees every team
         "GET":            row(LOGIN, 403,      403,      200,      200,      OTP,    LOGIN,   LOGIN,   LOGIN,   200),
     },
-    "web:suspension-lift": {  # per model version, not per patient: any clinician, or an admin
+    "web:suspension-lift": {  # per model version: a clinical lead (A's clinician leads team A), or an admin
         "GET": same(405),
-        "POST":           row(LOGIN, 403,      403,      W(HEALTH), W(HEALTH), OTP,   LOGIN,   LOGIN,   LOGIN,
+        "POST":           row(LOGIN, 403,      403,      W(HEALTH), HEALTH,   OTP,    LOGIN,   LOGIN,   LOGIN,
                               W(HEALTH)),
     },
     # --- web: the patient portal (patients only, each for themself; clinicians and admins 403) ---
@@ -391,6 +391,7 @@ def build_world() -> SimpleNamespace:
     now = timezone.now()
     team_a, team_b = make_team(), make_team()
     clinician_in, clinician_out = make_clinician(team=team_a), make_clinician(team=team_b)
+    team_a.clinical_leads.add(clinician_in)
     patient_a, patient_b = make_patient(team=team_a), make_patient(team=team_b)
     device_a, key_a = make_device(patient_a)
     device_b, key_b = make_device(patient_b)

@@ -1,5 +1,5 @@
 """Model health: drift on real features, production accuracy on a known set, subgroup flags,
-operator alerts, and the automatic narrowing of autonomy (audited, lifted only by a clinician)."""
+operator alerts, and the automatic narrowing of autonomy (audited, lifted only by a clinical lead or an admin)."""
 import dataclasses
 import datetime as dt
 import random
@@ -147,7 +147,7 @@ def test_poor_production_accuracy_raises_an_alert_and_suspends_automatic_release
     assert AutonomySuspension.objects.filter(lifted_at=None).get() == suspension
 
 
-def test_a_suspension_routes_every_step_to_review_until_a_clinician_lifts_it(drifting_clinic):
+def test_a_suspension_routes_every_step_to_review_until_a_clinical_lead_lifts_it(drifting_clinic):
     from therapy import services
     from therapy.evaluation import patient_therapy_evaluate
     from tests.therapy.conftest import store_estimates, week_of
@@ -164,6 +164,15 @@ def test_a_suspension_routes_every_step_to_review_until_a_clinician_lifts_it(dri
     suspension = AutonomySuspension.objects.get()
     with pytest.raises(ApplicationError):
         model_health.autonomy_suspension_lift(actor=patient.user, suspension_id=suspension.pk, reason="fine")
+    with pytest.raises(ApplicationError) as refused:  # a clinician who leads no care team
+        model_health.autonomy_suspension_lift(actor=clinician, suspension_id=suspension.pk, reason="looks fine")
+    assert refused.value.status_code == 403
+    from patients.services import care_team_appoint_lead
+    from tests.factories import make_admin
+
+    team = patient.care_teams.get()
+    care_team_appoint_lead(actor=make_admin(), team=team, clinician=clinician.clinician)
+    assert AuditEvent.objects.filter(action="care_team.appoint_lead").exists()
     with pytest.raises(ApplicationError):
         model_health.autonomy_suspension_lift(actor=clinician, suspension_id=suspension.pk, reason=" ")
     model_health.autonomy_suspension_lift(actor=clinician, suspension_id=suspension.pk,
@@ -201,19 +210,23 @@ def test_drift_reports_use_the_training_distribution_kept_with_the_model(db, rea
     assert dataclasses.is_dataclass(quality.FeatureDrift)
 
 
-def test_the_model_health_page_shows_reports_alerts_and_lets_a_clinician_lift_a_suspension(drifting_clinic, client):
+def test_the_model_health_page_shows_reports_alerts_and_lets_a_clinical_lead_lift_a_suspension(drifting_clinic, client):
     model_health.accuracy_reports_compute()
     client.force_login(drifting_clinic["clinician"])
     page = client.get("/clinic/model-health/")
     html = page.content.decode()
     assert page.status_code == 200 and "SBP mean error -15.0 mmHg" in html and 'data-testid="suspension"' in html
     assert page.context["chart"]["series"][0]["label"] == "cf-1 SBP MAE"
+    assert 'data-testid="who-may-lift"' in html  # not a lead: told who may, no form
     suspension = AutonomySuspension.objects.get()
+    drifting_clinic["patient"].care_teams.get().clinical_leads.add(drifting_clinic["clinician"].clinician)
+    assert 'data-testid="who-may-lift"' not in client.get("/clinic/model-health/").content.decode()
     refused = client.post(f"/clinic/model-health/suspensions/{suspension.pk}/lift/", {"reason": ""}, follow=True)
     assert "Say why automatic releases may resume." in refused.content.decode()
     client.post(f"/clinic/model-health/suspensions/{suspension.pk}/lift/", {"reason": "faulty cuff replaced"})
     suspension.refresh_from_db()
     assert suspension.lifted_by == drifting_clinic["clinician"] and suspension.lift_reason == "faulty cuff replaced"
+    assert "faulty cuff replaced" in client.get("/clinic/model-health/").content.decode()  # who lifted it, and why
     patient_client = type(client)()
     patient_client.force_login(drifting_clinic["patient"].user)
     assert patient_client.get("/clinic/model-health/").status_code == 403
