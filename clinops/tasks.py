@@ -1,7 +1,10 @@
 """Cross-cutting Celery tasks and the one way to enqueue work: after the transaction commits."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 from celery import Task, shared_task
@@ -12,6 +15,28 @@ from django.utils import timezone
 from clinops.models import WorkerHeartbeat
 
 
+# Set by tasks_not_sent(): the caller runs the tasks' steps itself, so nothing is sent.
+_NOT_SENT: contextvars.ContextVar[bool] = contextvars.ContextVar("clinops_tasks_not_sent", default=False)
+
+
+@contextlib.contextmanager
+def tasks_not_sent() -> Iterator[None]:
+    """Within this block enqueue_on_commit sends nothing (and registers nothing to send on commit),
+    for a caller that runs what the tasks would do itself, synchronously: the demo history
+    (`seed_demo`, patients/demo_history.py) processes and estimates its windows and evaluates its
+    patients in process, with no broker and no worker running; without this, every window and
+    reading would try to reach the broker (a connection attempt each, logged as a failure).
+
+    Only for such callers: a task not sent is work nobody does unless the caller does it. The
+    flag is a context variable, so it covers this thread (or task) alone, never a concurrent
+    request."""
+    token = _NOT_SENT.set(True)
+    try:
+        yield
+    finally:
+        _NOT_SENT.reset(token)
+
+
 def enqueue_on_commit(task: Task, *args: Any, queue: str | None = None, **kwargs: Any) -> None:
     """Send `task` only once the current transaction commits (never if it rolls back), to `queue`
     if given, else to the queue its route names (settings.CELERY_TASK_ROUTES).
@@ -19,8 +44,12 @@ def enqueue_on_commit(task: Task, *args: Any, queue: str | None = None, **kwargs
     A worker handed an id before the commit would not find the row; on rollback there is nothing
     to do. Outside a transaction the task is sent at once. If the broker is unreachable the
     committed work stands and the failure is logged (robust): periodic sweepers re-send what is
-    still waiting (e.g. monitoring.tasks.sweep_unprocessed_windows).
+    still waiting (e.g. monitoring.tasks.sweep_unprocessed_windows). Inside tasks_not_sent()
+    nothing is sent: the caller runs the steps itself.
     """
+    if _NOT_SENT.get():
+        return
+
     def send() -> None:
         task.apply_async(args=args, kwargs=kwargs, **({"queue": queue} if queue else {}))
 

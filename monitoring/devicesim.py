@@ -1,7 +1,8 @@
 """Turn real recordings into device uploads exactly as a wearable would send them (no Django inside).
 
-Used by the device simulator (`manage.py simulate_devices`), the end-to-end tests and the ingest
-benchmark, so all three speak the documented wire format (see monitoring/encoding.py).
+Used by the device simulator (`manage.py simulate_devices`), the demo's history (patients/demo_history.py),
+the end-to-end tests and the ingest benchmark, so all of them speak the documented wire format (see
+monitoring/encoding.py).
 """
 from __future__ import annotations
 
@@ -46,3 +47,12 @@ def window_payload(
 def gzip_json(body: dict) -> bytes:
     """A request body as a device with little bandwidth sends it (Content-Encoding: gzip)."""
     return gzip.compress(json.dumps(body).encode("utf-8"), compresslevel=6)
+
+
+def staggered_offsets(n_devices: int, every_s: float) -> list[float]:
+    """When each of n devices first sends, in seconds after the start, so that devices sending one
+    window every `every_s` seconds take turns evenly (one every every_s / n s) instead of all
+    sending at the same instant."""
+    if every_s <= 0:
+        raise ValueError("devices send every so many seconds, more than 0")
+    return [every_s * k / n_devices for k in range(n_devices)]

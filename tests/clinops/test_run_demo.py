@@ -1,4 +1,5 @@
-"""`manage.py run_demo` (what `make demo` runs) brings up the whole product and Ctrl-C stops it all."""
+"""`manage.py run_demo` (what `make demo` runs) brings up the whole product — weeks of seeded history,
+then the demo wearables streaming live windows — and Ctrl-C stops it all."""
 import json
 import os
 import signal
@@ -24,11 +25,11 @@ def get_json(url: str):
         return None
 
 
-def count_rows(database: Path, table: str) -> int:
+def count_rows(database: Path, table: str, where: str = "", params: tuple = ()) -> int:
     import sqlite3
 
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10) as connection:
-        return connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+        return connection.execute(f"SELECT COUNT(*) FROM {table} {where}", params).fetchone()[0]
 
 
 def test_the_demo_runs_web_worker_and_beat_and_stops_on_ctrl_c(tmp_path):
@@ -41,15 +42,18 @@ def test_the_demo_runs_web_worker_and_beat_and_stops_on_ctrl_c(tmp_path):
     # A file, not a pipe: the demo's processes log a lot, and a full pipe nobody reads blocks them.
     log_path = tmp_path / "demo.log"
     log = open(log_path, "w")  # noqa: SIM115 - closed below
+    # Each wearable sends a live window every 12 s here (5 min in the demo), so one comes within seconds.
     demo = subprocess.Popen(
-        [sys.executable, "manage.py", "run_demo", "--addr", f"127.0.0.1:{web_port}", "--workers", "1"],
+        [sys.executable, "manage.py", "run_demo", "--addr", f"127.0.0.1:{web_port}", "--workers", "1",
+         "--window-every", "12"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
     )
+    database = tmp_path / "var" / "clinops.sqlite3"
     try:
         try:
             health = wait_for(
                 lambda: (h := get_json(f"http://127.0.0.1:{web_port}/healthz")) and h["checks"]["worker"] == "ok" and h,
-                timeout_s=180, interval_s=0.5,
+                timeout_s=300, interval_s=0.5,  # training and the weeks of history come first
             )
         except AssertionError:
             demo.send_signal(signal.SIGINT)
@@ -59,18 +63,25 @@ def test_the_demo_runs_web_worker_and_beat_and_stops_on_ctrl_c(tmp_path):
                                  f"{get_json(f'http://127.0.0.1:{web_port}/healthz')}; its output:\n"
                                  + "\n".join(line for line in output.splitlines() if "/healthz" not in line)[-6000:])
         assert health["checks"] == {**health["checks"], "database": "ok", "redis": "ok", "worker": "ok"}
-        # The replayed recordings become real, calibrated estimates (the demo's cuff readings come
-        # from each record's own arterial pressure).
-        wait_for(lambda: count_rows(tmp_path / "var" / "clinops.sqlite3", "monitoring_bpestimate") > 0, timeout_s=120)
+        # Weeks of history were seeded before the web server started...
+        assert count_rows(database, "monitoring_signalwindow") >= 6 * 28 * 4
+        assert count_rows(database, "therapy_suggestion") > 0
+        # ...and the wearables keep streaming: live windows arrive through the API and the worker
+        # turns them into verdicts and (calibrated on the seeded home readings) estimates.
+        seeded = count_rows(database, "monitoring_signalwindow")
+        live = ("WHERE id > ? AND status != 'received'", (seeded,))  # ids count up from 1 on a fresh database
+        wait_for(lambda: count_rows(database, "monitoring_signalwindow", *live) >= 2, timeout_s=120)
         children = psutil.Process(demo.pid).children(recursive=True)
         commands = " ".join(" ".join(child.cmdline()) for child in children)
-        for part in ["runserver", "celery -A clinops worker", "celery -A clinops beat", "redis-server"]:
+        for part in ["runserver", "celery -A clinops worker", "celery -A clinops beat", "redis-server",
+                     "simulate_devices --url", "--live"]:
             assert part in commands
     finally:
         demo.send_signal(signal.SIGINT)
         demo.wait(timeout=60)
         log.close()
     output = log_path.read_text()
-    assert "dr.okafor" in output and "windows accepted" in output and "Active BP model:" in output
+    assert "dr.okafor" in output and "live window of" in output and "Active BP model:" in output
+    assert "History of patient1" in output and "Stopped streaming" in output
     gone, alive = psutil.wait_procs(children, timeout=20)
     assert not alive, [p.cmdline() for p in alive]

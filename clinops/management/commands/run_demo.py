@@ -1,4 +1,6 @@
-"""One command for the whole demo: Redis, migrations, seed, web server, Celery worker and beat.
+"""One command for the whole demo: Redis, migrations, seed (the BP model, the clinic and weeks of
+history: seed_demo), web server, Celery worker and beat, and the demo wearables streaming live
+windows (simulate_devices --live) for as long as the demo runs.
 
 The children run in their own process groups so that Ctrl-C reaches this command alone, which
 then stops them in order; if this command dies, the kernel stops them (PR_SET_PDEATHSIG).
@@ -19,13 +21,16 @@ from clinops import localservices
 
 
 class Command(BaseCommand):
-    help = "Run the ClinOps demo: local Redis, migrate, seed, web server, Celery worker and beat."
+    help = ("Run the ClinOps demo: local Redis, migrate, seed, web server, Celery worker and beat, and the demo "
+            "wearables streaming live windows.")
 
     def add_arguments(self, parser):
         parser.add_argument("--addr", default="127.0.0.1:8000", help="Where the web server listens.")
         parser.add_argument("--workers", type=int, default=2, help="Celery worker processes.")
+        parser.add_argument("--window-every", type=float, default=300.0,
+                            help="Seconds between two live windows of one demo wearable (the devices take turns).")
 
-    def handle(self, *args, addr: str, workers: int, **options):
+    def handle(self, *args, addr: str, workers: int, window_every: float, **options):
         children: list[tuple[str, subprocess.Popen]] = []
         redis = localservices.ensure_redis(settings.REDIS_URL, data_dir=settings.VAR_DIR / "redis")
         if redis is not None:
@@ -53,14 +58,8 @@ class Command(BaseCommand):
                 # Web, worker and beat share the file: WAL lets readers run while one writes.
                 with connection.cursor() as cursor:
                     cursor.execute("PRAGMA journal_mode=WAL")
+            # The BP model (trained on first run), the clinic and its weeks of history, no broker needed.
             call_command("seed_demo")
-            from clinops.audit import SYSTEM
-            from monitoring.training import bp_model_ensure_active
-
-            model, why = bp_model_ensure_active(
-                actor=SYSTEM, data_dir=settings.RECORDINGS_DIR / "challenge2015", progress=lambda m: self.stdout.write(f"  bp model: {m}")
-            )
-            self.stdout.write(f"Active BP model: {model.version} ({why})")
             python = sys.executable
             env = dict(os.environ)
             var = settings.VAR_DIR
@@ -76,7 +75,10 @@ class Command(BaseCommand):
             while not localservices.port_answers(host or "127.0.0.1", int(port)) and time.monotonic() < deadline:
                 time.sleep(0.2)
             url = f"http://{addr}"
-            subprocess.run([python, "manage.py", "simulate_devices", "--url", url], env=env, check=False)
+            # The wearables keep sending, each a window every few minutes, for the life of the demo.
+            children.append(("devices", subprocess.Popen(
+                [python, "manage.py", "simulate_devices", "--url", url, "--live", "--every", str(window_every)],
+                env=env, preexec_fn=localservices.die_with_parent, process_group=0)))
             self.stdout.write(self.style.SUCCESS(
                 f"\nClinOps demo is running at {url}/  (admin: {url}/admin/, API schema: {url}/api/v1/schema/, "
                 f"health: {url}/healthz)\nLogins are printed above (password 'clinops-demo'). Ctrl-C stops everything."
