@@ -1,7 +1,9 @@
 from csp.constants import SELF, UNSAFE_INLINE
 from csp.decorators import csp_update
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
 from clinops import views
@@ -14,6 +16,8 @@ api_docs_csp = csp_update({"style-src": [UNSAFE_INLINE], "worker-src": [SELF, "b
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
+    # Browsers ask for /favicon.ico on pages that name no icon (the admin, JSON answers).
+    path("favicon.ico", RedirectView.as_view(url=static("web/favicon.svg"), http_method_names=["get", "head"]), name="favicon"),
     path("api/v1/", include("patients.urls")),
     path("api/v1/", include("monitoring.urls")),
     path("api/v1/", include("therapy.urls")),

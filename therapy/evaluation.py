@@ -22,7 +22,7 @@ from therapy.escalation import check_escalation
 from therapy.evidence import CLOCK_TOLERANCE
 from therapy.models import Alert, LatestEvaluation, PlanVersion, Suggestion, SuggestionKind, SuggestionStatus
 from therapy.routing import route
-from therapy.selectors import (adherence_of, cuff_readings_between, last_rung_change, plan_current, reports_since,
+from therapy.selectors import (adherence_of, cuff_readings_between, plan_current, regimen_started_at, reports_since,
                                wearable_agreement_of)
 from therapy.services import plan_rung_move
 from therapy.titration import propose_step
@@ -261,7 +261,9 @@ def _titrate_and_route(*, patient_id: int, now: dt.datetime) -> Suggestion | Non
         cuff = cuff_readings_between(patient, since=now - dt.timedelta(days=cuff_days), until=now + CLOCK_TOLERANCE)
         cuff_as_readings = [EstimateEvidence.from_cuff(r) for r in cuff]
         agreement = wearable_agreement_of(patient, plan, now=now)
-        state = PatientState(current_rung=plan.current_rung, last_change_at=last_rung_change(patient),
+        # The plan's start counts as a change: a regimen the patient was just put on has not had
+        # the minimum interval to work either, so the first step waits as any other would.
+        state = PatientState(current_rung=plan.current_rung, last_change_at=regimen_started_at(patient),
                              adherence_share=adherence.share, exclusions=frozenset(plans.exclusions_of(plan)),
                              symptoms=tuple(symptoms), side_effects=tuple(side_effects))
         proposal = propose_step(plans.rules_of(plan), plans.ladder_of(plan), state, evidence, now=now,

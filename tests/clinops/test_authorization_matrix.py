@@ -105,6 +105,7 @@ def same(cell: Expect) -> dict[str, Expect]:
 RULES: dict[str, dict[str, dict[str, Expect]]] = {
     #                         anon   pat A     pat B     clin in   clin out  no otp  dev A    dev B    dev rev  admin
     "healthz": {"GET": same(200)},
+    "favicon": {"GET": same(Redirect("/static/web/favicon", prefix=True))},
     "patients:patient-list": {
         "GET":            row(403,   200,      200,      200,      200,      403,    403,     403,     403,     200),
     },

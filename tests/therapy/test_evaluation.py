@@ -1,4 +1,5 @@
 """Evaluating a patient: the pure rules over stored estimates, one suggestion at a time, audited."""
+import datetime as dt
 import threading
 import time
 
@@ -199,3 +200,14 @@ def test_the_evaluation_task_stores_the_suggestion(clinic, plan, estimates):
     estimates(week_of(148, 92))
     assert evaluate_patient.apply(args=[clinic["patient"].pk]).successful()
     assert Suggestion.objects.filter(patient=clinic["patient"]).count() == 1
+
+
+def test_the_first_step_up_waits_the_minimum_interval_after_the_plan_started(clinic, plan, estimates, doses,
+                                                                            trusted_wearable):
+    started = plan(auto_step_up=True, max_auto_rung=3)
+    PlanVersion.objects.filter(pk=started.pk).update(created_at=NOW - dt.timedelta(days=10))
+    estimates(week_of(150, 95))
+    doses(taken=1.0)
+    assert patient_therapy_evaluate(patient_id=clinic["patient"].pk, now=NOW) is None
+    held = clinic["patient"].latest_evaluation
+    assert any("the last change was 10 days ago" in r for r in held.reasons), held.reasons
