@@ -37,9 +37,11 @@ def tasks_not_sent() -> Iterator[None]:
         _NOT_SENT.reset(token)
 
 
-def enqueue_on_commit(task: Task, *args: Any, queue: str | None = None, **kwargs: Any) -> None:
+def enqueue_on_commit(task: Task, *args: Any, queue: str | None = None, countdown: float | None = None,
+                      **kwargs: Any) -> None:
     """Send `task` only once the current transaction commits (never if it rolls back), to `queue`
-    if given, else to the queue its route names (settings.CELERY_TASK_ROUTES).
+    if given, else to the queue its route names (settings.CELERY_TASK_ROUTES); to run `countdown`
+    seconds later when given.
 
     A worker handed an id before the commit would not find the row; on rollback there is nothing
     to do. Outside a transaction the task is sent at once. If the broker is unreachable the
@@ -50,8 +52,10 @@ def enqueue_on_commit(task: Task, *args: Any, queue: str | None = None, **kwargs
     if _NOT_SENT.get():
         return
 
+    options = {**({"queue": queue} if queue else {}), **({"countdown": countdown} if countdown else {})}
+
     def send() -> None:
-        task.apply_async(args=args, kwargs=kwargs, **({"queue": queue} if queue else {}))
+        task.apply_async(args=args, kwargs=kwargs, **options)
 
     # Django 5.2 names a failing robust callback by its __qualname__ when it logs the error; with
     # none (a functools.partial) the log call itself raised, and a broker outage became a 500.

@@ -309,6 +309,9 @@ def cuff_reading_record(
     evaluate the patient at once (a crisis reading must not wait; a complete series may decide).
     The same (patient, time, source) again returns the stored reading (a retried upload)."""
     from patients.models import DeviceKind, User
+    from therapy.domain import EstimateEvidence
+    from therapy.escalation import REPEAT_WAIT, is_crisis_reading, is_low_reading
+    from therapy.evidence import CuffEvidence
     from therapy.tasks import REPORT_EVALUATION_QUEUE, evaluate_patient
 
     if not patient.has_consented:
@@ -325,6 +328,7 @@ def cuff_reading_record(
     existing = CuffReading.objects.filter(patient=patient, measured_at=measured_at, source=source).first()
     if existing is not None:
         return existing
+    reading_as = EstimateEvidence.from_cuff(CuffEvidence(measured_at=measured_at, sbp_mmhg=sbp_mmhg, dbp_mmhg=dbp_mmhg))
     try:
         with transaction.atomic():
             reading = CuffReading.objects.create(
@@ -338,6 +342,11 @@ def cuff_reading_record(
                         "pulse_bpm": pulse_bpm, "arm": arm, "position": position, "cuff_id": cuff.pk if cuff else None},
             )
             enqueue_on_commit(evaluate_patient, patient.pk, queue=REPORT_EVALUATION_QUEUE)
+            if is_crisis_reading(reading_as) or is_low_reading(reading_as):
+                # Once the wait for a repeat is over, an unrepeated crisis or low reading escalates
+                # on its own: evaluate again then (the rule is therapy.escalation's).
+                enqueue_on_commit(evaluate_patient, patient.pk, queue=REPORT_EVALUATION_QUEUE,
+                                  countdown=REPEAT_WAIT.total_seconds() + 30)
     except IntegrityError:  # the same reading, sent twice at once
         return CuffReading.objects.get(patient=patient, measured_at=measured_at, source=source)
     calibration_refresh(cuff_reading=reading)

@@ -208,3 +208,20 @@ def test_the_population_report_counts_steps_released_automatically_and_reviewed(
     team = clinic["patient"].care_teams.get()
     autonomy = reports.population_report(team, now=NOW)["autonomy"]
     assert autonomy == {"automatic": 1, "reviewed": 0, "waiting": 0, "automatic_share": 1.0}
+
+
+def test_a_crisis_cuff_reading_asks_for_an_evaluation_now_and_another_once_the_wait_for_a_repeat_is_over(
+        clinic, cuff, django_capture_on_commit_callbacks):
+    import inspect
+
+    patient = clinic["patient"]
+    with django_capture_on_commit_callbacks() as sent:
+        monitoring_services.cuff_reading_record(actor=patient.user, patient=patient, source=CuffSource.PATIENT,
+                                                measured_at=NOW, sbp_mmhg=194, dbp_mmhg=118, cuff=cuff)
+    options = [inspect.getclosurevars(callback).nonlocals["options"] for callback in sent]
+    assert [o.get("countdown") for o in options] == [None, 330.0]
+    with django_capture_on_commit_callbacks() as sent:
+        monitoring_services.cuff_reading_record(actor=patient.user, patient=patient, source=CuffSource.PATIENT,
+                                                measured_at=NOW - dt.timedelta(hours=1), sbp_mmhg=140, dbp_mmhg=88,
+                                                cuff=cuff)
+    assert len(sent) == 1  # an ordinary reading: one evaluation, now
