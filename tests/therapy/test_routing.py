@@ -158,3 +158,20 @@ def test_every_failing_bound_is_named():
     text = " | ".join(decision.reasons)
     for words in ("not allowed", "highest rung", "uncertainty of the mean too high", "calibration is 40 days old", "low adherence"):
         assert words in text
+
+
+def test_an_unknown_bound_or_rule_is_refused_when_it_is_made_so_no_check_can_pass_on_it():
+    import math
+
+    import pytest
+
+    for bad in (math.nan, math.inf, -math.inf):
+        for name in ("max_auto_rung", "max_interval_halfwidth_mmhg", "min_usable_window_share",
+                     "calibration_max_age_days", "max_latest_estimate_age_days", "agreement_max_bias_mmhg",
+                     "agreement_max_sd_mmhg", "agreement_period_days"):
+            with pytest.raises(ValueError):
+                AutonomyBounds(**{name: bad})
+        for name in ("target_sbp_mmhg", "target_dbp_mmhg", "look_back_days", "min_days_between_changes",
+                     "step_down_sbp_mmhg"):
+            with pytest.raises(ValueError):
+                PlanRules(**{name: bad})
