@@ -11,7 +11,7 @@ from clinops.permissions import DevicePrincipal
 from django.db.models import Avg, Count, Exists, F, OuterRef, Q, Subquery
 from django.db.models.functions import TruncHour
 
-from monitoring.models import BPEstimate, BPModelVersion, CuffReading, SignalWindow, WindowStatus
+from monitoring.models import BPEstimate, BPModelVersion, Calibration, CuffReading, SignalWindow, WindowStatus
 from patients.models import Role
 from patients.selectors import patients_visible_to
 
@@ -34,6 +34,26 @@ def windows_waiting_for_processing(*, sent_before: dt.datetime, limit: int = 500
     return list(
         SignalWindow.objects.filter(status=WindowStatus.RECEIVED, enqueued_at__lt=sent_before)
         .order_by("enqueued_at").values_list("id", flat=True)[:limit]
+    )
+
+
+def windows_processed_without_estimate(*, processed_before: dt.datetime, processed_after: dt.datetime,
+                                       limit: int = 5000) -> list[int]:
+    """Ids of usable processed windows (current pipeline) processed between the two times that have
+    no live estimate although the patient had a calibration by then: a worker died between the
+    analysis and the estimate (the batch message waits for the visibility timeout). Windows no
+    calibration covers are left alone: for them no estimate is the rule, not a loss."""
+    from monitoring.services import CALIBRATION_PAIRING
+    from monitoring.signals import PIPELINE_VERSION
+
+    calibrated = Calibration.objects.filter(patient_id=OuterRef("patient_id"),
+                                            calibrated_at__lte=OuterRef("recorded_at") + CALIBRATION_PAIRING)
+    return list(
+        SignalWindow.objects.filter(
+            status=WindowStatus.PROCESSED, processed_at__lt=processed_before, processed_at__gte=processed_after,
+            analyses__pipeline_version=PIPELINE_VERSION, analyses__usable=True,
+        ).filter(~Exists(BPEstimate.objects.filter(window_id=OuterRef("pk"), shadow=False)), Exists(calibrated))
+        .order_by("processed_at").values_list("id", flat=True)[:limit]
     )
 
 

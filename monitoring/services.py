@@ -282,11 +282,12 @@ def _window_fail(*, window_id: int, reason: str) -> None:
 RESEND_AFTER = dt.timedelta(minutes=10)
 
 
-def window_claim_for_resend(*, window_id: int, now: dt.datetime) -> bool:
-    """Claim a waiting window for re-sending: at most once per RESEND_AFTER, whoever asks (a
-    conditional update that changes exactly one row), so sweepers never flood the queue."""
+def window_claim_for_resend(*, window_id: int, now: dt.datetime, status: str = WindowStatus.RECEIVED) -> bool:
+    """Claim a waiting window (unprocessed, or processed and waiting for its estimate) for
+    re-sending: at most once per RESEND_AFTER, whoever asks (a conditional update that changes
+    exactly one row), so sweepers never flood the queue."""
     return bool(
-        SignalWindow.objects.filter(pk=window_id, status=WindowStatus.RECEIVED, enqueued_at__lt=now - RESEND_AFTER)
+        SignalWindow.objects.filter(pk=window_id, status=status, enqueued_at__lt=now - RESEND_AFTER)
         .update(enqueued_at=now)
     )
 

@@ -1,4 +1,6 @@
 """Celery tasks of the signal pipeline: thin wrappers that take ids."""
+import datetime as dt
+
 from celery import shared_task
 from celery.signals import worker_process_init
 from django.db import InterfaceError, OperationalError
@@ -7,6 +9,7 @@ from redis.exceptions import RedisError
 from django.utils import timezone
 
 from monitoring import selectors, services
+from monitoring.models import WindowStatus
 
 
 @worker_process_init.connect
@@ -78,18 +81,32 @@ def _schedule_evaluations(estimates: dict[int, list]) -> None:
         raise failed
 
 
+# Windows processed this long ago without an estimate are left to the broker's redelivery (the
+# sweep stays a short range scan; the visibility timeout is an hour).
+ESTIMATE_SWEEP_LOOK_BACK = dt.timedelta(hours=2)
+
+
 @shared_task(name="monitoring.tasks.sweep_unprocessed_windows", ignore_result=True)
 def sweep_unprocessed_windows() -> int:
     """Re-send windows stored but still unprocessed 10 min after they were sent (e.g. the broker
-    was down when they arrived). Each is claimed first, so it is re-sent at most every 10 min;
-    processing is idempotent, so a window that was merely queued costs a no-op. Returns the count."""
+    was down when they arrived), and usable windows processed over 10 min ago that a calibration
+    covers but that have no estimate (a worker died between the two). Each is claimed first, so it
+    is re-sent at most every 10 min; both steps are idempotent, so a window that was merely queued
+    costs a no-op. Returns the count."""
     now = timezone.now()
     resent = 0
     for window_id in selectors.windows_waiting_for_processing(sent_before=now - services.RESEND_AFTER):
         if services.window_claim_for_resend(window_id=window_id, now=now):
             process_window.delay(window_id)
             resent += 1
+    # Processed but left without its estimate (the worker died in between): estimated again.
+    for window_id in selectors.windows_processed_without_estimate(
+            processed_before=now - services.RESEND_AFTER, processed_after=now - ESTIMATE_SWEEP_LOOK_BACK):
+        if services.window_claim_for_resend(window_id=window_id, now=now, status=WindowStatus.PROCESSED):
+            estimate_window.delay(window_id)
+            resent += 1
     return resent
+
 
 
 @shared_task(name="monitoring.tasks.compute_accuracy_reports", **RETRY_TRANSIENT)

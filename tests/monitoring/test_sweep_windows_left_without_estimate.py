@@ -1,0 +1,44 @@
+"""A worker killed between a window's analysis and its estimate leaves a usable, processed window
+without an estimate; the minute sweeper finds it (10 min on) and asks for the estimate again,
+once per 10 min, and leaves alone what needs no estimate or has one."""
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from monitoring import tasks
+from monitoring.models import SignalWindow, WindowAnalysis, WindowStatus
+from monitoring.signals import PIPELINE_VERSION
+from tests.therapy.conftest import clinic, store_estimates  # noqa: F401 - fixture
+
+pytestmark = [pytest.mark.django_db, pytest.mark.both_databases]  # the time arithmetic, on both
+
+
+def processed_window(patient, device, *, minutes_ago: float, sequence: int) -> SignalWindow:
+    at = timezone.now() - dt.timedelta(minutes=minutes_ago)
+    window = SignalWindow.objects.create(
+        device=device, patient=patient, sequence=sequence, recorded_at=at - dt.timedelta(minutes=1), duration_s=30,
+        ecg_fs=250, ppg_fs=250, encoding="compact", raw=b"", raw_sha256="", raw_bytes=0, firmware="1", enqueued_at=at,
+        status=WindowStatus.PROCESSED, processed_at=at)
+    WindowAnalysis.objects.create(window=window, pipeline_version=PIPELINE_VERSION, usable=True, processing_ms=1.0)
+    return window
+
+
+def test_a_processed_window_left_without_its_estimate_is_estimated_again(clinic, monkeypatch):
+    patient, device = clinic["patient"], clinic["device"]
+    store_estimates(patient, device, [(30, 140, 88)])  # the patient is calibrated; this window has its estimate
+    sent = []
+    monkeypatch.setattr(tasks.estimate_window, "delay", lambda window_id: sent.append(window_id))
+    lost = processed_window(patient, device, minutes_ago=11, sequence=900)
+    recent = processed_window(patient, device, minutes_ago=2, sequence=901)        # its estimate may be on its way
+    old = processed_window(patient, device, minutes_ago=5 * 60, sequence=902)      # left to the broker's redelivery
+    assert tasks.sweep_unprocessed_windows() == 1 and sent == [lost.pk]
+    assert tasks.sweep_unprocessed_windows() == 0  # claimed: not again within 10 min
+    assert recent.pk not in sent and old.pk not in sent
+
+
+def test_a_window_no_calibration_covers_is_not_swept(clinic, monkeypatch):
+    sent = []
+    monkeypatch.setattr(tasks.estimate_window, "delay", lambda window_id: sent.append(window_id))
+    processed_window(clinic["patient"], clinic["device"], minutes_ago=11, sequence=910)
+    assert tasks.sweep_unprocessed_windows() == 0 and sent == []
