@@ -13,7 +13,7 @@ def no_store(get_response: Callable[[HttpRequest], HttpResponse]) -> Callable[[H
     before this runs, with their own long-lived caching."""
     def middleware(request: HttpRequest) -> HttpResponse:
         response = get_response(request)
-        patch_cache_control(response, no_store=True, private=True)
+        patch_cache_control(response, no_store=True)
         return response
 
     return middleware

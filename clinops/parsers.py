@@ -47,7 +47,20 @@ def holds_lone_surrogate(value: Any) -> bool:
     return _any_string(value, lambda text: _LONE_SURROGATE.search(text) is not None)
 
 
-LONE_SURROGATE_MESSAGE = "The body holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text."
+LONE_SURROGATE_MESSAGE = "not valid text: holds a lone UTF-16 surrogate (\\ud800-\\udfff)"
+
+
+def refuse_lone_surrogates(value: Any) -> None:
+    """Raise a 400 for a parsed body holding a lone surrogate, naming the top-level field it is in
+    (as any refused value is named), or the body as a whole when it is not an object."""
+    if not holds_lone_surrogate(value):
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if holds_lone_surrogate(key) or holds_lone_surrogate(item):
+                name = key if not holds_lone_surrogate(key) else "non_field_errors"
+                raise exceptions.ValidationError({name: [LONE_SURROGATE_MESSAGE]})
+    raise exceptions.ParseError(f"The body is not valid JSON text: it is {LONE_SURROGATE_MESSAGE}.")
 
 
 def loads_strict(text: str, *, surrogates_checked_per_item: bool = False) -> Any:
@@ -60,8 +73,8 @@ def loads_strict(text: str, *, surrogates_checked_per_item: bool = False) -> Any
         raise exceptions.ParseError("The body nests too deeply.") from exc
     except ValueError as exc:  # also JSONDecodeError and integers of > 4300 digits
         raise exceptions.ParseError(f"The body is not valid JSON: {str(exc)[:200]}") from exc
-    if not surrogates_checked_per_item and holds_lone_surrogate(value):
-        raise exceptions.ParseError(LONE_SURROGATE_MESSAGE)
+    if not surrogates_checked_per_item:
+        refuse_lone_surrogates(value)
     return value
 
 

@@ -14,7 +14,7 @@ from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 from redis.exceptions import RedisError
 
-from clinops.parsers import LONE_SURROGATE_MESSAGE, holds_lone_surrogate
+from clinops.parsers import refuse_lone_surrogates
 from clinops.permissions import DeviceAPIKeyAuthentication, DevicePrincipal, IsDevice
 from monitoring import selectors, services
 from monitoring.parsers import DeviceJSONParser, PayloadTooLarge
@@ -76,8 +76,7 @@ class DeviceUploadApi(APIView):
         reuses its child (building a serializer deep-copies its fields: ~0.2 ms a window)."""
         if not isinstance(payload, dict):
             raise serializers.ValidationError({"non_field_errors": ["A window must be a JSON object."]})
-        if holds_lone_surrogate(payload):
-            raise serializers.ValidationError({"non_field_errors": [LONE_SURROGATE_MESSAGE]})
+        refuse_lone_surrogates(payload)
         if checker is None:
             upload = WindowInput(data=payload, context={"device": device})
             upload.is_valid(raise_exception=True)

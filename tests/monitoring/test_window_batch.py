@@ -66,7 +66,8 @@ def test_a_null_item_or_a_lone_surrogate_rejects_only_its_own_window(device_clie
     assert answer.status_code == 200, answer.content[:500]
     results = answer.json()["results"]
     assert [r["result"] for r in results] == ["accepted", "rejected", "rejected", "accepted"]
-    assert "lone UTF-16 surrogate" in results[2]["errors"]["non_field_errors"][0]
+    assert "lone UTF-16 surrogate" in results[2]["errors"]["ecg"][0]
+    assert "non_field_errors" in results[1]["errors"]
     assert sorted(SignalWindow.objects.values_list("sequence", flat=True)) == [20, 23]
 
 
@@ -78,7 +79,7 @@ def test_a_lone_surrogate_in_a_single_upload_or_a_symptom_report_is_a_400_storin
     payload = make_payload(0, sequence=30)
     payload["ppg"]["dtype"] = "\ud800"
     answer = device_client.post("/api/v1/windows/", data=json.dumps(payload), content_type="application/json")
-    assert answer.status_code == 400 and "surrogate" in answer.json()["message"]
+    assert answer.status_code == 400 and "ppg" in answer.json()["extra"]["fields"]
     patient = make_patient()
     report = client_for(patient.user).post(
         f"/api/v1/patients/{patient.pk}/symptom-reports/", data=json.dumps({"kind": "symptom", "symptom": "\ud800"}),

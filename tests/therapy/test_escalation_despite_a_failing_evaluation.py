@@ -29,8 +29,8 @@ def test_a_red_flag_reaches_the_queue_and_the_patient_is_told_to_seek_care_when_
     plan(auto_step_up=True, max_auto_rung=3, seek_care_instructions="Call 112 now.")
     estimates(week_of(150, 95))
     monkeypatch.setattr(evaluation, "propose_step", broken_titration)
-    report = chest_pain(clinic)
-    item = patient_therapy_evaluate(patient_id=clinic["patient"].pk, now=NOW + dt.timedelta(minutes=1))
+    report = chest_pain(clinic)  # stamped by the clock, which has moved on since NOW was taken
+    item = patient_therapy_evaluate(patient_id=clinic["patient"].pk, now=report.reported_at + dt.timedelta(minutes=1))
     assert (item.kind, item.status, item.urgent, item.auto_release) == ("escalate", SuggestionStatus.PENDING_REVIEW,
                                                                        True, False)
     kinds = {e["kind"]: e for e in item.escalations}

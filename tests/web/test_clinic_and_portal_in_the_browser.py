@@ -2,6 +2,7 @@
 with a real Celery worker: the review queue, decisions without a page reload, the patient's
 acknowledgement, and a red-flag report reaching the queue through the worker. Screenshots of each
 main page at desktop and phone widths go to var/artifacts/screenshots/."""
+import datetime as dt
 import re
 
 import pytest
@@ -11,7 +12,7 @@ from playwright.sync_api import Page, expect
 from clinops.models import AuditEvent
 from therapy import services
 from therapy.evaluation import patient_therapy_evaluate
-from therapy.models import Suggestion, SuggestionStatus
+from therapy.models import PlanVersion, Suggestion, SuggestionStatus
 from tests.conftest import wait_for
 from tests.factories import make_clinician, make_device, make_patient, make_team
 from tests.therapy.conftest import store_estimates, week_of
@@ -37,8 +38,10 @@ def ward():
     patients = [make_patient(team=team) for _ in range(5)]
     now = timezone.now()
     for i, patient in enumerate(patients):
-        services.plan_create(actor=clinician.user, patient=patient, template="ace-ccb-thiazide", reason="start",
-                             auto_step_up=True, max_auto_rung=3)
+        started = services.plan_create(actor=clinician.user, patient=patient, template="ace-ccb-thiazide",
+                                       reason="start", auto_step_up=True, max_auto_rung=3)
+        # Set two months ago: the regimen has had its minimum interval, so a step up may be proposed.
+        PlanVersion.objects.filter(pk=started.pk).update(created_at=now - dt.timedelta(days=60))
         device, _ = make_device(patient)
         device.__class__.objects.filter(pk=device.pk).update(last_seen_at=now)
         readings = {0: week_of(150, 95) + [(0.6, 186, 121), (0.4, 188, 124)], 4: week_of(126, 78)}.get(i, week_of(148, 92))
