@@ -46,7 +46,9 @@ def test_uploads_during_a_redis_outage_are_stored_and_all_processed_once_redis_i
         # Beat runs the sweeper every minute; it re-sends what has waited 10 min since it was sent.
         with time_machine.travel(timezone.now() + dt.timedelta(minutes=11), tick=True):
             resent = sweep_unprocessed_windows()
-        assert resent == len(waiting)
+        # Every unprocessed window is re-sent; the sweep may also re-ask the estimates of processed
+        # windows still without one 11 min on (monitoring.tasks.sweep_unprocessed_windows).
+        assert resent >= len(waiting)
         wait_until_settled(everything, timeout_s=300)
         assert_each_processed_exactly_once(everything)
     finally:
