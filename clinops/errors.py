@@ -9,6 +9,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from clinops.parsers import holds_lone_surrogate, holds_nul
+
 
 class ApplicationError(Exception):
     """A request the domain refuses. `transient` marks failures worth retrying (e.g. a dependency)."""
@@ -63,7 +65,7 @@ def clean_text(field: str, value: str, *, max_length: int, required: bool = Fals
         problems.append("required")
     if len(text) > max_length:
         problems.append(f"at most {max_length} characters (got {len(text)})")
-    if "\x00" in text or any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+    if holds_nul(text) or holds_lone_surrogate(text):
         problems.append("holds a character that is not text (NUL or a lone surrogate)")
     if problems:
         message = what if (what and problems == ["required"]) else f"The {field.replace('_', ' ')} is not accepted."
