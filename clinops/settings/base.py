@@ -263,7 +263,7 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.MultiPartParser",
     ],
     # JSON only: the browsable API's HTML page needs inline script the CSP refuses, and the
-    # documentation lives at /api/v1/docs/ and /api/v1/redoc/.
+    # documentation lives at /api/v1/docs/.
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
@@ -291,7 +291,6 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI and ReDoc served from the sidecar package: the docs work offline, no CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
-    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Logging: structured (structlog), ids only, never names or signal values ---------------------

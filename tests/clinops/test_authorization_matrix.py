@@ -178,7 +178,7 @@ RULES: dict[str, dict[str, dict[str, Expect]]] = {
     # The OpenAPI schema and its browsers are public (drf-spectacular's AllowAny): no patient data.
     "api-schema": {"GET": same(200)},
     "api-docs": {"GET": same(200)},
-    "api-redoc": {"GET": same(200)},
+    "api-redoc": {"GET": same(Redirect("/api/v1/docs/"))},
     "fhir:patient-everything": {  # a wearable's key is authenticated here, and refused
         "GET":            row(403,   200,      404,      200,      404,      403,    403,     403,     403,     200),
     },

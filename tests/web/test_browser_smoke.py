@@ -56,3 +56,18 @@ def test_vendored_uplot_is_served_and_runs_in_the_page(page, live_server):
                            [[1, 2, 3], [120, 135, 128]], document.body)"""
     )
     expect(page.locator(".uplot canvas")).to_have_count(1)
+
+
+def test_the_api_documentation_asks_no_other_origin_and_logs_no_error(page, live_server):
+    """Swagger UI (and Redoc's old address, which leads there) loads only what this server serves:
+    Redoc's bundle fetched its logo from cdn.redoc.ly, which the CSP refused."""
+    elsewhere, errors = [], []
+    page.on("request", lambda request: elsewhere.append(request.url)
+            if not request.url.startswith((live_server.url, "data:", "blob:")) else None)
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    for path in ("/api/v1/docs/", "/api/v1/redoc/"):
+        page.goto(f"{live_server.url}{path}")
+        expect(page).to_have_url(f"{live_server.url}/api/v1/docs/")
+        expect(page.locator(".swagger-ui .info .title")).to_contain_text("ClinOps")
+        expect(page.locator(".opblock-tag").first).to_be_visible()
+    assert elsewhere == [] and errors == [], (elsewhere, errors)
