@@ -12,6 +12,29 @@ from therapy.domain import LADDER_TEMPLATES, ExclusionKind
 KEEP_LADDER = ""
 
 
+class StrictCheckboxInput(forms.CheckboxInput):
+    """What was sent, as sent (CheckboxInput turns any text but "false"/"0" into True first)."""
+
+    def value_from_datadict(self, data, files, name):
+        return data.get(name, False)
+
+
+class TickBox(forms.BooleanField):
+    """A checkbox that takes only what a browser sends for one ("on" when ticked, nothing when not;
+    true/false and 1/0 too). Django's BooleanField reads any other text as ticked, so a junk value
+    would switch on, say, automatic releases; here it is refused."""
+
+    widget = StrictCheckboxInput
+    TICKED, CLEAR = frozenset({"on", "true", "1"}), frozenset({"false", "0", ""})
+
+    def to_python(self, value):
+        if isinstance(value, str):
+            if value.lower() not in self.TICKED | self.CLEAR:
+                raise forms.ValidationError("Tick the box or leave it clear.", code="invalid")
+            value = value.lower() in self.TICKED
+        return super().to_python(value)
+
+
 class PlanForm(forms.Form):
     template = forms.ChoiceField(
         required=False, label="Medication ladder",
@@ -21,9 +44,9 @@ class PlanForm(forms.Form):
                                        help_text="135 by default; 130 for high-risk patients.")
     target_dbp_mmhg = forms.FloatField(label="Target diastolic (home mean below, mmHg)", min_value=50, max_value=120,
                                        help_text="85 by default; 80 for high-risk patients.")
-    auto_step_up = forms.BooleanField(required=False, label="Release a step UP automatically",
+    auto_step_up = TickBox(required=False, label="Release a step UP automatically",
                                       help_text="Only when every bound below holds and at least 80 % of doses were taken.")
-    auto_step_down = forms.BooleanField(required=False, label="Release a step DOWN automatically",
+    auto_step_down = TickBox(required=False, label="Release a step DOWN automatically",
                                         help_text="When the mean systolic is below the step-down threshold.")
     max_auto_rung = forms.TypedChoiceField(coerce=int, label="Highest rung reachable automatically",
                                            help_text="Anything above waits for you.")
@@ -49,7 +72,7 @@ class PlanForm(forms.Form):
         label="Home cuff series (days)", min_value=3, max_value=28,
         help_text="Morning and evening, two readings a sitting about a minute apart. A complete series decides "
                   "before the wearable.")
-    series_discard_first_day = forms.BooleanField(required=False, label="Discard the first day of a series",
+    series_discard_first_day = TickBox(required=False, label="Discard the first day of a series",
                                                   help_text="First-day readings run high.")
     series_min_readings = forms.IntegerField(label="A series needs at least this many readings", min_value=4,
                                              max_value=200)

@@ -169,7 +169,10 @@ def cuff_reading(request: HttpRequest) -> HttpResponse:
         arm, position = request.POST.get("arm", ""), request.POST.get("position", "")
         if arm not in {"", *Arm.values} or position not in {"", *Position.values}:
             errors["form"] = "Choose the arm and position from the lists."
-        cuff = next((c for c in cuffs if str(c.pk) == request.POST.get("cuff", "")), None)
+        chosen = request.POST.get("cuff", "")
+        cuff = next((c for c in cuffs if str(c.pk) == chosen), None)
+        if chosen and cuff is None:  # not one of the patient's cuffs: never silently "another cuff"
+            errors["cuff"] = "Choose your cuff from the list."
         if not errors:
             try:
                 monitoring_services.cuff_reading_record(actor=request.user, patient=patient, source=CuffSource.PATIENT,
