@@ -142,6 +142,7 @@ AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "web/locked_out.html"
+AXES_USERNAME_CALLABLE = "clinops.web.auth.username_tried"
 # Clinicians must pass a TOTP second factor (django-otp) to use the clinician app; on in production.
 CLINOPS_OTP_REQUIRED_FOR_CLINICIANS = env_bool("CLINOPS_OTP_REQUIRED_FOR_CLINICIANS", False)
 OTP_TOTP_ISSUER = "ClinOps"

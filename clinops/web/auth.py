@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -22,6 +23,21 @@ def landing(request: HttpRequest) -> HttpResponse:
     if not request.user.is_authenticated:
         return redirect("web:login")
     return redirect("web:portal" if request.user.role == Role.PATIENT else "web:queue")
+
+
+def username_tried(request: HttpRequest, credentials: dict | None = None) -> str | None:
+    """The name a sign-in attempt was made for, as django-axes records it against lockouts.
+
+    Axes reads the raw posted name, not the form's checked one: a 20,000-character name would
+    overflow its 255-character column on PostgreSQL (500) and NUL cannot be stored there at all.
+    No real name is longer than the user model allows, so clipping to that length keeps every
+    lockout that can match a person."""
+    source = credentials if credentials else getattr(request, "data", request.POST)
+    name = source.get("username") if source else None
+    if not isinstance(name, str):
+        return None
+    limit = get_user_model()._meta.get_field(get_user_model().USERNAME_FIELD).max_length or 150
+    return name.replace("\x00", "")[:limit]
 
 
 class LoginView(auth_views.LoginView):
