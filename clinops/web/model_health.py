@@ -3,7 +3,11 @@ pipeline health, clinician-AI agreement and the population reports, all read fro
 (computed by beat), with the open operator alerts and any suspension of automatic releases."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from django.contrib import messages
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -13,7 +17,9 @@ from clinops.web.access import clinician_required
 from monitoring.model_health import autonomy_suspension_lift
 from monitoring.models import AutonomySuspension, OperatorAlert, ReportKind
 from monitoring.selectors import latest_reports
+from therapy.models import Suggestion
 from patients.models import Role
+from patients.selectors import patients_visible_to
 from patients.services import is_clinical_lead
 
 
@@ -29,16 +35,47 @@ def _weekly_mae_chart(accuracy_reports) -> dict:
     return {"weeks": weeks, "series": series}
 
 
+def pipeline_seen_by(payload: dict[str, Any], patient_ids: set[int] | None) -> dict[str, Any]:
+    """The pipeline report as one viewer may see it: the whole-pipeline figures, and only the
+    devices of `patient_ids` (None: every device, for an administrator). The stored report lists
+    every team's device serials and patient ids."""
+    if patient_ids is None:
+        return payload
+    mine = [d for d in payload.get("by_device", []) if d.get("patient_id") in patient_ids]
+    silent = [d for d in payload.get("silent_devices", []) if d.get("patient_id") in patient_ids]
+    return {**payload, "by_device": mine, "silent_devices": silent}
+
+
+def agreement_seen_by(payload: dict[str, Any], suggestion_ids: set[int] | None) -> dict[str, Any]:
+    """The agreement report with only the overrides (and their reasons) of the viewer's patients."""
+    if suggestion_ids is None:
+        return payload
+    return {**payload, "recent_overrides": [o for o in payload.get("recent_overrides", [])
+                                            if o.get("suggestion_id") in suggestion_ids]}
+
+
+def _seen_by(reports: list, view: Callable[[dict[str, Any]], dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"scope": r.scope, "period_start": r.period_start, "period_end": r.period_end, "computed_at": r.computed_at,
+             "payload": view(r.payload)} for r in reports]
+
+
 @require_GET
 @clinician_required
 def model_health(request: HttpRequest) -> HttpResponse:
     accuracy = latest_reports(ReportKind.ACCURACY)
     population = latest_reports(ReportKind.POPULATION)
+    alerts = OperatorAlert.objects.filter(resolved_at__isnull=True).order_by("severity", "-raised_at")
+    patient_ids = suggestion_ids = None
     if request.user.role == Role.CLINICIAN:
         teams = {f"team:{pk}" for pk in request.user.clinician.care_teams.values_list("pk", flat=True)}
         population = [r for r in population if r.scope in teams]
+        patient_ids = set(patients_visible_to(request.user).values_list("pk", flat=True))
+        suggestion_ids = set(Suggestion.objects.filter(patient_id__in=patient_ids).values_list("pk", flat=True))
+        # An alert about one patient (a failing evaluation) is for that patient's care team.
+        alerts = alerts.exclude(Q(scope__startswith="patient:")
+                                & ~Q(scope__in=[f"patient:{pk}" for pk in patient_ids]))
     context = {
-        "alerts": OperatorAlert.objects.filter(resolved_at__isnull=True).order_by("severity", "-raised_at")[:100],
+        "alerts": alerts[:100],
         "suspensions": AutonomySuspension.objects.filter(lifted_at__isnull=True).select_related("model_version"),
         "lifted": AutonomySuspension.objects.filter(lifted_at__isnull=False).select_related("model_version", "lifted_by")
                   .order_by("-lifted_at")[:10],
@@ -47,8 +84,8 @@ def model_health(request: HttpRequest) -> HttpResponse:
         "chart": _weekly_mae_chart(accuracy),
         "subgroups": latest_reports(ReportKind.SUBGROUPS),
         "drift": latest_reports(ReportKind.DRIFT),
-        "pipeline": latest_reports(ReportKind.PIPELINE),
-        "agreement": latest_reports(ReportKind.AGREEMENT),
+        "pipeline": _seen_by(latest_reports(ReportKind.PIPELINE), lambda p: pipeline_seen_by(p, patient_ids)),
+        "agreement": _seen_by(latest_reports(ReportKind.AGREEMENT), lambda p: agreement_seen_by(p, suggestion_ids)),
         "population": population,
     }
     return render(request, "web/clinic/model_health.html", context)
