@@ -104,7 +104,9 @@ def test_an_untrusted_wearable_alone_goes_to_review_naming_its_agreement(clinic,
     assert suggestion.status == SuggestionStatus.PENDING_REVIEW and suggestion.evidence["source"] == "wearable estimates"
     assert "wearable SBP bias against the patient's cuff +7.8 mmHg, limit ±5 mmHg" in suggestion.routing_reasons
     assert suggestion.evidence["agreement"]["n_pairs"] == 6
-    assert "7-day mean of wearable estimates 148/92 mmHg (14 on 7 days)" in suggestion.proposal_reasons[0]
+    # The readings span 7 x 24 h, which touches 7 or 8 calendar days (UTC) by the time of day.
+    days = len({(NOW - dt.timedelta(hours=h)).astimezone(dt.timezone.utc).date() for h, _, _ in week_of(148, 92)})
+    assert f"7-day mean of wearable estimates 148/92 mmHg (14 on {days} days)" in suggestion.proposal_reasons[0]
 
 
 def test_a_wearable_without_enough_cuff_pairs_is_not_trusted(clinic, plan, estimates, doses):
