@@ -146,6 +146,7 @@ def demo_clinic_seed() -> DemoClinic:
                 actor=SYSTEM, medical_record_number=f"DEMO-{number:04d}", given_name=given,
                 family_name=family, date_of_birth=dob, sex=sex, consent_status=ConsentStatus.GIVEN,
                 username=username, password=DEMO_PASSWORD,
+                phone=f"+44 20 7946 0{number:03d}",  # Ofcom's range kept for fiction: never a real line
             )
             services.care_team_add_patient(actor=SYSTEM, team=teams[team_name], patient=patient)
             services.device_register(

@@ -74,6 +74,8 @@ class Patient(models.Model):
         max_length=16, choices=ConsentStatus.choices, default=ConsentStatus.PENDING
     )
     consent_changed_at = models.DateTimeField(null=True, blank=True)
+    phone = models.CharField(max_length=32, blank=True,
+                             help_text="Where the care team reaches the patient, shown with every escalation.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -7,7 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from clinops.audit import Actor, audit_record
-from clinops.errors import ApplicationError
+from clinops.errors import ApplicationError, clean_text
 from patients.models import (
     CareTeam,
     Clinician,
@@ -79,8 +79,11 @@ def patient_create(
     consent_status: ConsentStatus = ConsentStatus.PENDING,
     username: str | None = None,
     password: str | None = None,
+    phone: str = "",
 ) -> Patient:
-    """Register a patient; with a username and password they also get a portal account."""
+    """Register a patient; with a username and password they also get a portal account. `phone`:
+    where the care team reaches them about an escalation."""
+    phone = clean_text("phone", phone, max_length=Patient._meta.get_field("phone").max_length)
     if date_of_birth > timezone.localdate():
         raise ApplicationError(
             "Date of birth is in the future.", extra={"fields": {"date_of_birth": ["in the future"]}}
@@ -107,6 +110,7 @@ def patient_create(
         sex=sex,
         consent_status=consent_status,
         consent_changed_at=timezone.now() if consent_status != ConsentStatus.PENDING else None,
+        phone=phone,
     )
     # Names stay out of the audit detail: it holds ids, so an audit export is not a patient list.
     audit_record(

@@ -1,7 +1,7 @@
 from django.contrib import admin
 
 from clinops.admin import ReadOnlyAdminMixin
-from therapy.models import Alert, DoseLog, LatestEvaluation, PlanVersion, Suggestion, SymptomReport
+from therapy.models import Alert, DoseLog, EscalationAction, LatestEvaluation, PlanVersion, Suggestion, SymptomReport
 
 
 @admin.register(PlanVersion)
@@ -33,6 +33,12 @@ class AlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 class SymptomReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["patient", "kind", "symptom", "drug", "reported_at", "reported_by"]
     list_filter = ["kind", "symptom"]
+
+
+@admin.register(EscalationAction)
+class EscalationActionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["suggestion", "step", "by", "at"]
+    list_filter = ["step"]
 
 
 @admin.register(DoseLog)

@@ -168,6 +168,29 @@ class SymptomReport(models.Model):
         return f"{what} reported by patient {self.patient_id}"
 
 
+class EscalationStep(models.TextChoices):
+    CONTACTED = "contacted", "Patient contacted"
+    ADVISED = "advised", "Patient advised"
+    RESOLVED = "resolved", "Resolved"
+
+
+class EscalationAction(models.Model):
+    """What a clinician did about an escalation, in order: contacting and advising the patient
+    keep it in the queue; resolving it closes it (and its alerts). Never edited."""
+
+    suggestion = models.ForeignKey(Suggestion, on_delete=models.PROTECT, related_name="escalation_actions")
+    step = models.CharField(max_length=12, choices=EscalationStep.choices)
+    note = models.TextField(max_length=2000, help_text="What was said or done, for the care team.")
+    by = models.ForeignKey("patients.User", on_delete=models.PROTECT, related_name="+")
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_step_display()} ({self.suggestion_id})"
+
+
 class Alert(models.Model):
     """An escalation made visible: to the care team (the counter and the queue) and, when the
     patient must seek care, to the patient with the plan's instructions. One open alert per patient

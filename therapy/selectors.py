@@ -92,19 +92,22 @@ def alerts_open_for(user, *, include_snoozed: bool = True, now: dt.datetime | No
 
 
 def _snoozed(now: dt.datetime) -> Q:
-    return Q(snoozed_until__gt=now)
+    # An alert telling the patient to seek care is never out of sight (it cannot be snoozed now;
+    # this also keeps one snoozed before that rule in the queue and the counter).
+    return Q(snoozed_until__gt=now, seek_care=False)
 
 
 def review_queue_for(user, *, now: dt.datetime | None = None) -> QuerySet[Suggestion]:
     """Pending suggestions of the user's patients: escalations first, then the oldest; each with
     its patient, plan version and open alerts (three queries whatever the length). An escalation
-    whose alerts are all snoozed is left out until the snooze ends."""
+    whose alerts are all snoozed is left out until the snooze ends — never one whose patient is
+    told to seek care."""
     now = now or timezone.now()
     open_alerts = Prefetch("alerts", queryset=Alert.objects.filter(closed_at__isnull=True), to_attr="open_alerts")
     alerts = Alert.objects.filter(suggestion=OuterRef("pk"), closed_at__isnull=True)
     return (suggestions_visible_to(user).filter(status=SuggestionStatus.PENDING_REVIEW)
             .exclude(Exists(alerts.filter(_snoozed(now))) & ~Exists(alerts.exclude(_snoozed(now))))
-            .order_by("-urgent", "created_at").prefetch_related(open_alerts))
+            .order_by("-urgent", "created_at").prefetch_related(open_alerts, "escalation_actions__by"))
 
 
 @dataclass(frozen=True)

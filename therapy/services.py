@@ -201,6 +201,31 @@ def suggestion_reject(*, actor: Any, suggestion_id: int, reason: str):
 
 
 @transaction.atomic
+def escalation_act(*, actor: Any, suggestion_id: int, step: str, note: str, to_rung: int | None = None):
+    """Record what a clinician did about a pending escalation, with a note: "contacted" and
+    "advised" keep it in the queue (the patient may still need to be seen); "resolved" closes it
+    and its alerts, keeping the current rung or moving one rung (`to_rung`) as a modified decision.
+    Returns the escalation."""
+    from therapy.models import EscalationAction, EscalationStep, SuggestionKind
+
+    note = clean_text("note", note, max_length=MAX_REASON_LENGTH, required=True, what="Say what was said or done.")
+    if step not in EscalationStep.values:
+        raise ApplicationError("Choose what was done.",
+                               extra={"fields": {"step": [f"one of: {', '.join(EscalationStep.values)}"]}})
+    suggestion = _pending_for_decision(actor=actor, suggestion_id=suggestion_id)
+    if suggestion.kind != SuggestionKind.ESCALATE:
+        raise ApplicationError("Only an escalation is contacted, advised or resolved; decide a step instead.",
+                               status_code=409)
+    if step == EscalationStep.RESOLVED:
+        suggestion = suggestion_modify(actor=actor, suggestion_id=suggestion_id,
+                                       to_rung=suggestion.from_rung if to_rung is None else to_rung, reason=note)
+    EscalationAction.objects.create(suggestion=suggestion, step=step, note=note, by=actor)
+    audit_record(actor=actor, action=f"escalation.{step}", target=suggestion, patient=suggestion.patient,
+                 detail={"note": note})
+    return suggestion
+
+
+@transaction.atomic
 def suggestion_acknowledge(*, actor: Any, suggestion_id: int):
     """The patient confirms they have seen a released change (their own only)."""
     from therapy.models import RELEASED_STATUSES, Suggestion, SuggestionStatus
@@ -321,6 +346,10 @@ def alert_snooze(*, actor: Any, alert_id: int, reason: str, days: float, now: dt
     _require_care_team_clinician(actor, alert.patient)
     if alert.closed_at is not None:
         raise ApplicationError("This alert is closed already.", status_code=409)
+    if alert.seek_care:
+        # The patient is being told to seek care now: the care team must not lose sight of that.
+        raise ApplicationError("The patient is told to seek care now, so this alert stays in the queue until the "
+                               "escalation is resolved; record contact or advice meanwhile.", status_code=409)
     reason = clean_text("reason", reason, max_length=Alert._meta.get_field("snooze_reason").max_length, required=True,
                         what="Say why the alert is snoozed.")
     if not 0 < days <= MAX_SNOOZE_DAYS:

@@ -21,7 +21,7 @@ from monitoring.selectors import bp_trend
 from patients.models import CareTeam
 from patients.selectors import patients_visible_to
 from therapy import plans, services
-from therapy.models import Suggestion, SuggestionStatus
+from therapy.models import Suggestion, SuggestionKind, SuggestionStatus, SymptomReport
 from therapy.domain import LADDER_TEMPLATES
 from therapy.plan_advice import plan_warnings
 from therapy.selectors import (
@@ -41,18 +41,45 @@ QUEUE_PAGE = 100
 TREND_DAYS = 30
 
 
-def _with_rung_choices(item: Suggestion) -> Suggestion:
-    """The rungs a clinician may choose when modifying: the current one and its neighbours."""
-    ladder = plans.ladder_of(item.plan_version)
-    item.rung_choices = [(i, ladder.label(i)) for i in range(item.from_rung - 1, item.from_rung + 2) if ladder.has(i)]
-    return item
+# What a clinician does about an escalation, with the note each asks for.
+ESCALATION_STEPS = [
+    ("contacted", "Patient contacted", "What you heard from the patient"),
+    ("advised", "Patient advised", "What you advised"),
+    ("resolved", "Resolve", "How it was resolved"),
+]
+
+
+def _for_review(items: list[Suggestion]) -> list[Suggestion]:
+    """Queue items with what the card shows: the rungs a clinician may choose (the current one and
+    its neighbours) and, for an escalation, the symptom reports that raised it (one query)."""
+    report_ids = {int(source.removeprefix("report:")) for item in items for e in item.escalations or []
+                  for source in e.get("sources", []) if str(source).startswith("report:")}
+    reports = SymptomReport.objects.in_bulk(report_ids)
+    for item in items:
+        ladder = plans.ladder_of(item.plan_version)
+        item.rung_choices = [(i, ladder.label(i)) for i in range(item.from_rung - 1, item.from_rung + 2)
+                             if ladder.has(i)]
+        item.reports = [reports[int(source.removeprefix("report:"))] for e in item.escalations or []
+                        for source in e.get("sources", []) if str(source).startswith("report:")
+                        and int(source.removeprefix("report:")) in reports]
+        item.reports = list(dict.fromkeys(item.reports))
+        item.escalation_steps = ESCALATION_STEPS if item.kind == SuggestionKind.ESCALATE else []
+        if not hasattr(item, "open_alerts"):
+            item.open_alerts = list(item.alerts.filter(closed_at=None))
+    return items
 
 
 @require_GET
 @clinician_required
 def queue(request: HttpRequest) -> HttpResponse:
-    items = [_with_rung_choices(s) for s in review_queue_for(request.user)[:QUEUE_PAGE]]
+    items = _for_review(list(review_queue_for(request.user)[:QUEUE_PAGE]))
     return render(request, "web/clinic/queue.html", {"items": items})
+
+
+def _escalation(step: str):
+    return lambda user, s, post: services.escalation_act(
+        actor=user, suggestion_id=s.pk, step=step, note=post.get("note", ""),
+        to_rung=_rung(post) if post.get("to_rung", "") != "" else None)
 
 
 DECISIONS = {
@@ -60,6 +87,10 @@ DECISIONS = {
     "modify": lambda user, s, post: services.suggestion_modify(actor=user, suggestion_id=s.pk, to_rung=_rung(post),
                                                                reason=post.get("reason", "")),
     "reject": lambda user, s, post: services.suggestion_reject(actor=user, suggestion_id=s.pk, reason=post.get("reason", "")),
+    # An escalation's own workflow: contacting and advising keep it in the queue; resolving closes it.
+    "contacted": _escalation("contacted"),
+    "advised": _escalation("advised"),
+    "resolved": _escalation("resolved"),
 }
 
 
@@ -85,9 +116,12 @@ def decide(request: HttpRequest, suggestion_id: int, action: str) -> HttpRespons
             messages.error(request, exc.message)
             return redirect("web:queue")
         suggestion.refresh_from_db()
-        return render(request, "web/clinic/_queue_item.html",
-                      {"item": _with_rung_choices(suggestion), "error": exc.message, "open_alerts": []})
+        [item] = _for_review([suggestion])
+        return render(request, "web/clinic/_queue_item.html", {"item": item, "error": exc.message})
     if request.htmx:
+        if decided.status == SuggestionStatus.PENDING_REVIEW:  # contacted or advised: still in the queue
+            [item] = _for_review([decided])
+            return render(request, "web/clinic/_queue_item.html", {"item": item, "done": action})
         return render(request, "web/clinic/_decided.html", {"item": decided})
     messages.success(request, f"{decided.get_status_display()}: {decided.patient}.")
     return redirect("web:queue")
@@ -125,9 +159,8 @@ def snooze(request: HttpRequest, alert_id: int) -> HttpResponse:
     except (ValueError, ApplicationError) as exc:
         message = exc.message if isinstance(exc, ApplicationError) else "Choose how many days."
         if request.htmx:
-            suggestion = _with_rung_choices(alert.suggestion)
-            return render(request, "web/clinic/_queue_item.html",
-                          {"item": suggestion, "error": message, "open_alerts": list(suggestion.alerts.filter(closed_at=None))})
+            [item] = _for_review([alert.suggestion])
+            return render(request, "web/clinic/_queue_item.html", {"item": item, "error": message})
         messages.error(request, message)
         return redirect("web:queue")
     alert.refresh_from_db()

@@ -21,7 +21,7 @@ from monitoring.selectors import bp_mean_since, bp_trend
 from therapy import plans, services
 from therapy.adherence import scheduled_doses
 from therapy.domain import RED_FLAG_SYMPTOMS, Symptom
-from therapy.models import DEFAULT_SEEK_CARE_INSTRUCTIONS, DoseLog, Suggestion, SuggestionStatus
+from therapy.models import DEFAULT_SEEK_CARE_INSTRUCTIONS, DoseLog, EscalationAction, Suggestion, SuggestionStatus
 from therapy.evidence import CuffSeries
 from therapy.explain import change_explained
 from therapy.selectors import adherence_of, home_evidence_of, plan_current, released_changes
@@ -82,6 +82,27 @@ def _explained(changes) -> list[Suggestion]:
     return out
 
 
+# What the patient reads when their care team acted on an escalation (the clinician's note is
+# for the care team and stays there).
+ACTED_IN_WORDS = {"contacted": "Your care team has been in touch with you about",
+                  "advised": "Your care team gave you advice about",
+                  "resolved": "Your care team has finished reviewing"}
+ACTED_SHOWN_DAYS = 14
+ESCALATION_IN_WORDS = {"crisis": "your very high reading", "confirmed low SBP": "your low reading",
+                       "red-flag symptom": "the symptom you reported", "hypotension symptom": "the symptom you reported",
+                       "side effect": "the side effect you reported"}
+
+
+def _care_team_acted(patient, *, now: dt.datetime) -> list[dict]:
+    """The care team's recent actions on the patient's reports and readings, newest first."""
+    actions = (EscalationAction.objects.filter(suggestion__patient=patient, at__gte=now - dt.timedelta(days=ACTED_SHOWN_DAYS))
+               .select_related("suggestion").order_by("-at")[:5])
+    return [{"at": a.at, "words": ACTED_IN_WORDS[a.step],
+             "what": " and ".join(dict.fromkeys(ESCALATION_IN_WORDS[e["kind"]] for e in a.suggestion.escalations or []
+                                                if e.get("kind") in ESCALATION_IN_WORDS)) or "your readings"}
+            for a in actions]
+
+
 @require_GET
 @patient_required
 def home(request: HttpRequest) -> HttpResponse:
@@ -100,6 +121,7 @@ def home(request: HttpRequest) -> HttpResponse:
         "to_acknowledge": _explained(released_changes(patient.suggestions.all())
                                      .exclude(status=SuggestionStatus.ACKNOWLEDGED).order_by("-updated_at")),
         "seek_care": patient.alerts.filter(closed_at__isnull=True, seek_care=True).first(),
+        "care_team_acted": _care_team_acted(patient, now=now),
         "today": today,
         "doses": _doses_today(patient, plan, today),
         "adherence": adherence_of(patient, plan, now=now) if plan else None,

@@ -420,8 +420,9 @@ def build_world() -> SimpleNamespace:
         policy_version=released.policy_version, auto_release=False, routing_reasons=["adherence unknown"],
         proposal_reasons=released.proposal_reasons, urgent=True, status=SuggestionStatus.PENDING_REVIEW,
     )
+    # A side effect does not send the patient to seek care, so its alert may be snoozed.
     alert = Alert.objects.create(patient=patient_a, cause="side effect", message="side effect reported",
-                                 seek_care=True, patient_message="Call your clinic.", suggestion=pending)
+                                 seek_care=False, suggestion=pending)
     suspension = AutonomySuspension.objects.create(model_version=registry.model_active(), reason="drift")
     window = SignalWindow.objects.filter(device=device_a).order_by("pk").first()
     today = timezone.localdate(now)

@@ -187,6 +187,7 @@ class Forms(HTMLParser):
 # Values a person would type into the fields a page leaves empty, so that each form as sent is one
 # the app accepts (the baseline) before one of its fields is broken.
 FILLS = {"sbp_mmhg": "131", "dbp_mmhg": "84", "symptom": "dizziness", "detail": "dry cough", "reason": "checked",
+         "note": "spoke with the patient",
          "token": "123456"}
 # Navigation, not data: a bad value is ignored (the login goes to "/"), never stored.
 NOT_STORED = {"next"}
@@ -259,6 +260,11 @@ def ward(db, monkeypatch):
         return patient, patient_therapy_evaluate(patient_id=patient.pk, now=now)
 
     crisis, _ = patient_with(week_of(150, 95) + [(0.6, 192, 124), (0.4, 188, 121)])
+    # A side effect joins the crisis item with an alert that may be snoozed (the crisis one may not).
+    services.symptom_report_record(actor=crisis.user, patient=crisis, kind="side_effect", drug="lisinopril",
+                                   detail="dry cough")
+    patient_therapy_evaluate(patient_id=crisis.pk, now=timezone.now())
+    patient_with(week_of(150, 94))  # a step waiting for review
     home, step = patient_with(week_of(148, 92))
     services.suggestion_approve(actor=lead.user, suggestion_id=step.pk)
     AutonomySuspension.objects.create(model_version=registry.model_active(), reason="drift of the PAT")
@@ -294,7 +300,8 @@ def pages_of(role: str, ward: dict) -> tuple[Client, list[str]]:
 
 EXPECTED_FORMS = {  # what each role must find, so that a page that stops showing a form fails here
     "patient": {"/portal/changes/", "/portal/doses/", "/portal/cuff/", "/portal/symptoms/", "/logout/"},
-    "clinician": {"/snooze/", "/approve/", "/modify/", "/reject/", "/plan/", "/lift/", "/login/otp/", "/logout/"},
+    "clinician": {"/snooze/", "/approve/", "/modify/", "/reject/", "/contacted/", "/advised/", "/resolved/", "/plan/",
+                  "/lift/", "/login/otp/", "/logout/"},
 }
 
 
