@@ -105,8 +105,20 @@ class Suggestion(models.Model):
     urgent = models.BooleanField(default=False)
     status = models.CharField(max_length=16, choices=SuggestionStatus.choices, db_index=True)
     superseded_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    # A clinician's decision keeps the proposal beside the choice: modify sets to_rung to the rung
+    # chosen, and proposed_rung / proposed_regimen keep what the engine proposed.
+    proposed_rung = models.PositiveSmallIntegerField(null=True, blank=True)
+    proposed_regimen = models.CharField(max_length=255, blank=True)
+    decided_by = models.ForeignKey("patients.User", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_reason = models.TextField(blank=True, max_length=2000)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    @property
+    def was_modified(self) -> bool:
+        """The clinician released another rung than the engine proposed."""
+        return self.proposed_rung is not None and self.proposed_rung != self.to_rung
 
     class Meta:
         ordering = ["-created_at"]

@@ -15,7 +15,7 @@ from therapy import plans
 from therapy.adherence import Adherence, DoseLogEntry, adherence_over_look_back
 from monitoring.models import AgreementPair as AgreementPairRow
 from monitoring.models import CuffReading
-from therapy.domain import SideEffectReport, Symptom, SymptomReport
+from therapy.domain import EscalationKind, SideEffectReport, Symptom, SymptomReport
 from therapy.plan_advice import ActiveModel
 from therapy.evidence import (AgreementPair, CuffEvidence, CuffSeries, WearableAgreement, cuff_series, trust_problems,
                               wearable_agreement)
@@ -94,7 +94,7 @@ def alerts_open_for(user, *, include_snoozed: bool = True, now: dt.datetime | No
 def _snoozed(now: dt.datetime) -> Q:
     # An alert telling the patient to seek care is never out of sight (it cannot be snoozed now;
     # this also keeps one snoozed before that rule in the queue and the counter).
-    return Q(snoozed_until__gt=now, seek_care=False)
+    return Q(snoozed_until__gt=now, seek_care=False) & ~Q(cause=EscalationKind.EVALUATION_FAILING.value)
 
 
 def review_queue_for(user, *, now: dt.datetime | None = None) -> QuerySet[Suggestion]:

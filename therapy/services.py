@@ -15,7 +15,7 @@ from clinops.permissions import is_in_patients_care_team
 from clinops.tasks import enqueue_on_commit
 from patients.models import Patient, User
 from therapy import plans
-from therapy.domain import LADDER_TEMPLATES
+from therapy.domain import LADDER_TEMPLATES, EscalationKind
 from therapy.models import PlanVersion
 
 # A clinician's reason or note for a plan version or a decision (characters).
@@ -140,6 +140,13 @@ def _close_alerts(*, actor: User, suggestion) -> None:
                      detail={"cause": alert.cause, "suggestion": suggestion.pk, "decision": suggestion.status})
 
 
+DECISION_FIELDS = ("decided_by", "decided_at", "decision_reason")
+
+
+def _decided(suggestion, *, actor: User, reason: str) -> None:
+    suggestion.decided_by, suggestion.decided_at, suggestion.decision_reason = actor, timezone.now(), reason
+
+
 @transaction.atomic
 def suggestion_approve(*, actor: Any, suggestion_id: int, note: str = ""):
     """Approve the proposed step as it stands: it is released to the patient and the rung moves."""
@@ -150,7 +157,8 @@ def suggestion_approve(*, actor: Any, suggestion_id: int, note: str = ""):
     if suggestion.kind == SuggestionKind.ESCALATE and suggestion.to_rung == suggestion.from_rung:
         raise ApplicationError("An escalation proposes no change to approve: modify (choose a rung) or reject it.")
     suggestion.status = SuggestionStatus.APPROVED
-    suggestion.save(update_fields=["status", "updated_at"])
+    _decided(suggestion, actor=actor, reason=note)
+    suggestion.save(update_fields=["status", *DECISION_FIELDS, "updated_at"])
     audit_record(actor=actor, action="suggestion.approve", target=suggestion, patient=suggestion.patient,
                  detail={"to_rung": suggestion.to_rung, "note": note})
     _close_alerts(actor=actor, suggestion=suggestion)
@@ -172,9 +180,12 @@ def suggestion_modify(*, actor: Any, suggestion_id: int, to_rung: int, reason: s
         raise ApplicationError("Choose a rung on the ladder at most one step from the current one.",
                                extra={"fields": {"to_rung": [f"must be within 1 of {suggestion.from_rung} (0..{ladder.top})"]}})
     proposed = suggestion.to_rung
+    suggestion.proposed_rung, suggestion.proposed_regimen = suggestion.to_rung, suggestion.to_regimen
     suggestion.status, suggestion.to_rung = SuggestionStatus.MODIFIED, to_rung
     suggestion.to_regimen = ladder.describe(to_rung)
-    suggestion.save(update_fields=["status", "to_rung", "to_regimen", "updated_at"])
+    _decided(suggestion, actor=actor, reason=reason)
+    suggestion.save(update_fields=["status", "to_rung", "to_regimen", "proposed_rung", "proposed_regimen",
+                                   *DECISION_FIELDS, "updated_at"])
     audit_record(actor=actor, action="suggestion.modify", target=suggestion, patient=suggestion.patient,
                  detail={"proposed_rung": proposed, "to_rung": to_rung, "reason": reason})
     _close_alerts(actor=actor, suggestion=suggestion)
@@ -193,7 +204,8 @@ def suggestion_reject(*, actor: Any, suggestion_id: int, reason: str):
                         what="Say why the suggestion is rejected.")
     suggestion = _pending_for_decision(actor=actor, suggestion_id=suggestion_id)
     suggestion.status = SuggestionStatus.REJECTED
-    suggestion.save(update_fields=["status", "updated_at"])
+    _decided(suggestion, actor=actor, reason=reason)
+    suggestion.save(update_fields=["status", *DECISION_FIELDS, "updated_at"])
     audit_record(actor=actor, action="suggestion.reject", target=suggestion, patient=suggestion.patient,
                  detail={"reason": reason})
     _close_alerts(actor=actor, suggestion=suggestion)
@@ -350,6 +362,10 @@ def alert_snooze(*, actor: Any, alert_id: int, reason: str, days: float, now: dt
         # The patient is being told to seek care now: the care team must not lose sight of that.
         raise ApplicationError("The patient is told to seek care now, so this alert stays in the queue until the "
                                "escalation is resolved; record contact or advice meanwhile.", status_code=409)
+    if alert.cause == EscalationKind.EVALUATION_FAILING.value:
+        # No dose step can be proposed for this patient until it is fixed: that stays in sight.
+        raise ApplicationError("A failing evaluation stays in the queue until it is fixed and the item resolved.",
+                               status_code=409)
     reason = clean_text("reason", reason, max_length=Alert._meta.get_field("snooze_reason").max_length, required=True,
                         what="Say why the alert is snoozed.")
     if not 0 < days <= MAX_SNOOZE_DAYS:

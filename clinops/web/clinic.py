@@ -122,7 +122,9 @@ def decide(request: HttpRequest, suggestion_id: int, action: str) -> HttpRespons
         if decided.status == SuggestionStatus.PENDING_REVIEW:  # contacted or advised: still in the queue
             [item] = _for_review([decided])
             return render(request, "web/clinic/_queue_item.html", {"item": item, "done": action})
-        return render(request, "web/clinic/_decided.html", {"item": decided})
+        # The queue's and the header's counters are refreshed with it (htmx out-of-band swaps).
+        return render(request, "web/clinic/_decided.html",
+                      {"item": decided, "queue_count": review_queue_for(request.user)[:QUEUE_PAGE].count()})
     messages.success(request, f"{decided.get_status_display()}: {decided.patient}.")
     return redirect("web:queue")
 
@@ -165,7 +167,8 @@ def snooze(request: HttpRequest, alert_id: int) -> HttpResponse:
         return redirect("web:queue")
     alert.refresh_from_db()
     if request.htmx:
-        return render(request, "web/clinic/_snoozed.html", {"alert": alert})
+        return render(request, "web/clinic/_snoozed.html",
+                      {"alert": alert, "queue_count": review_queue_for(request.user)[:QUEUE_PAGE].count()})
     messages.success(request, f"Snoozed until {alert.snoozed_until:%d %b %H:%M}.")
     return redirect("web:queue")
 
@@ -257,7 +260,7 @@ def patient_detail(request: HttpRequest, patient_id: int) -> HttpResponse:
         "rungs": [(i, ladder.describe(i)) for i in range(len(ladder.rungs))] if ladder else [],
         "trend": {**bp_trend(patient, since=now - dt.timedelta(days=TREND_DAYS)), "rung_changes": rung_changes,
                   "target": [plan.target_sbp_mmhg, plan.target_dbp_mmhg] if plan else None},
-        "suggestions": patient.suggestions.select_related("plan_version").order_by("-created_at")[:50],
+        "suggestions": patient.suggestions.select_related("plan_version", "decided_by").order_by("-created_at")[:50],
         "devices": patient.devices.order_by("-registered_at"),
         "calibrations": Calibration.objects.filter(patient=patient).select_related("cuff_reading").order_by("-calibrated_at")[:20],
         "reports": patient.symptom_reports.order_by("-reported_at")[:50],

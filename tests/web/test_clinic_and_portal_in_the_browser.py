@@ -72,8 +72,13 @@ def test_the_clinician_decides_the_queue_and_the_patients_see_and_report(celery_
 
     # Decisions happen in place: the page is never reloaded (the marker survives).
     clinician.evaluate("window.__notReloaded = true")
+    asked: list[str] = []
+    clinician.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
     item(clinician, step_a).get_by_test_id("approve").click()
     expect(item(clinician, step_a)).to_contain_text("Approved by a clinician")
+    # Approving says what it will do before it is done, and the counters follow the decision.
+    assert "Release lisinopril 20 mg once daily" in asked[0] and "rung 2" in asked[0]
+    expect(clinician.locator("#queue-count")).to_have_text("3 waiting")
     modify = item(clinician, step_b)
     modify.get_by_label("Rung to release").select_option(str(step_b.from_rung))
     modify.get_by_label("Reason for modifying").fill("recheck with a cuff reading first")
@@ -83,6 +88,7 @@ def test_the_clinician_decides_the_queue_and_the_patients_see_and_report(celery_
     reject.get_by_label("Reason for rejecting").fill("white-coat pattern, readings at work only")
     reject.get_by_test_id("reject").click()
     expect(item(clinician, step_c)).to_contain_text("Rejected by a clinician")
+    expect(clinician.locator("#queue-count")).to_have_text("1 waiting")
     assert clinician.evaluate("window.__notReloaded") is True
     statuses = {s.pk: s.status for s in Suggestion.objects.all()}
     assert (statuses[step_a.pk], statuses[step_b.pk], statuses[step_c.pk]) == (

@@ -96,3 +96,18 @@ def test_a_step_is_not_resolved_like_an_escalation(clinic, plan, estimates):
     with pytest.raises(ApplicationError):
         services.escalation_act(actor=clinic["clinician"], suggestion_id=step.pk, step="resolved", note="n/a")
     assert Suggestion.objects.get(pk=step.pk).status == SuggestionStatus.PENDING_REVIEW
+
+
+def test_a_failing_evaluation_cannot_be_snoozed_out_of_sight(clinic, plan, estimates, monkeypatch):  # noqa: F811
+    from therapy import evaluation
+
+    plan()
+    estimates(week_of(130, 82))
+    monkeypatch.setattr(evaluation, "propose_step", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("broken")))
+    item = patient_therapy_evaluate(patient_id=clinic["patient"].pk, now=timezone.now())
+    alert = Alert.objects.get(suggestion=item, cause="evaluation failing", closed_at=None)
+    assert not alert.seek_care
+    with pytest.raises(ApplicationError, match="failing evaluation"):
+        services.alert_snooze(actor=clinic["clinician"], alert_id=alert.pk, reason="later", days=1)
+    Alert.objects.filter(pk=alert.pk).update(snoozed_until=timezone.now() + dt.timedelta(days=3))
+    assert list(review_queue_for(clinic["clinician"])) == [item]

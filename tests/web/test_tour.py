@@ -70,8 +70,15 @@ def _every_state_and_report(monkeypatch) -> None:
     services.suggestion_reject(actor=doctor, suggestion_id=rejected.pk, reason="white-coat pattern")
     _tour_patient(team, doctor, week_of(118, 70), auto_step_down=True, current_rung=2)
     crisis, escalation = _tour_patient(team, doctor, week_of(150, 95) + [(0.6, 186, 121), (0.4, 188, 124)])
-    snoozed = escalation.alerts.filter(closed_at__isnull=True).first()
-    services.alert_snooze(actor=doctor, alert_id=snoozed.pk, reason="patient seen in clinic today", days=1)
+    services.escalation_act(actor=doctor, suggestion_id=escalation.pk, step="contacted",
+                            note="reached by phone, on the way to the emergency department")
+    # A side effect's alert (it does not send the patient to seek care) snoozed out of the queue.
+    coughing, _ = _tour_patient(team, doctor, week_of(128, 80))
+    services.symptom_report_record(actor=coughing.user, patient=coughing, kind="side_effect", drug="lisinopril",
+                                   detail="dry cough")
+    snoozed = _evaluate(coughing).alerts.get(closed_at__isnull=True)
+    services.alert_snooze(actor=doctor, alert_id=snoozed.pk, reason="known ACE-inhibitor cough, review next week",
+                          days=3)
 
     reporter, _ = _tour_patient(team, doctor, week_of(128, 80))
     for symptom in Symptom:
