@@ -103,3 +103,25 @@ def adherence_over_look_back(
     taken = sum(answered.values())
     share = taken / len(due) if answered else None
     return Adherence(first, last, len(due), taken, len(answered), share)
+
+
+def adherence_in_patient_words(complete_days: Adherence, *, today_taken: int, today_logged: int, today_due: int) -> str:
+    """What the portal says about the patient's doses: the complete days the care team's rule
+    counts (`complete_days`) and today as it stands, in plain words."""
+    if today_due == 0:
+        today = ""
+    elif today_logged == 0:
+        today = f"Today: {today_due} dose{'s' if today_due > 1 else ''} still to log."
+    else:
+        today = f"Today so far: {today_taken} of {today_due} taken."
+    if complete_days.first_day is None:
+        before = "This medicine is new today, so there are no earlier days to count yet."
+    elif complete_days.logged == 0:
+        days = (complete_days.last_day - complete_days.first_day).days + 1
+        before = (f"You have not logged any doses for the {days} day{'s' if days > 1 else ''} before today. "
+                  "Your care team changes a medicine only when they know you have been taking it.")
+    else:
+        days = (complete_days.last_day - complete_days.first_day).days + 1
+        before = (f"The {days} day{'s' if days > 1 else ''} before today: {complete_days.taken} of "
+                  f"{complete_days.scheduled} doses taken.")
+    return " ".join(part for part in (today, before) if part)

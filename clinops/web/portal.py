@@ -19,12 +19,12 @@ from patients.models import DeviceKind
 from therapy.escalation import CONFIRMATION_WINDOW, CRISIS_DBP_MMHG, CRISIS_SBP_MMHG
 from monitoring.selectors import bp_mean_since, bp_trend
 from therapy import plans, services
-from therapy.adherence import scheduled_doses
+from therapy.adherence import adherence_in_patient_words, scheduled_doses
 from therapy.domain import RED_FLAG_SYMPTOMS, Symptom
 from therapy.models import DEFAULT_SEEK_CARE_INSTRUCTIONS, DoseLog, EscalationAction, Suggestion, SuggestionStatus
 from therapy.evidence import CuffSeries
 from therapy.explain import change_explained
-from therapy.selectors import adherence_of, home_evidence_of, plan_current, released_changes
+from therapy.selectors import adherence_of, home_evidence_of, plan_current, regimen_started_at, released_changes
 
 
 
@@ -60,12 +60,37 @@ def _in_words(mean: dict, plan, series: CuffSeries | None) -> list[str]:
     return words
 
 
-def _doses_today(patient, plan, day: dt.date) -> list[dict]:
+# The portal lets the patient answer for today and the days just before it (a missed reminder):
+# the service accepts up to DOSE_LOG_MAX_AGE_DAYS, the page offers what memory holds.
+PORTAL_DOSE_DAYS = 3
+
+
+def _doses_on(patient, plan, day: dt.date) -> list[dict]:
     if plan is None:
         return []
     logged = {(d.drug, d.slot): d.taken for d in DoseLog.objects.filter(patient=patient, day=day)}
     return [{"dose": d, "taken": logged.get((d.drug, d.slot))}
             for d in scheduled_doses(plans.ladder_of(plan).rungs[plan.current_rung], day)]
+
+
+def _dose_days(patient, plan, today: dt.date) -> list[dict]:
+    """Today and the days before it on the current regimen, newest first, each with its doses."""
+    if plan is None:
+        return []
+    started = regimen_started_at(patient)
+    first = max(today - dt.timedelta(days=PORTAL_DOSE_DAYS - 1),
+                timezone.localdate(started) if started else today)
+    names = {0: "Today", 1: "Yesterday"}
+    return [{"day": day, "name": names.get((today - day).days, f"{day:%A} {day.day} {day:%b}"),
+             "rows": _doses_on(patient, plan, day)}
+            for day in (today - dt.timedelta(days=n) for n in range((today - first).days + 1))]
+
+
+def _adherence_words(patient, plan, today_rows: list[dict], *, now: dt.datetime) -> str:
+    return adherence_in_patient_words(
+        adherence_of(patient, plan, now=now), today_due=len(today_rows),
+        today_taken=sum(1 for r in today_rows if r["taken"] is True),
+        today_logged=sum(1 for r in today_rows if r["taken"] is not None))
 
 
 def _explained(changes) -> list[Suggestion]:
@@ -123,8 +148,8 @@ def home(request: HttpRequest) -> HttpResponse:
         "seek_care": patient.alerts.filter(closed_at__isnull=True, seek_care=True).first(),
         "care_team_acted": _care_team_acted(patient, now=now),
         "today": today,
-        "doses": _doses_today(patient, plan, today),
-        "adherence": adherence_of(patient, plan, now=now) if plan else None,
+        "dose_days": (dose_days := _dose_days(patient, plan, today)),
+        "adherence": _adherence_words(patient, plan, dose_days[0]["rows"], now=now) if dose_days else "",
     }
     return render(request, "web/portal/home.html", context)
 
@@ -151,9 +176,12 @@ def dose_log(request: HttpRequest) -> HttpResponse:
             messages.error(request, error)
         return redirect("web:portal")
     plan = plan_current(patient)
-    row = next((r for r in _doses_today(patient, plan, day) if r["dose"].drug == request.POST.get("drug")
+    row = next((r for r in _doses_on(patient, plan, day) if r["dose"].drug == request.POST.get("drug")
                 and r["dose"].slot == slot), None)
-    return render(request, "web/portal/_dose.html", {"row": row, "error": error, "today": day})
+    now = timezone.now()
+    # The words under the doses follow the answer (htmx out-of-band swap).
+    adherence = _adherence_words(patient, plan, _doses_on(patient, plan, timezone.localdate(now)), now=now) if plan else ""
+    return render(request, "web/portal/_dose.html", {"row": row, "error": error, "adherence": adherence})
 
 
 @require_POST

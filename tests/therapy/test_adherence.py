@@ -59,3 +59,17 @@ def test_the_share_is_a_fraction_and_never_counts_an_unscheduled_dose(entries):
     result = adherence_over_look_back(REGIMEN, logs, today=TODAY, look_back_days=7, regimen_since=dt.date(2026, 1, 1))
     assert result.taken <= result.logged <= result.scheduled == 21
     assert result.share is None or 0.0 <= result.share <= 1.0
+
+
+def test_the_portal_words_count_today_as_it_stands_and_say_no_look_back():
+    from therapy.adherence import Adherence, adherence_in_patient_words
+
+    nothing = Adherence(dt.date(2026, 12, 1), dt.date(2026, 12, 7), 7, 0, 0, None)
+    words = adherence_in_patient_words(nothing, today_taken=1, today_logged=1, today_due=1)
+    assert words.startswith("Today so far: 1 of 1 taken.") and "look-back" not in words
+    assert "not logged any doses for the 7 days before today" in words
+    some = Adherence(dt.date(2026, 12, 1), dt.date(2026, 12, 7), 14, 12, 13, 12 / 14)
+    assert adherence_in_patient_words(some, today_taken=0, today_logged=0, today_due=2) == (
+        "Today: 2 doses still to log. The 7 days before today: 12 of 14 doses taken.")
+    new = Adherence(None, None, 0, 0, 0, None)
+    assert "new today" in adherence_in_patient_words(new, today_taken=0, today_logged=0, today_due=1)

@@ -251,3 +251,21 @@ def test_the_second_factor_sends_a_clinician_only_to_a_page_of_this_site(clinic,
     device = TOTPDevice.objects.get(user=clinic["clinician"])
     answer = client.post(f"/login/otp/?next={target}", {"token": f"{totp(device.bin_key):06d}"})
     assert answer.status_code == 302 and answer["Location"] == lands
+
+
+def test_the_portal_takes_the_last_days_doses_and_counts_today_as_it_stands(clinic, plan):  # noqa: F811
+    plan()  # set two months ago: the regimen has run for days
+    client = logged_in(clinic["patient"].user)
+    today = timezone.localdate()
+    yesterday = today - dt.timedelta(days=1)
+    home = client.get("/portal/").content.decode()
+    assert f'data-testid="doses-{yesterday.isoformat()}"' in home and "Yesterday" in home
+    assert "Today: 1 dose still to log." in home and "look-back" not in home
+    tapped = client.post("/portal/doses/", {"day": today.isoformat(), "drug": "lisinopril", "slot": 1, "taken": "yes"},
+                         HTTP_HX_REQUEST="true").content.decode()
+    assert "taken ✓" in tapped and "Today so far: 1 of 1 taken." in tapped and 'hx-swap-oob="true"' in tapped
+    client.post("/portal/doses/", {"day": yesterday.isoformat(), "drug": "lisinopril", "slot": 1, "taken": "yes"},
+                HTTP_HX_REQUEST="true")
+    home = client.get("/portal/").content.decode()
+    assert "Today so far: 1 of 1 taken." in home and "before today: 1 of 7 doses taken." in home
+    assert sorted(clinic["patient"].dose_logs.values_list("day", flat=True)) == [yesterday, today]
