@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils.cache import patch_cache_control
 
@@ -14,6 +15,22 @@ def no_store(get_response: Callable[[HttpRequest], HttpResponse]) -> Callable[[H
     def middleware(request: HttpRequest) -> HttpResponse:
         response = get_response(request)
         patch_cache_control(response, no_store=True)
+        return response
+
+    return middleware
+
+
+def own_not_found_page(get_response: Callable[[HttpRequest], HttpResponse]) -> Callable[[HttpRequest], HttpResponse]:
+    """The app's own 404 page in every mode. With DEBUG on (the demo) Django answers an unknown
+    address or another team's patient with its technical page, which lists every URL pattern;
+    a clinician or patient should see the same page as in production."""
+    from clinops.views import not_found
+
+    def middleware(request: HttpRequest) -> HttpResponse:
+        response = get_response(request)
+        if (settings.DEBUG and response.status_code == 404 and not getattr(response, "clinops_page", False)
+                and response.get("Content-Type", "").startswith("text/html")):
+            return not_found(request)
         return response
 
     return middleware

@@ -57,4 +57,6 @@ def not_found(request: HttpRequest, exception=None):
         return JsonResponse({"message": "Not found.", "extra": {}}, status=404)
     if request.path.startswith("/fhir/"):
         return fhir_response(operation_outcome("Not found.", code="not-found"), status=404)
-    return page_not_found(request, exception)
+    response = page_not_found(request, exception)
+    response.clinops_page = True  # clinops.middleware.own_not_found_page leaves it be
+    return response
