@@ -40,3 +40,19 @@ def signed(value: float | None) -> str:
 def mmhg(value: float | None) -> str:
     """4.04 -> "4.0"; None -> "?"."""
     return "?" if value is None else f"{float(value):.1f}"
+
+
+OUTCOME_WORDS = {"hold": "no change (hold)", "failed": "the evaluation failed", "pending_review": "waiting for a clinician",
+                 "auto_released": "released to the patient automatically", "superseded": "superseded by a newer one"}
+
+
+@register.filter
+def outcome_words(outcome: str) -> str:
+    """A latest evaluation's outcome ("pending_review") in words ("waiting for a clinician")."""
+    return OUTCOME_WORDS.get(str(outcome), str(outcome).replace("_", " "))
+
+
+@register.filter
+def audit_words(action: str) -> str:
+    """An audit action code ("suggestion.pending_review") as words ("suggestion: pending review")."""
+    return str(action).replace(".", ": ", 1).replace("_", " ")

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from clinops.errors import ApplicationError
 from clinops.web.access import clinician_required
+from monitoring import registry
 from monitoring.model_health import autonomy_suspension_lift
 from monitoring.models import AutonomySuspension, OperatorAlert, ReportKind
 from monitoring.selectors import latest_reports
@@ -74,7 +75,10 @@ def model_health(request: HttpRequest) -> HttpResponse:
         # An alert about one patient (a failing evaluation) is for that patient's care team.
         alerts = alerts.exclude(Q(scope__startswith="patient:")
                                 & ~Q(scope__in=[f"patient:{pk}" for pk in patient_ids]))
+    active = registry.model_active()
     context = {
+        "active_model": active,
+        "active_is_baseline": active is not None and registry.is_baseline(active),
         "alerts": alerts[:100],
         "suspensions": AutonomySuspension.objects.filter(lifted_at__isnull=True).select_related("model_version"),
         "lifted": AutonomySuspension.objects.filter(lifted_at__isnull=False).select_related("model_version", "lifted_by")

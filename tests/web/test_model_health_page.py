@@ -67,3 +67,13 @@ def test_every_report_kind_renders_and_each_clinician_sees_only_their_teams_part
     everything = page_as(make_admin())
     assert all(text in everything for text in (first_device.serial, second_device.serial, "words of first",
                                                "words of second", "evaluation failing for second"))
+
+
+def test_the_page_names_the_model_in_use_and_says_what_the_baseline_is(db):
+    from monitoring import registry
+    from tests.monitoring.test_bp_registry import register
+
+    model = registry.model_version_promote(actor=make_admin(), model=register("m", test_mae=4.0))
+    page = page_as(make_admin())
+    assert model.version in page and 'data-testid="active-model"' in page
+    assert ("carry-forward baseline" in page) == registry.is_baseline(model)

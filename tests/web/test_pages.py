@@ -269,3 +269,12 @@ def test_the_portal_takes_the_last_days_doses_and_counts_today_as_it_stands(clin
     home = client.get("/portal/").content.decode()
     assert "Today so far: 1 of 1 taken." in home and "before today: 1 of 7 doses taken." in home
     assert sorted(clinic["patient"].dose_logs.values_list("day", flat=True)) == [yesterday, today]
+
+
+def test_the_patient_page_says_what_is_automatic_and_the_outcome_in_words(clinic, plan, estimates):  # noqa: F811
+    plan(auto_step_up=True, max_auto_rung=0)
+    estimates(week_of(148, 92))
+    patient_therapy_evaluate(patient_id=clinic["patient"].pk, now=timezone.now())
+    page = logged_in(clinic["clinician"]).get(f"/clinic/patients/{clinic['patient'].pk}/").content.decode()
+    assert "no further step up (automatic steps up end at rung 1; this patient is on rung 1)" in page
+    assert "pending_review" not in page and "waiting for a clinician" in page
