@@ -17,7 +17,8 @@ from clinops.models import AuditEvent
 from clinops.web.access import clinician_required
 from clinops.web.forms import PlanForm, PatientListFilter
 from monitoring.models import Calibration
-from monitoring.selectors import bp_trend
+from monitoring.models import ReportKind as MonitoringReportKind
+from monitoring.selectors import bp_trend, latest_reports
 from patients.models import CareTeam
 from patients.selectors import patients_visible_to
 from therapy import plans, services
@@ -73,7 +74,29 @@ def _for_review(items: list[Suggestion]) -> list[Suggestion]:
 @clinician_required
 def queue(request: HttpRequest) -> HttpResponse:
     items = _for_review(list(review_queue_for(request.user)[:QUEUE_PAGE]))
-    return render(request, "web/clinic/queue.html", {"items": items})
+    return render(request, "web/clinic/queue.html", {"items": items, "control": _control_rates(request.user)})
+
+
+def _control_rates(user) -> list[dict]:
+    """Per care team of the user (every team for an administrator), from its newest population
+    report (hourly, by beat): controlled / uncontrolled / no usable data, and how many of the
+    uncontrolled had no change proposed or made in the report's window (therapeutic inertia)."""
+    teams = CareTeam.objects.order_by("name") if user.is_clinops_admin else user.clinician.care_teams.order_by("name")
+    reports = {r.scope: r for r in latest_reports(MonitoringReportKind.POPULATION)}
+    cards = []
+    for team in teams:
+        report = reports.get(f"team:{team.pk}")
+        if report is None:
+            cards.append({"team": team, "report": None})
+            continue
+        counts = report.payload.get("counts", {})
+        cards.append({"team": team, "report": report, "patients": report.payload.get("patients", 0),
+                      "controlled": counts.get("controlled", 0), "uncontrolled": counts.get("uncontrolled", 0),
+                      "no_data": sum(counts.get(k, 0) for k in ("escalated", "device_silent", "insufficient_data")),
+                      "escalated": counts.get("escalated", 0),
+                      "inertia": report.payload.get("inertia", {}).get("without_change", 0),
+                      "window_days": report.payload.get("inertia", {}).get("window_days", 30)})
+    return cards
 
 
 def _escalation(step: str):

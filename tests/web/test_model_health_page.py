@@ -77,3 +77,13 @@ def test_the_page_names_the_model_in_use_and_says_what_the_baseline_is(db):
     page = page_as(make_admin())
     assert model.version in page and 'data-testid="active-model"' in page
     assert ("carry-forward baseline" in page) == registry.is_baseline(model)
+
+
+def test_the_queue_opens_with_each_care_teams_control_rate(db):
+    first, _ = _team_with_a_silent_device("first")
+    reports.report_population()
+    client = Client()
+    client.force_login(first)
+    page = client.get("/clinic/").content.decode()
+    assert page.count('data-testid="control-rate"') == 1 and "of 1 controlled" in page
+    assert "uncontrolled" in page and "without a usable mean" in page
