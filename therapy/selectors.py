@@ -251,3 +251,44 @@ def automatic_releases(patients: QuerySet[Patient], *, since: dt.datetime, limit
     bounds allowed them."""
     return (Suggestion.objects.filter(patient__in=patients, auto_release=True, created_at__gte=since)
             .select_related("patient", "plan_version").order_by("-created_at")[:limit])
+
+
+# Who is overdue for follow-up (the clinic's "Follow-up" lists).
+OVERDUE_NO_READING_DAYS = 3  # nothing from the wearable nor a cuff for this long
+OVERDUE_NO_CUFF_DAYS = 7  # no home cuff reading for this long (no series can be complete)
+OVERDUE_UNACKNOWLEDGED_DAYS = 2  # a released change the patient has not confirmed reading
+
+
+@dataclass(frozen=True)
+class OverdueRow:
+    patient: Patient
+    since: dt.datetime | None  # the last reading, cuff reading or release; None: never
+    detail: str = ""
+
+
+def overdue_for(user, *, now: dt.datetime | None = None) -> dict[str, list[OverdueRow]]:
+    """The user's patients under a plan who are overdue, oldest first, in three lists: no reading
+    at all for OVERDUE_NO_READING_DAYS, no home cuff reading for OVERDUE_NO_CUFF_DAYS, and a
+    released change not acknowledged for OVERDUE_UNACKNOWLEDGED_DAYS (a handful of queries)."""
+    now = now or timezone.now()
+    patients = (patients_visible_to(user).filter(Exists(PlanVersion.objects.filter(patient=OuterRef("pk"))))
+                .annotate(last_upload=Subquery(Device.objects.filter(patient=OuterRef("pk")).order_by(
+                    F("last_seen_at").desc(nulls_last=True)).values("last_seen_at")[:1]),
+                          last_cuff=Subquery(CuffReading.objects.filter(patient=OuterRef("pk")).order_by(
+                              "-measured_at").values("measured_at")[:1])))
+
+    def oldest_first(rows: list[OverdueRow]) -> list[OverdueRow]:
+        return sorted(rows, key=lambda r: (r.since is not None, r.since or now, r.patient.pk))
+
+    no_reading, no_cuff = [], []
+    for p in patients:
+        last_any = max((t for t in (p.last_upload, p.last_cuff) if t is not None), default=None)
+        if last_any is None or last_any < now - dt.timedelta(days=OVERDUE_NO_READING_DAYS):
+            no_reading.append(OverdueRow(p, last_any))
+        if p.last_cuff is None or p.last_cuff < now - dt.timedelta(days=OVERDUE_NO_CUFF_DAYS):
+            no_cuff.append(OverdueRow(p, p.last_cuff))
+    unread = (Suggestion.objects.filter(patient__in=patients_visible_to(user), status__in=RELEASED_STATUSES,
+                                        updated_at__lt=now - dt.timedelta(days=OVERDUE_UNACKNOWLEDGED_DAYS))
+              .exclude(to_rung=F("from_rung")).select_related("patient"))
+    return {"no_reading": oldest_first(no_reading), "no_cuff": oldest_first(no_cuff),
+            "unacknowledged": oldest_first([OverdueRow(s.patient, s.updated_at, s.to_regimen) for s in unread])}

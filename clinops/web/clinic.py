@@ -173,6 +173,24 @@ def patient_list(request: HttpRequest) -> HttpResponse:
                                       "triage": wanted, "triages": list(Triage), "query": query.urlencode()})
 
 
+@require_GET
+@clinician_required
+def overdue(request: HttpRequest) -> HttpResponse:
+    """Follow-up: the care teams' patients overdue for a reading, a cuff reading or an acknowledgement."""
+    from therapy.selectors import OVERDUE_NO_CUFF_DAYS, OVERDUE_NO_READING_DAYS, OVERDUE_UNACKNOWLEDGED_DAYS, overdue_for
+
+    lists = overdue_for(request.user)
+    sections = [
+        ("no_reading", f"No reading for {OVERDUE_NO_READING_DAYS} days", "neither the wearable nor a cuff sent anything",
+         lists["no_reading"]),
+        ("no_cuff", f"No home cuff reading for {OVERDUE_NO_CUFF_DAYS} days", "no home series can be complete: the "
+         "wearable alone never releases a change", lists["no_cuff"]),
+        ("unacknowledged", f"Change not acknowledged for {OVERDUE_UNACKNOWLEDGED_DAYS} days",
+         "the patient has not confirmed reading a released change", lists["unacknowledged"]),
+    ]
+    return render(request, "web/clinic/overdue.html", {"sections": sections})
+
+
 @require_POST
 @clinician_required
 def snooze(request: HttpRequest, alert_id: int) -> HttpResponse:

@@ -16,6 +16,7 @@ urlpatterns = [
     path("clinic/patients/<int:patient_id>/plan/", clinic.plan_edit, name="plan"),
     path("clinic/alerts/<int:alert_id>/snooze/", clinic.snooze, name="snooze"),
     path("clinic/autonomy/", clinic.autonomy, name="autonomy"),
+    path("clinic/overdue/", clinic.overdue, name="overdue"),
     path("clinic/model-health/", model_health.model_health, name="model-health"),
     path("clinic/model-health/suspensions/<int:suspension_id>/lift/", model_health.suspension_lift, name="suspension-lift"),
     path("portal/", portal.home, name="portal"),

@@ -224,6 +224,9 @@ RULES: dict[str, dict[str, dict[str, Expect]]] = {
     "web:autonomy": {  # the clinician's own teams; an admin sees every team
         "GET":            row(LOGIN, 403,      403,      200,      200,      OTP,    LOGIN,   LOGIN,   LOGIN,   200),
     },
+    "web:overdue": {  # the clinician's own teams' patients; an admin sees every patient
+        "GET":            row(LOGIN, 403,      403,      200,      200,      OTP,    LOGIN,   LOGIN,   LOGIN,   200),
+    },
     "web:suspension-lift": {  # per model version: a clinical lead (A's clinician leads team A), or an admin
         "GET": same(405),
         "POST":           row(LOGIN, 403,      403,      W(HEALTH), HEALTH,   OTP,    LOGIN,   LOGIN,   LOGIN,
@@ -509,10 +512,7 @@ def post_body(key: str, w: SimpleNamespace) -> dict:
         "web:decide": {"note": "agreed"},
         "web:plan": w.plan_form,
         "web:snooze": {"reason": "known, handled", "days": "3"},
-        "web:autonomy": {  # the clinician's own teams; an admin sees every team
-        "GET":            row(LOGIN, 403,      403,      200,      200,      OTP,    LOGIN,   LOGIN,   LOGIN,   200),
-    },
-    "web:suspension-lift": {"reason": "checked the model"},
+        "web:suspension-lift": {"reason": "checked the model"},
         "web:portal-dose": {**dose, "taken": "yes"},
         "web:portal-cuff": {"sbp_mmhg": "131", "dbp_mmhg": "84"},
         "web:portal-symptoms": {"kind": "side_effect", "detail": "dry cough"},

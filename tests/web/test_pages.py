@@ -278,3 +278,20 @@ def test_the_patient_page_says_what_is_automatic_and_the_outcome_in_words(clinic
     page = logged_in(clinic["clinician"]).get(f"/clinic/patients/{clinic['patient'].pk}/").content.decode()
     assert "no further step up (automatic steps up end at rung 1; this patient is on rung 1)" in page
     assert "pending_review" not in page and "waiting for a clinician" in page
+
+
+def test_follow_up_lists_the_overdue_patients_with_their_phone(clinic, plan):  # noqa: F811
+    from patients.models import Device, Patient
+
+    plan()
+    Patient.objects.filter(pk=clinic["patient"].pk).update(phone="+44 20 7946 0999")
+    Device.objects.filter(pk=clinic["device"].pk).update(last_seen_at=timezone.now() - dt.timedelta(days=5))
+    page = logged_in(clinic["clinician"]).get("/clinic/overdue/").content.decode()
+    for key in ("no_reading", "no_cuff"):
+        section = page[page.index(f'data-testid="overdue-{key}"'):]
+        section = section[:section.index("</section>")]
+        assert clinic["patient"].medical_record_number in section and "+44 20 7946 0999" in section
+    unacknowledged = page[page.index('data-testid="overdue-unacknowledged"'):]
+    assert "Nobody." in unacknowledged[:unacknowledged.index("</section>")]
+    outsider = logged_in(make_clinician(team=make_team()).user).get("/clinic/overdue/").content.decode()
+    assert clinic["patient"].medical_record_number not in outsider

@@ -120,7 +120,8 @@ def _admin_pages() -> list[str]:
 
 
 def _clinic_pages(patients) -> list[str]:
-    pages = ["/clinic/", "/clinic/patients/", "/clinic/autonomy/", "/clinic/model-health/", "/api/v1/docs/"]
+    pages = ["/clinic/", "/clinic/patients/", "/clinic/overdue/", "/clinic/autonomy/", "/clinic/model-health/",
+             "/api/v1/docs/"]
     for patient in patients:
         pages += [f"/clinic/patients/{patient.pk}/", f"/clinic/patients/{patient.pk}/plan/"]
     return pages
