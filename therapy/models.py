@@ -116,6 +116,11 @@ class Suggestion(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     @property
+    def released_at(self):
+        """When the change reached the patient: the clinician's decision, or its creation when released automatically."""
+        return self.decided_at or self.created_at
+
+    @property
     def was_modified(self) -> bool:
         """The clinician released another rung than the engine proposed."""
         return self.proposed_rung is not None and self.proposed_rung != self.to_rung

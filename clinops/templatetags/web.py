@@ -56,3 +56,13 @@ def outcome_words(outcome: str) -> str:
 def audit_words(action: str) -> str:
     """An audit action code ("suggestion.pending_review") as words ("suggestion: pending review")."""
     return str(action).replace(".", ": ", 1).replace("_", " ")
+
+
+@register.inclusion_tag("web/_bp_category.html")
+def bp_category_badge(sbp_mmhg, dbp_mmhg):
+    """A measured pressure's ACC/AHA 2017 category as a coloured badge with words."""
+    from therapy.categories import CATEGORY_ADVICE, bp_category
+
+    category = bp_category(sbp_mmhg, dbp_mmhg)
+    return {"category": category, "words": CATEGORY_ADVICE.get(category, ""),
+            "css": "" if category is None else category.name.lower().replace("_", "-")}

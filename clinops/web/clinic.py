@@ -36,6 +36,7 @@ from therapy.selectors import (
     review_queue_for,
     suggestions_visible_to,
 )
+from therapy.summary import visit_summary
 from therapy.triage import Triage
 
 QUEUE_PAGE = 100
@@ -311,6 +312,14 @@ def patient_detail(request: HttpRequest, patient_id: int) -> HttpResponse:
         "pending": patient.suggestions.filter(status=SuggestionStatus.PENDING_REVIEW).first(),
     }
     return render(request, "web/clinic/patient.html", context)
+
+
+@require_GET
+@clinician_required
+def patient_summary(request: HttpRequest, patient_id: int) -> HttpResponse:
+    """The printable summary for a visit (the browser prints it or saves it as PDF)."""
+    patient = get_object_or_404(patients_visible_to(request.user), pk=patient_id)
+    return render(request, "web/summary.html", visit_summary(patient, now=timezone.now(), for_patient=False))
 
 
 AUTONOMY_DAYS = 90

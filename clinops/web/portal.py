@@ -24,6 +24,7 @@ from therapy.domain import RED_FLAG_SYMPTOMS, Symptom
 from therapy.models import DEFAULT_SEEK_CARE_INSTRUCTIONS, DoseLog, EscalationAction, Suggestion, SuggestionStatus
 from therapy.evidence import CuffSeries
 from therapy.explain import change_explained
+from therapy.summary import visit_summary
 from therapy.selectors import adherence_of, home_evidence_of, plan_current, regimen_started_at, released_changes
 
 
@@ -147,11 +148,43 @@ def home(request: HttpRequest) -> HttpResponse:
                                      .exclude(status=SuggestionStatus.ACKNOWLEDGED).order_by("-updated_at")),
         "seek_care": patient.alerts.filter(closed_at__isnull=True, seek_care=True).first(),
         "care_team_acted": _care_team_acted(patient, now=now),
+        "last_cuff": patient.cuff_readings.order_by("-measured_at").first(),
         "today": today,
         "dose_days": (dose_days := _dose_days(patient, plan, today)),
         "adherence": _adherence_words(patient, plan, dose_days[0]["rows"], now=now) if dose_days else "",
     }
+    context["reminders"] = _reminders(patient, plan, context, now=now)
     return render(request, "web/portal/home.html", context)
+
+
+def _reminders(patient, plan, page: dict, *, now: dt.datetime) -> list[str]:
+    """What the patient still has to do today, in their words: log doses, measure with the cuff
+    this morning or evening (the weekly home series decides changes), read a released change."""
+    if plan is None:
+        return []
+    out = []
+    today_rows = page["dose_days"][0]["rows"] if page["dose_days"] else []
+    left = sum(1 for r in today_rows if r["taken"] is None)
+    if left:
+        out.append(f"Log today's dose{'s' if left > 1 else ''}: {left} still to tap below.")
+    local = timezone.localtime(now)
+    morning = local.hour < 12
+    start = local.replace(hour=0 if morning else 12, minute=0, second=0, microsecond=0)
+    if not patient.cuff_readings.filter(measured_at__gte=start, measured_at__lte=now).exists():
+        out.append(f"Measure with your cuff this {'morning' if morning else 'evening'}: two readings a minute apart, "
+                   "then enter both.")
+    if page["to_acknowledge"]:
+        out.append("Read the change to your medicine below and tap \"I have read this\".")
+    return out
+
+
+@require_GET
+@patient_required
+def summary(request: HttpRequest) -> HttpResponse:
+    """A page to print or show the patient's doctor: the last 30 days of home cuff readings and
+    wearable estimates (each labelled for what it is), the medicines and their changes, and the
+    reports. Nothing of the care team's internal reasoning."""
+    return render(request, "web/summary.html", visit_summary(request.user.patient, now=timezone.now(), for_patient=True))
 
 
 @require_POST
@@ -181,7 +214,7 @@ def dose_log(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     # The words under the doses follow the answer (htmx out-of-band swap).
     adherence = _adherence_words(patient, plan, _doses_on(patient, plan, timezone.localdate(now)), now=now) if plan else ""
-    return render(request, "web/portal/_dose.html", {"row": row, "error": error, "adherence": adherence})
+    return render(request, "web/portal/_dose.html", {"row": row, "error": error, "adherence_oob": adherence})
 
 
 @require_POST

@@ -14,6 +14,7 @@ urlpatterns = [
     path("clinic/patients/", clinic.patient_list, name="patients"),
     path("clinic/patients/<int:patient_id>/", clinic.patient_detail, name="patient"),
     path("clinic/patients/<int:patient_id>/plan/", clinic.plan_edit, name="plan"),
+    path("clinic/patients/<int:patient_id>/summary/", clinic.patient_summary, name="patient-summary"),
     path("clinic/alerts/<int:alert_id>/snooze/", clinic.snooze, name="snooze"),
     path("clinic/autonomy/", clinic.autonomy, name="autonomy"),
     path("clinic/overdue/", clinic.overdue, name="overdue"),
@@ -26,4 +27,5 @@ urlpatterns = [
     path("portal/symptoms/", portal.symptoms, name="portal-symptoms"),
     path("portal/devices/", portal.devices, name="portal-devices"),
     path("portal/history/", portal.history, name="portal-history"),
+    path("portal/summary/", portal.summary, name="portal-summary"),
 ]

@@ -210,6 +210,9 @@ RULES: dict[str, dict[str, dict[str, Expect]]] = {
     "web:patient": {
         "GET":            row(LOGIN, 403,      403,      200,      404,      OTP,    LOGIN,   LOGIN,   LOGIN,   200),
     },
+    "web:patient-summary": {
+        "GET":            row(LOGIN, 403,      403,      200,      404,      OTP,    LOGIN,   LOGIN,   LOGIN,   200),
+    },
     "web:plan": {  # an admin's save is refused by the service and shown as a form error (200)
         "GET":            row(LOGIN, 403,      403,      200,      404,      OTP,    LOGIN,   LOGIN,   LOGIN,   200),
         "POST":           row(LOGIN, 403,      403,      W(TO_PATIENT), 404,   OTP,    LOGIN,   LOGIN,   LOGIN,   200),
@@ -256,6 +259,9 @@ RULES: dict[str, dict[str, dict[str, Expect]]] = {
         "GET":            row(LOGIN, 200,      200,      403,      403,      403,    LOGIN,   LOGIN,   LOGIN,   403),
     },
     "web:portal-history": {
+        "GET":            row(LOGIN, 200,      200,      403,      403,      403,    LOGIN,   LOGIN,   LOGIN,   403),
+    },
+    "web:portal-summary": {
         "GET":            row(LOGIN, 200,      200,      403,      403,      403,    LOGIN,   LOGIN,   LOGIN,   403),
     },
 }

@@ -295,3 +295,23 @@ def test_follow_up_lists_the_overdue_patients_with_their_phone(clinic, plan):  #
     assert "Nobody." in unacknowledged[:unacknowledged.index("</section>")]
     outsider = logged_in(make_clinician(team=make_team()).user).get("/clinic/overdue/").content.decode()
     assert clinic["patient"].medical_record_number not in outsider
+
+
+def test_the_portal_shows_reminders_and_the_cuff_readings_category_and_a_summary_to_share(clinic, plan):  # noqa: F811
+    from monitoring.models import CuffReading
+
+    plan()
+    client = logged_in(clinic["patient"].user)
+    home = client.get("/portal/").content.decode()
+    assert 'data-testid="reminders"' in home and "Log today&#x27;s dose: 1 still to tap below." in home
+    assert "Measure with your cuff this" in home
+    CuffReading.objects.create(patient=clinic["patient"], measured_at=timezone.now() - dt.timedelta(minutes=5),
+                               sbp_mmhg=142, dbp_mmhg=91, source="patient")
+    home = client.get("/portal/").content.decode()
+    assert "Your last cuff reading: 142/91" in home and "cat-stage-2" in home and "high (stage 2)" in home
+    assert "Measure with your cuff this" not in home
+    shared = client.get("/portal/summary/").content.decode()
+    assert "Home cuff readings (measurements)" in shared and "142/91" in shared
+    assert 'data-testid="summary-decisions"' not in shared  # the care team's reasoning stays with them
+    printed = logged_in(clinic["clinician"]).get(f"/clinic/patients/{clinic['patient'].pk}/summary/").content.decode()
+    assert 'data-testid="summary-decisions"' in printed and "142/91" in printed

@@ -123,11 +123,13 @@ def _clinic_pages(patients) -> list[str]:
     pages = ["/clinic/", "/clinic/patients/", "/clinic/overdue/", "/clinic/autonomy/", "/clinic/model-health/",
              "/api/v1/docs/"]
     for patient in patients:
-        pages += [f"/clinic/patients/{patient.pk}/", f"/clinic/patients/{patient.pk}/plan/"]
+        pages += [f"/clinic/patients/{patient.pk}/", f"/clinic/patients/{patient.pk}/plan/",
+                  f"/clinic/patients/{patient.pk}/summary/"]
     return pages
 
 
-PORTAL_PAGES = ["/portal/", "/portal/cuff/", "/portal/symptoms/", "/portal/history/", "/portal/devices/"]
+PORTAL_PAGES = ["/portal/", "/portal/cuff/", "/portal/symptoms/", "/portal/history/", "/portal/devices/",
+                "/portal/summary/"]
 
 
 def _signed_in(browser: Browser, base_url: str, user: User | None, size: dict) -> tuple[Page, list[str]]:
