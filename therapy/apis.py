@@ -160,7 +160,8 @@ class SuggestionOutput(serializers.ModelSerializer):
         model = Suggestion
         fields = ["id", "patient", "plan_version", "kind", "from_rung", "to_rung", "from_regimen", "to_regimen",
                   "evidence", "estimate_ids", "model_versions", "policy_version", "auto_release", "routing_reasons",
-                  "proposal_reasons", "escalations", "urgent", "status", "superseded_by", "created_at", "updated_at"]
+                  "proposal_reasons", "escalations", "urgent", "status", "superseded_by", "proposed_rung",
+                  "proposed_regimen", "decided_by", "decided_at", "decision_reason", "created_at", "updated_at"]
 
 
 class ReleasedChangeOutput(serializers.ModelSerializer):
