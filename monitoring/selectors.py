@@ -8,8 +8,10 @@ import datetime as dt
 from django.db.models import QuerySet
 
 from clinops.permissions import DevicePrincipal
-from django.db.models import Avg, Count, Exists, F, OuterRef, Q, Subquery
+from django.conf import settings
+from django.db.models import Avg, Count, Exists, F, Max, OuterRef, Q, Subquery
 from django.db.models.functions import TruncHour
+from django.utils import timezone
 
 from monitoring.models import BPEstimate, BPModelVersion, Calibration, CuffReading, SignalWindow, WindowStatus
 from patients.models import Role
@@ -84,21 +86,26 @@ def shadow_comparison(model: BPModelVersion) -> dict[str, float | int | None]:
 
 def bp_trend(patient: Any, *, since: dt.datetime) -> dict[str, list]:
     """Hourly means of the patient's live estimates (with their interval bounds) and every cuff
-    reading since `since`, as columns for the chart: times in epoch seconds, pressures in mmHg.
+    reading since `since`, as columns for the chart: times in epoch seconds, pressures in mmHg;
+    `since`/`until` (epoch s) the span the chart shows whatever the data; `tz` the clinic's zone.
     Hourly, so 30 days are at most 720 points however often the wearable records; two queries."""
     hours = list(
         BPEstimate.objects.filter(patient=patient, shadow=False, recorded_at__gte=since)
         .annotate(hour=TruncHour("recorded_at")).values("hour")
         .annotate(sbp=Avg("sbp_mmhg"), dbp=Avg("dbp_mmhg"), sbp_low=Avg("sbp_low_mmhg"), sbp_high=Avg("sbp_high_mmhg"),
-                  dbp_low=Avg("dbp_low_mmhg"), dbp_high=Avg("dbp_high_mmhg"))
+                  dbp_low=Avg("dbp_low_mmhg"), dbp_high=Avg("dbp_high_mmhg"), last=Max("recorded_at"))
         .order_by("hour")
     )
     cuffs = CuffReading.objects.filter(patient=patient, measured_at__gte=since).order_by("measured_at")
     columns = {name: [round(h[name], 1) for h in hours] for name in ("sbp", "dbp", "sbp_low", "sbp_high", "dbp_low", "dbp_high")}
     return {
-        "t": [round(h["hour"].timestamp()) + 1800 for h in hours],  # the middle of the hour
+        # Each hour's mean at its last estimate: never drawn before a reading it averages.
+        "t": [round(h["last"].timestamp()) for h in hours],
         **columns,
         "cuff": [[round(t.timestamp()), s, d] for t, s, d in cuffs.values_list("measured_at", "sbp_mmhg", "dbp_mmhg")],
+        "since": round(since.timestamp()),
+        "until": round(timezone.now().timestamp()),
+        "tz": settings.TIME_ZONE,
     }
 
 

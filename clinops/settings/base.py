@@ -101,6 +101,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.tz",  # TIME_ZONE: the zone every page labels its times in
                 "clinops.web.context.alert_counter",
             ],
         },
@@ -149,7 +150,8 @@ CLINOPS_OTP_REQUIRED_FOR_CLINICIANS = env_bool("CLINOPS_OTP_REQUIRED_FOR_CLINICI
 OTP_TOTP_ISSUER = "ClinOps"
 
 LANGUAGE_CODE = "en-gb"
-TIME_ZONE = "UTC"
+# The clinic's time zone: every time on a page and on a chart is shown in it, and labelled.
+TIME_ZONE = env_str("CLINOPS_TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
 

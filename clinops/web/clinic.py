@@ -290,10 +290,10 @@ def patient_detail(request: HttpRequest, patient_id: int) -> HttpResponse:
     plan = plan_current(patient)
     now = timezone.now()
     ladder = plans.ladder_of(plan) if plan else None
-    rung_changes = [
-        {"t": round(v.created_at.timestamp()), "label": f"v{v.version}: rung {v.current_rung + 1}"}
-        for v in patient.plan_versions.order_by("version").only("version", "current_rung", "created_at")
-    ]
+    # A dose change is a plan version that moved the rung (a new target or bound is not one).
+    versions = list(patient.plan_versions.order_by("version").only("version", "current_rung", "created_at"))
+    rung_changes = [{"t": round(v.created_at.timestamp()), "label": f"v{v.version}: rung {v.current_rung + 1}"}
+                    for before, v in zip(versions, versions[1:]) if v.current_rung != before.current_rung]
     context = {
         "patient": patient,
         "plan": plan,

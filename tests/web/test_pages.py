@@ -315,3 +315,41 @@ def test_the_portal_shows_reminders_and_the_cuff_readings_category_and_a_summary
     assert 'data-testid="summary-decisions"' not in shared  # the care team's reasoning stays with them
     printed = logged_in(clinic["clinician"]).get(f"/clinic/patients/{clinic['patient'].pk}/summary/").content.decode()
     assert 'data-testid="summary-decisions"' in printed and "142/91" in printed
+
+
+def test_each_hourly_mean_is_drawn_at_its_last_reading_over_the_whole_period_named(clinic, plan, estimates):  # noqa: F811
+    from monitoring.models import BPEstimate
+    from monitoring.selectors import bp_trend
+
+    plan()
+    estimates([(0.2, 150, 90), (0.4, 140, 80), (5.0, 130, 84)])
+    since = timezone.now() - dt.timedelta(days=30)
+    trend = bp_trend(clinic["patient"], since=since)
+    recorded = sorted(round(t.timestamp()) for t in BPEstimate.objects.values_list("recorded_at", flat=True))
+    # Never drawn before a reading it averages (the middle of the hour was, for a reading at :50).
+    assert set(trend["t"]) <= set(recorded) and trend["t"][-1] == recorded[-1]
+    assert trend["since"] == round(since.timestamp()) and trend["until"] >= recorded[-1] and trend["tz"] == "UTC"
+
+
+def test_only_a_plan_version_that_moves_the_rung_is_drawn_as_a_dose_change(clinic, plan):  # noqa: F811
+    import json
+    import re
+
+    plan()
+    services.plan_change(actor=clinic["clinician"], patient=clinic["patient"], reason="lower target",
+                         target_sbp_mmhg=130.0)
+    services.plan_change(actor=clinic["clinician"], patient=clinic["patient"], reason="step up", current_rung=1)
+    page = logged_in(clinic["clinician"]).get(f"/clinic/patients/{clinic['patient'].pk}/").content.decode()
+    trend = json.loads(re.search(r'<script id="trend-data" type="application/json">(.*?)</script>', page, re.S).group(1))
+    assert [c["label"] for c in trend["rung_changes"]] == ["v3: rung 2"]
+
+
+def test_pages_show_times_in_the_clinics_zone_and_say_which(clinic, plan, settings):  # noqa: F811
+    from monitoring.models import CuffReading
+
+    settings.TIME_ZONE = "Asia/Tokyo"  # UTC+9, no daylight saving
+    plan()
+    at = dt.datetime(2026, 11, 30, 23, 30, tzinfo=dt.timezone.utc)
+    CuffReading.objects.create(patient=clinic["patient"], measured_at=at, sbp_mmhg=131, dbp_mmhg=82, source="patient")
+    page = logged_in(clinic["patient"].user).get("/portal/cuff/").content.decode()
+    assert "1 Dec 08:30" in page and "Times are in Asia/Tokyo (24-hour clock)." in page
