@@ -2,11 +2,11 @@
 overwrote it: the patient page read "40 mg -> 40 mg"), the patient page shows who decided, when and
 why, and an in-place decision refreshes the queue's and the header's counters."""
 import pytest
-from django.test import Client
 from django.utils import timezone
 
 from therapy.evaluation import patient_therapy_evaluate
 from therapy.models import SuggestionStatus
+from tests.web.test_pages import logged_in as signed_in
 from tests.therapy.conftest import clinic, estimates, plan, week_of  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db
@@ -19,12 +19,6 @@ def step_up(clinic, plan, estimates):  # noqa: F811
     step = patient_therapy_evaluate(patient_id=clinic["patient"].pk, now=timezone.now())
     assert step.kind == "step_up" and step.status == SuggestionStatus.PENDING_REVIEW
     return step
-
-
-def signed_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def test_a_modification_keeps_the_proposal_and_the_patient_page_shows_both_and_why(clinic, step_up):

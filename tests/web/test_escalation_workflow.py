@@ -6,7 +6,6 @@ patient reads that their care team has acted."""
 import datetime as dt
 
 import pytest
-from django.test import Client
 from django.utils import timezone
 
 from clinops.errors import ApplicationError
@@ -16,6 +15,7 @@ from therapy import services
 from therapy.evaluation import patient_therapy_evaluate
 from therapy.models import Alert, EscalationAction, Suggestion, SuggestionStatus
 from therapy.selectors import plan_current, review_queue_for
+from tests.web.test_pages import logged_in as signed_in
 from tests.therapy.conftest import clinic, estimates, plan, week_of  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db
@@ -30,12 +30,6 @@ def chest_pain(clinic, plan):
     item = patient_therapy_evaluate(patient_id=clinic["patient"].pk, now=timezone.now())
     assert item.kind == "escalate" and item.status == SuggestionStatus.PENDING_REVIEW
     return item
-
-
-def signed_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def test_the_card_shows_phone_and_words_and_offers_the_escalation_actions_only(clinic, chest_pain):
