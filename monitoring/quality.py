@@ -236,9 +236,10 @@ MAX_REJECTED_PCT = 40.0  # of judged windows, over >= MIN_JUDGED_WINDOWS
 MIN_JUDGED_WINDOWS = 50
 MAX_LATENCY_P95_MS = 60_000.0  # upload to processed
 MAX_WAITING_MINUTES = 15.0  # oldest window still unprocessed
-# Oldest estimate not yet evaluated: the debounce (60 s) normally; a lost evaluation blocks its
-# patient's next for up to 11 min (therapy.tasks' mark grace), so beyond this the workers are behind.
-MAX_EVALUATION_WAITING_MINUTES = 30.0
+# A patient's daily evaluation overdue by this much: the due sweep sends each patient within a minute
+# of falling due, a lost send is asked again after 11 min (therapy.tasks' mark grace), so beyond
+# this the therapy workers (or beat) are behind or gone.
+MAX_EVALUATION_OVERDUE_MINUTES = 30.0
 MAX_OVERRIDE_PCT = 50.0  # of reviewed step suggestions, over >= MIN_REVIEWED
 MIN_REVIEWED = 10
 MAX_DECISION_P95_HOURS = 72.0
@@ -264,12 +265,12 @@ def pipeline_findings(payload: Mapping) -> list[Finding]:
         findings.append(Finding("pipeline.oldest_waiting_minutes", "critical", waiting, MAX_WAITING_MINUTES,
                                 f"a window has waited {waiting:.0f} min for processing: are the workers running?"))
     evaluation = payload.get("evaluation") or {}
-    unevaluated = evaluation.get("oldest_waiting_minutes")
-    if unevaluated is not None and unevaluated > MAX_EVALUATION_WAITING_MINUTES:
-        findings.append(Finding("pipeline.evaluation_waiting_minutes", "critical", unevaluated,
-                                MAX_EVALUATION_WAITING_MINUTES,
-                                f"estimates of {evaluation.get('patients_waiting')} patient(s) have waited "
-                                f"{unevaluated:.0f} min for a therapy evaluation: are the therapy workers running?"))
+    overdue = evaluation.get("oldest_overdue_minutes")
+    if overdue is not None and overdue > MAX_EVALUATION_OVERDUE_MINUTES:
+        findings.append(Finding("pipeline.evaluation_overdue_minutes", "critical", overdue,
+                                MAX_EVALUATION_OVERDUE_MINUTES,
+                                f"the daily therapy evaluation of {evaluation.get('patients_overdue')} patient(s) is "
+                                f"overdue by up to {overdue:.0f} min: are the therapy workers and beat running?"))
     failed = (payload.get("failed") or {}).get("count") or 0
     if failed:
         findings.append(Finding("pipeline.failed", "warning", failed, 0, f"{failed} window(s) failed processing"))

@@ -351,29 +351,28 @@ def _minutes_waited(oldest: dt.datetime | None, now: dt.datetime) -> float | Non
     return None if oldest is None else round((now - oldest).total_seconds() / 60, 1)
 
 
-def _evaluation_waiting(*, now: dt.datetime, start: dt.datetime) -> dict[str, Any]:
-    """Patients under a plan whose live estimates arrived after their latest therapy evaluation (or
-    in the period, never evaluated), and how long the oldest of those estimates has waited. The
-    broker queues cannot show a therapy worker falling behind: the debounced evaluations it has
-    taken but not run yet are held in its memory. Normal is about the debounce (60 s). One indexed
-    range per patient (estimate_live_patient_arrival): the estimates that arrived after it."""
-    evaluated_at = Coalesce(OuterRef("evaluated_at"), start)
-    oldest_new_estimate = (BPEstimate.objects
-                           .filter(patient=OuterRef("pk"), shadow=False, created_at__gt=evaluated_at, created_at__lte=now)
-                           .order_by().values("patient").annotate(oldest=Min("created_at")).values("oldest"))
-    # One row per waiting patient, reduced here: aggregating over the subquery's annotation makes
-    # Django drop it from the inner SELECT (MIN("oldest") then reads a string literal on SQLite).
-    waiting = list(Patient.objects.filter(Exists(PlanVersion.objects.filter(patient=OuterRef("pk"))))
-                   .annotate(evaluated_at=F("latest_evaluation__evaluated_at"))
-                   .annotate(oldest=Subquery(oldest_new_estimate, output_field=DateTimeField()))
-                   .filter(oldest__isnull=False).values_list("oldest", flat=True))
-    return {"patients_waiting": len(waiting), "oldest_waiting_minutes": _minutes_waited(min(waiting, default=None), now)}
+def _evaluations_overdue(*, now: dt.datetime) -> dict[str, Any]:
+    """Patients under a plan whose daily evaluation is overdue, and by how long the oldest is (min).
+    Due: THERAPY_EVALUATION_INTERVAL_S after the latest evaluation, or, never evaluated, when the
+    first plan was set (setting it asks for one at once). The due sweep sends twice each minute's
+    share, so normal is none; the broker queues cannot show this (a lost or refused send leaves no
+    task). Two indexed reads, whatever the number of patients."""
+    from therapy.models import LatestEvaluation
+
+    interval = dt.timedelta(seconds=settings.THERAPY_EVALUATION_INTERVAL_S)
+    stale = LatestEvaluation.objects.filter(evaluated_at__lt=now - interval).aggregate(n=Count("pk"),
+                                                                                       oldest=Min("evaluated_at"))
+    never = (Patient.objects.filter(latest_evaluation__isnull=True)
+             .annotate(planned_at=Min("plan_versions__created_at")).filter(planned_at__lt=now)
+             .aggregate(n=Count("pk"), oldest=Min("planned_at")))
+    due = [at for at in (stale["oldest"] and stale["oldest"] + interval, never["oldest"]) if at is not None]
+    return {"patients_overdue": stale["n"] + never["n"], "oldest_overdue_minutes": _minutes_waited(min(due, default=None), now)}
 
 
 def pipeline_report(*, now: dt.datetime) -> dict[str, Any]:
     """Pipeline health over the last 24 h (windows processed in it): rejected share overall, per
     device and per device model + firmware, by reason; silent devices; latency received ->
-    processed (ms); queue depth; estimates waiting for a therapy evaluation; failed windows by reason."""
+    processed (ms); queue depth; daily therapy evaluations overdue; failed windows by reason."""
     start = now - PIPELINE_PERIOD
     processed = SignalWindow.objects.filter(received_at__gte=start - PIPELINE_MAX_LAG,
                                             processed_at__gt=start, processed_at__lte=now)
@@ -442,7 +441,7 @@ def pipeline_report(*, now: dt.datetime) -> dict[str, Any]:
         "queue": {"received_waiting": waiting["n"],
                   "oldest_waiting_minutes": _minutes_waited(waiting["oldest"], now),
                   "broker_queue_lengths": _broker_queue_lengths()},
-        "evaluation": _evaluation_waiting(now=now, start=start),
+        "evaluation": _evaluations_overdue(now=now),
         "failed": {"count": sum(f["count"] for f in failures.values()),
                    "by_reason": dict(sorted(failures.items(), key=lambda item: (-item[1]["count"], item[0])))},
     }

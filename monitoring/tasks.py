@@ -23,9 +23,9 @@ def _one_blas_thread_per_process(**_) -> None:
 
 
 # Database and broker hiccups are retried with backoff; everything else is handled in the service.
-# A broker or Redis error while the patients' evaluations are scheduled counts too: the estimates
-# are stored by then and the window no longer waits for the sweeper, so only the retry (which finds
-# the estimates already stored and schedules again) gets the evaluation scheduled.
+# A broker or Redis error while a crisis- or low-level estimate asks for its evaluation counts too:
+# the estimates are stored by then and the window no longer waits for the sweeper, so only the
+# retry (which finds the estimates already stored and asks again) gets the evaluation sent.
 RETRY_TRANSIENT = {
     "autoretry_for": (OperationalError, InterfaceError, ConnectionError, BrokerOperationalError, RedisError),
     "retry_backoff": 2,
@@ -45,7 +45,7 @@ def process_window(window_id: int) -> None:
     error in either retries the whole task."""
     analysis = services.window_process(window_id=window_id)
     if analysis is not None and analysis.usable:
-        _schedule_evaluations(services.windows_estimate(window_ids=[window_id], analyses={window_id: analysis}))
+        _check_escalations(services.windows_estimate(window_ids=[window_id], analyses={window_id: analysis}))
 
 
 @shared_task(name="monitoring.tasks.process_windows", **RETRY_TRANSIENT)
@@ -56,26 +56,32 @@ def process_windows(window_ids: list[int]) -> None:
     analyses = services.windows_process(window_ids=window_ids)
     usable = [window_id for window_id, analysis in analyses.items() if analysis.usable]
     if usable:
-        _schedule_evaluations(services.windows_estimate(window_ids=usable, analyses=analyses))
+        _check_escalations(services.windows_estimate(window_ids=usable, analyses=analyses))
 
 
 @shared_task(name="monitoring.tasks.estimate_window", **RETRY_TRANSIENT)
 def estimate_window(window_id: int) -> None:
     """BP estimates (active + shadow models) for a usable window; a re-run changes nothing. New
-    live estimates schedule the patient's therapy evaluation (debounced). The processing tasks
+    live estimates are checked for escalation (_check_escalations). The processing tasks
     estimate themselves; this one stays for re-running an estimate alone."""
-    _schedule_evaluations(services.windows_estimate(window_ids=[window_id]))
+    _check_escalations(services.windows_estimate(window_ids=[window_id]))
 
 
-def _schedule_evaluations(estimates: dict[int, list]) -> None:
-    from therapy.tasks import schedule_evaluation
+def _check_escalations(estimates: dict[int, list]) -> None:
+    """The escalation check of each new live estimate, in O(1) from the estimate itself: a crisis- or
+    low-level reading asks for its patient's evaluation at once, on this fast queue (the evaluation
+    confirms it against the minutes before and raises the urgent item). Anything else waits for the
+    patient's daily titration (therapy.tasks.evaluate_due_patients)."""
+    from therapy.escalation import needs_escalation_check
+    from therapy.tasks import REPORT_EVALUATION_QUEUE, request_evaluation
 
-    patients = {e.patient_id for rows in estimates.values() for e in rows if not e.shadow}
+    patients = {e.patient_id for rows in estimates.values() for e in rows
+                if not e.shadow and needs_escalation_check(sbp_mmhg=e.sbp_mmhg, dbp_mmhg=e.dbp_mmhg)}
     failed = None
     for patient_id in sorted(patients):
         try:
-            schedule_evaluation(patient_id)
-        except (BrokerOperationalError, RedisError) as exc:  # the other patients are still scheduled
+            request_evaluation(patient_id, queue=REPORT_EVALUATION_QUEUE)
+        except (BrokerOperationalError, RedisError) as exc:  # the other patients are still checked
             failed = exc
     if failed is not None:
         raise failed

@@ -33,9 +33,8 @@ class Worker:
         self.name = f"{name}-{os.getpid()}@{os.uname().nodename}"
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()/kill()
-        # A short debounce so tests see the evaluation that follows new estimates within seconds.
         full_env = {**os.environ, "DJANGO_SETTINGS_MODULE": "clinops.settings.test", "DATABASE_URL": database_url,
-                    "THERAPY_EVALUATION_DEBOUNCE_S": "2", **(env or {})}
+                    **(env or {})}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "clinops", "worker", "--loglevel", "INFO",
              "--concurrency", str(concurrency), "--pool", "prefork", "-n", self.name,

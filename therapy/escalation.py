@@ -22,6 +22,7 @@ that a dangerous reading may be ignored. Cuff readings are passed in the same sh
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable, Iterable, Sequence
 
 from therapy.domain import (
@@ -56,6 +57,15 @@ def is_crisis_reading(estimate: EstimateEvidence) -> bool:
 def is_low_reading(estimate: EstimateEvidence) -> bool:
     """SBP < 100 mmHg."""
     return estimate.sbp_mmhg < LOW_SBP_MMHG
+
+
+def needs_escalation_check(*, sbp_mmhg: float, dbp_mmhg: float) -> bool:
+    """Whether one new reading (mmHg) must be checked against the patient's recent ones now rather
+    than at the next daily evaluation: crisis- or low-level, or a value that is not a finite number
+    (fails closed: an unknown reading is looked at, not waved through)."""
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (sbp_mmhg, dbp_mmhg)):
+        return True
+    return sbp_mmhg >= CRISIS_SBP_MMHG or dbp_mmhg >= CRISIS_DBP_MMHG or sbp_mmhg < LOW_SBP_MMHG
 
 
 def _bp(e: EstimateEvidence) -> str:

@@ -245,7 +245,7 @@ class LatestEvaluation(models.Model):
     Suggestions are their own permanent records; this row is overwritten by each evaluation."""
 
     patient = models.OneToOneField("patients.Patient", on_delete=models.PROTECT, related_name="latest_evaluation")
-    evaluated_at = models.DateTimeField()
+    evaluated_at = models.DateTimeField(db_index=True)  # the due sweep reads the oldest first
     plan_version = models.ForeignKey(PlanVersion, on_delete=models.PROTECT, related_name="+")
     outcome = models.CharField(max_length=16, help_text="hold, or the suggestion's status.")
     reasons = models.JSONField(default=list)

@@ -292,3 +292,25 @@ def overdue_for(user, *, now: dt.datetime | None = None) -> dict[str, list[Overd
               .exclude(to_rung=F("from_rung")).select_related("patient"))
     return {"no_reading": oldest_first(no_reading), "no_cuff": oldest_first(no_cuff),
             "unacknowledged": oldest_first([OverdueRow(s.patient, s.updated_at, s.to_regimen) for s in unread])}
+
+
+def patients_due_for_evaluation(*, evaluated_before: dt.datetime, limit: int) -> list[int]:
+    """Ids of up to `limit` patients with a plan who were never evaluated, then of those whose latest
+    evaluation is older than `evaluated_before`, oldest first."""
+    from therapy.models import LatestEvaluation
+
+    never = list(Patient.objects.filter(latest_evaluation__isnull=True)
+                 .filter(Exists(PlanVersion.objects.filter(patient=OuterRef("pk"))))
+                 .order_by("pk").values_list("pk", flat=True)[:limit])
+    stale = (LatestEvaluation.objects.filter(evaluated_at__lt=evaluated_before)
+             .order_by("evaluated_at").values_list("patient_id", flat=True)[:max(0, limit - len(never))])
+    return [*never, *stale]
+
+
+def evaluations_overdue(*, evaluated_before: dt.datetime) -> int:
+    """How many patients with a plan were last evaluated before `evaluated_before` (or never)."""
+    from therapy.models import LatestEvaluation
+
+    never = (Patient.objects.filter(latest_evaluation__isnull=True)
+             .filter(Exists(PlanVersion.objects.filter(patient=OuterRef("pk")))).count())
+    return never + LatestEvaluation.objects.filter(evaluated_at__lt=evaluated_before).count()

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.forms.models import model_to_dict
 from django.utils import timezone
 
-from clinops.audit import audit_record
+from clinops.audit import SYSTEM, audit_record
 from clinops.errors import ApplicationError, clean_text
 from clinops.permissions import is_in_patients_care_team
 from clinops.tasks import enqueue_on_commit
@@ -71,6 +71,12 @@ def _next_version(*, actor: Any, patient: Patient, reason: str, settings: dict[s
                                       created_by=actor if isinstance(actor, User) else None, reason=reason, **settings)
     audit_record(actor=actor, action=action, target=plan, patient=patient,
                  detail={"version": plan.version, "reason": reason, "changed": changed})
+    if actor is not SYSTEM:
+        # A plan set or changed by a clinician (a new target, a decision's rung) is evaluated now,
+        # not at the daily run; an automatic release is itself the evaluation's outcome.
+        from therapy.tasks import evaluate_patient
+
+        enqueue_on_commit(evaluate_patient, patient.pk)
     return plan
 
 

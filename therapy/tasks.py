@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import math
 
 import structlog
 from celery import shared_task
@@ -13,7 +14,6 @@ from django.db.models import F, Q
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from patients.models import Patient
 from therapy.evaluation import patient_therapy_evaluate
 from therapy.models import PlanVersion, SymptomReport
 
@@ -28,11 +28,16 @@ REPORT_SWEEP_LOOK_BACK = dt.timedelta(days=1)
 # queue's bursts of debounced evaluations and the daily run.
 REPORT_EVALUATION_QUEUE = settings.CELERY_TASK_DEFAULT_QUEUE
 
-# A scheduled evaluation that has not started yet covers every estimate stored before it starts,
-# however late its worker takes it (a busy therapy worker), so no second one is scheduled
-# meanwhile: at most one waits per patient, and a backlog of evaluations cannot grow with the
-# estimates. The mark outlives the countdown by this much in case the task is lost; the next
-# estimate after that schedules afresh (and the daily run evaluates everyone).
+# Titration decides on a week's mean, so it is re-decided once a day per patient (the due sweep
+# below, spread over the day) and on the events that change the question (a cuff reading, a
+# symptom report, a plan change), not after every 5-minute window: that re-read a week of
+# estimates per window and was 93 % of a window's CPU. What cannot wait a day - a crisis- or
+# low-level estimate - asks for an evaluation at once (monitoring.tasks, therapy.escalation).
+#
+# An evaluation asked for and not started yet covers every estimate stored before it starts,
+# however late its worker takes it, so no second one is asked for meanwhile: at most one waits per
+# patient. The mark outlives the wait by this much in case the task is lost; the next request
+# after that sends afresh (and the due sweep evaluates everyone within the interval).
 EVALUATION_MARK_GRACE_S = 600
 
 
@@ -44,7 +49,7 @@ def _scheduled_mark(patient_id: int) -> str:
              retry_backoff=2, max_retries=8, ignore_result=True)
 def evaluate_patient(patient_id: int) -> None:
     """Propose and route a step for one patient (a re-run stores nothing new while nothing changed)."""
-    # Cleared before reading: estimates stored from now on schedule the next evaluation.
+    # Cleared before reading: what is stored from now on may ask for the next evaluation.
     try:
         cache.delete(_scheduled_mark(patient_id))
     except RedisError as exc:  # the mark then expires on its own, EVALUATION_MARK_GRACE_S later
@@ -52,30 +57,47 @@ def evaluate_patient(patient_id: int) -> None:
     patient_therapy_evaluate(patient_id=patient_id, now=timezone.now())
 
 
-def schedule_evaluation(patient_id: int) -> bool:
-    """After new estimates: evaluate the patient in THERAPY_EVALUATION_DEBOUNCE_S seconds (60 by
-    default; estimates arrive in bursts), unless an evaluation is already scheduled and not yet
-    started."""
-    debounce_s = settings.THERAPY_EVALUATION_DEBOUNCE_S
+def request_evaluation(patient_id: int, *, queue: str | None = None) -> bool:
+    """Evaluate the patient now (on `queue`, else the therapy queue), unless an evaluation is already
+    waiting and not yet started. Returns whether one was sent."""
     mark = _scheduled_mark(patient_id)
-    if not cache.add(mark, 1, debounce_s + EVALUATION_MARK_GRACE_S):
+    if not cache.add(mark, 1, EVALUATION_MARK_GRACE_S):
         return False
     try:
-        evaluate_patient.apply_async(args=[patient_id], countdown=debounce_s)
+        evaluate_patient.apply_async(args=[patient_id], **({"queue": queue} if queue else {}))
     except Exception:
         with contextlib.suppress(RedisError):
-            cache.delete(mark)  # not scheduled after all: the next estimate (or the retry) tries again
+            cache.delete(mark)  # not sent after all: the next request (or the task's retry) tries again
         raise
     return True
 
 
-@shared_task(name="therapy.tasks.evaluate_all_patients", ignore_result=True)
-def evaluate_all_patients() -> int:
-    """Daily: every patient with a plan is evaluated (data can go stale without new estimates)."""
-    patient_ids = list(PlanVersion.objects.values_list("patient_id", flat=True).distinct())
-    for patient_id in Patient.objects.filter(pk__in=patient_ids).values_list("id", flat=True):
-        evaluate_patient.delay(patient_id)
-    return len(patient_ids)
+def evaluations_due_per_sweep(patients_with_plans: int, *, interval_s: float, sweep_every_s: float) -> int:
+    """How many due patients one sweep sends: twice the even share of the interval (a backlog, e.g.
+    after an outage or on first start, is worked off in half an interval, spread, not in one
+    burst), and at least 50."""
+    share = patients_with_plans * sweep_every_s / interval_s
+    return max(50, math.ceil(2 * share))
+
+
+# The due sweep runs this often (the beat schedule in settings names the same period).
+DUE_SWEEP_EVERY_S = 60
+
+
+@shared_task(name="therapy.tasks.evaluate_due_patients", ignore_result=True)
+def evaluate_due_patients() -> int:
+    """Every minute: patients with a plan whose latest evaluation is older than
+    THERAPY_EVALUATION_INTERVAL_S (a day by default), or who have none, oldest first, are evaluated
+    (data can go stale, and titration waits for this run). Returns how many were sent."""
+    from therapy.selectors import patients_due_for_evaluation
+
+    now = timezone.now()
+    interval_s = settings.THERAPY_EVALUATION_INTERVAL_S
+    due = patients_due_for_evaluation(
+        evaluated_before=now - dt.timedelta(seconds=interval_s),
+        limit=evaluations_due_per_sweep(PlanVersion.objects.values("patient_id").distinct().count(),
+                                        interval_s=interval_s, sweep_every_s=DUE_SWEEP_EVERY_S))
+    return sum(1 for patient_id in due if request_evaluation(patient_id))
 
 
 @shared_task(name="therapy.tasks.sweep_unevaluated_reports", ignore_result=True)

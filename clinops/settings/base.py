@@ -194,8 +194,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # requests (clinops/celery_app.py), so the fixup's own closing is pushed out of the way.
 CELERY_DB_REUSE_MAX = 1_000_000_000
 # Two queues. "celery": windows -> estimates (latency-bound: p95 upload-to-estimate <= 2 s) and
-# monitoring. "therapy": the evaluations, each debounced by THERAPY_EVALUATION_DEBOUNCE_S and due
-# in bursts (one per patient with new estimates), each reading a week of estimates. On their own
+# monitoring. "therapy": the evaluations (once a day per patient and on events, each reading a
+# week of estimates; a crisis- or low-level estimate's goes to "celery", not behind them). On their own
 # queue they can run on workers of their own (compose.yaml: therapy-worker), so a burst of due
 # evaluations never holds up the windows behind it. A worker started without -Q consumes both.
 CELERY_TASK_DEFAULT_QUEUE = "celery"
@@ -204,6 +204,7 @@ CELERY_TASK_DEFAULT_QUEUE = "celery"
 CELERY_TASK_QUEUES = (Queue("celery", routing_key="celery"), Queue("therapy", routing_key="therapy"))
 # The report sweeper re-sends what symptom reports asked for (therapy.tasks.REPORT_EVALUATION_QUEUE).
 CELERY_TASK_ROUTES = {"therapy.tasks.sweep_unevaluated_reports": {"queue": CELERY_TASK_DEFAULT_QUEUE},
+                      "therapy.tasks.evaluate_due_patients": {"queue": CELERY_TASK_DEFAULT_QUEUE},
                       "therapy.tasks.*": {"queue": "therapy"}}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
@@ -220,9 +221,11 @@ CELERY_BEAT_SCHEDULE = {
         "kwargs": {"probe": "therapy"},
         "options": {"expires": 25, "queue": "therapy"},
     },
-    "evaluate-all-patients-daily": {
-        "task": "therapy.tasks.evaluate_all_patients",
-        "schedule": timedelta(days=1),
+    # Titration is re-decided once a day per patient, spread over the day (therapy/tasks.py).
+    "evaluate-due-patients": {
+        "task": "therapy.tasks.evaluate_due_patients",
+        "schedule": timedelta(seconds=60),
+        "options": {"expires": 55},
     },
     "sweep-unprocessed-windows": {
         "task": "monitoring.tasks.sweep_unprocessed_windows",
@@ -252,8 +255,11 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": 55},
     },
 }
-# New estimates arrive in bursts (a batch upload): a patient is evaluated at most once per this many s.
-THERAPY_EVALUATION_DEBOUNCE_S = env_int("THERAPY_EVALUATION_DEBOUNCE_S", 60)
+# Each patient's titration is re-decided at least this often (s; a day by default) and on the events
+# that matter (a cuff reading, a symptom report, a plan change); a crisis- or low-level estimate is
+# checked at once, whatever this says.
+THERAPY_EVALUATION_INTERVAL_S = env_int("THERAPY_EVALUATION_INTERVAL_S", 86_400)
+
 
 # --- Django REST framework ------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -35,7 +35,7 @@ def waiting(client, queue: str) -> list[str]:
     ("monitoring.tasks.sweep_unprocessed_windows", "celery"),
     ("therapy.tasks.evaluate_patient", "therapy"),
     ("therapy.tasks.sweep_unevaluated_reports", "celery"),  # what symptom reports asked for: not behind the bursts
-    ("therapy.tasks.evaluate_all_patients", "therapy"),
+    ("therapy.tasks.evaluate_due_patients", "celery"),  # a cheap query; the evaluations it sends go to "therapy"
 ])
 def test_a_task_is_delivered_to_its_queue_only(broker, task, queue):
     sender, client = broker

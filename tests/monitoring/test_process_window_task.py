@@ -55,9 +55,9 @@ def test_a_window_that_is_gone_is_ignored():
     assert services.window_process(window_id=987654) is None
 
 
-def test_a_broker_error_while_scheduling_evaluations_is_retried_and_spares_the_other_patients(monkeypatch):
+def test_a_broker_error_while_a_crisis_estimate_asks_for_its_evaluation_is_retried_and_spares_the_others(monkeypatch):
     """By then the estimates are stored and the window is processed: only the task's retry (which
-    finds the estimates and schedules again) gets the evaluation scheduled."""
+    finds the estimates and asks again) gets the evaluation sent. Ordinary estimates ask for none."""
     from types import SimpleNamespace
 
     from kombu.exceptions import OperationalError as BrokerOperationalError
@@ -69,7 +69,7 @@ def test_a_broker_error_while_scheduling_evaluations_is_retried_and_spares_the_o
     assert BrokerOperationalError in tasks.process_window.autoretry_for
     sent = []
 
-    def publish(*, args, countdown):  # the broker refuses patient 1 only
+    def publish(*, args, queue):  # the broker refuses patient 1 only
         if args == [1]:
             raise BrokerOperationalError("Redis is down")
         sent.append(args)
@@ -77,7 +77,11 @@ def test_a_broker_error_while_scheduling_evaluations_is_retried_and_spares_the_o
     monkeypatch.setattr(therapy_tasks.evaluate_patient, "apply_async", publish)
     monkeypatch.setattr(therapy_tasks.cache, "add", lambda *a, **k: True)
     monkeypatch.setattr(therapy_tasks.cache, "delete", lambda *a, **k: None)
-    estimates = {10: [SimpleNamespace(patient_id=1, shadow=False)], 11: [SimpleNamespace(patient_id=2, shadow=False)]}
+    def estimate(patient_id, sbp, dbp=80.0, shadow=False):
+        return SimpleNamespace(patient_id=patient_id, sbp_mmhg=sbp, dbp_mmhg=dbp, shadow=shadow)
+
+    estimates = {10: [estimate(1, 185)], 11: [estimate(2, 95)], 12: [estimate(3, 140), estimate(4, 190, shadow=True)],
+                 13: [estimate(5, 140, 121)]}
     with pytest.raises(BrokerOperationalError):
-        tasks._schedule_evaluations(estimates)
-    assert sent == [[2]]
+        tasks._check_escalations(estimates)
+    assert sent == [[2], [5]]  # 1 refused; 3 ordinary; 4 a shadow model's (never acted on)

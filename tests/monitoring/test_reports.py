@@ -191,30 +191,32 @@ def test_the_report_tasks_store_a_newer_report_each_run():
 
 
 @pytest.mark.django_db
-def test_the_pipeline_report_counts_the_estimates_waiting_for_a_therapy_evaluation():
+def test_the_pipeline_report_counts_the_daily_evaluations_overdue(settings):
+
+    settings.THERAPY_EVALUATION_INTERVAL_S = 86_400
     now = timezone.now().replace(microsecond=0)
     team = make_team()
     clinician = make_clinician(team=team).user
     behind, device = _patient_with_plan(team, clinician, now)
     store_estimates(behind, device, week_of(148, 92), now=now)
-    BPEstimate.objects.filter(patient=behind).update(created_at=now - dt.timedelta(minutes=40))
+    patient_therapy_evaluate(patient_id=behind.pk, now=now - dt.timedelta(hours=24, minutes=40))
     on_time, device = _patient_with_plan(team, clinician, now)
     store_estimates(on_time, device, week_of(148, 92), now=now - dt.timedelta(minutes=5))
-    patient_therapy_evaluate(patient_id=on_time.pk, now=now - dt.timedelta(minutes=4))
-    no_plan = make_patient(team=team)  # never evaluated: nothing to wait for
+    patient_therapy_evaluate(patient_id=on_time.pk, now=now - dt.timedelta(hours=23))
+    no_plan = make_patient(team=team)  # nothing to evaluate
     store_estimates(no_plan, make_device(no_plan)[0], week_of(148, 92), now=now)
 
-    assert reports.pipeline_report(now=now)["evaluation"] == {"patients_waiting": 1, "oldest_waiting_minutes": 40.0}
+    assert reports.pipeline_report(now=now)["evaluation"] == {"patients_overdue": 1, "oldest_overdue_minutes": 40.0}
 
-    # A late upload: recorded yesterday, arrived a minute ago, after the patient's evaluation.
-    store_estimates(on_time, on_time.devices.get(), [(30.0, 150, 95)], now=now)
-    BPEstimate.objects.filter(patient=on_time, recorded_at=now - dt.timedelta(hours=30)).update(
-        created_at=now - dt.timedelta(minutes=1))
-    assert reports.pipeline_report(now=now)["evaluation"] == {"patients_waiting": 2, "oldest_waiting_minutes": 40.0}
+    # Never evaluated (the evaluation its plan asked for was lost): overdue since the plan was set.
+    lost, _ = _patient_with_plan(team, clinician, now)
+    LatestEvaluation.objects.filter(patient=lost).delete()
+    PlanVersion.objects.filter(patient=lost).update(created_at=now - dt.timedelta(minutes=70))
+    assert reports.pipeline_report(now=now)["evaluation"] == {"patients_overdue": 2, "oldest_overdue_minutes": 70.0}
 
-    patient_therapy_evaluate(patient_id=behind.pk, now=now)
-    patient_therapy_evaluate(patient_id=on_time.pk, now=now)
-    assert reports.pipeline_report(now=now)["evaluation"] == {"patients_waiting": 0, "oldest_waiting_minutes": None}
+    for patient in (behind, lost):
+        patient_therapy_evaluate(patient_id=patient.pk, now=now)
+    assert reports.pipeline_report(now=now)["evaluation"] == {"patients_overdue": 0, "oldest_overdue_minutes": None}
 
 
 # --- Agreement --------------------------------------------------------------------------------------

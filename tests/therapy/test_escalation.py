@@ -16,7 +16,7 @@ from therapy.domain import (
     Symptom,
     SymptomReport,
 )
-from therapy.escalation import check_escalation
+from therapy.escalation import check_escalation, needs_escalation_check
 from therapy.routing import route
 from therapy.titration import propose_step
 
@@ -134,3 +134,12 @@ def test_naive_report_times_are_refused_when_the_report_is_made():
         SymptomReport(Symptom.CHEST_PAIN, dt.datetime(2026, 3, 1, 9, 0))
     with pytest.raises(ValueError):
         SideEffectReport("dry cough", dt.datetime(2026, 3, 1, 9, 0))
+
+
+def test_a_new_reading_is_checked_at_once_when_crisis_or_low_level_or_unknown():
+    """The per-estimate check (monitoring.tasks._check_escalations) looks at the new reading alone;
+    it fails closed on a value that is not a finite number."""
+    checked = [(180, 90), (150, 120), (99.9, 60), (float("nan"), 80), (140, float("inf")), (-float("inf"), 80)]
+    waits = [(179.9, 119.9), (100, 60), (135, 85)]
+    assert all(needs_escalation_check(sbp_mmhg=s, dbp_mmhg=d) for s, d in checked)
+    assert not any(needs_escalation_check(sbp_mmhg=s, dbp_mmhg=d) for s, d in waits)

@@ -5,6 +5,7 @@ import time
 
 import pytest
 from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
 
 from clinops.models import AuditEvent
 from therapy.evaluation import patient_therapy_evaluate
@@ -151,34 +152,21 @@ def test_the_patients_windows_and_estimates_are_stored_while_an_evaluation_holds
 
 
 @pytest.mark.usefixtures("fresh_cache")
-def test_new_estimates_schedule_one_evaluation_per_minute(clinic, monkeypatch):
-    from therapy import tasks
-
-    sent = []
-    monkeypatch.setattr(tasks.evaluate_patient, "apply_async", lambda **kwargs: sent.append(kwargs))
-    patient_id = clinic["patient"].pk
-    assert tasks.schedule_evaluation(patient_id) and not tasks.schedule_evaluation(patient_id)
-    assert sent == [{"args": [patient_id], "countdown": 60}]
-
-
-@pytest.mark.usefixtures("fresh_cache")
-def test_no_second_evaluation_is_scheduled_while_one_waits_for_a_busy_worker(clinic, plan, monkeypatch, settings):
+def test_one_evaluation_waits_per_patient_until_a_worker_takes_it(clinic, plan, monkeypatch):
     from therapy import tasks
 
     plan()
-    settings.THERAPY_EVALUATION_DEBOUNCE_S = 1
     sent = []
     monkeypatch.setattr(tasks.evaluate_patient, "apply_async", lambda **kwargs: sent.append(kwargs))
     patient_id = clinic["patient"].pk
-    assert tasks.schedule_evaluation(patient_id)
-    time.sleep(1.5)  # due, but no worker has taken it yet
-    assert not tasks.schedule_evaluation(patient_id)
-    tasks.evaluate_patient(patient_id)  # a worker takes it: estimates stored from now on schedule anew
-    assert tasks.schedule_evaluation(patient_id) and len(sent) == 2
+    assert tasks.request_evaluation(patient_id, queue="celery") and not tasks.request_evaluation(patient_id)
+    assert sent == [{"args": [patient_id], "queue": "celery"}]
+    tasks.evaluate_patient(patient_id)  # a worker takes it: what is stored from now on asks anew
+    assert tasks.request_evaluation(patient_id) and sent[1] == {"args": [patient_id]}
 
 
 @pytest.mark.usefixtures("fresh_cache")
-def test_an_evaluation_the_broker_refused_is_scheduled_again_by_the_next_estimate(clinic, monkeypatch):
+def test_an_evaluation_the_broker_refused_is_asked_for_again_by_the_next_request(clinic, monkeypatch):
     from kombu.exceptions import OperationalError as BrokerUnavailable
 
     from therapy import tasks
@@ -188,9 +176,40 @@ def test_an_evaluation_the_broker_refused_is_scheduled_again_by_the_next_estimat
 
     monkeypatch.setattr(tasks.evaluate_patient, "apply_async", refuse)
     with pytest.raises(BrokerUnavailable):
-        tasks.schedule_evaluation(clinic["patient"].pk)
+        tasks.request_evaluation(clinic["patient"].pk)
     monkeypatch.setattr(tasks.evaluate_patient, "apply_async", lambda **kwargs: None)
-    assert tasks.schedule_evaluation(clinic["patient"].pk)
+    assert tasks.request_evaluation(clinic["patient"].pk)
+
+
+@pytest.mark.usefixtures("fresh_cache")
+def test_the_due_sweep_sends_the_never_evaluated_and_the_stalest_first_within_its_share(clinic, monkeypatch, settings):
+    from tests.factories import make_clinician, make_patient, make_team
+    from therapy import services, tasks
+    from therapy.models import LatestEvaluation
+    from therapy.selectors import evaluations_overdue
+
+    settings.THERAPY_EVALUATION_INTERVAL_S = 86_400
+    now = timezone.now()
+    team = make_team()
+    clinician = make_clinician(team=team).user
+    patients = [make_patient(team=team) for _ in range(4)]
+    for patient in patients:
+        services.plan_create(actor=clinician, patient=patient, template="ace-ccb-thiazide", reason="start")
+    without_plan = make_patient(team=team)
+    for patient, hours_ago in zip(patients[1:], (30, 50, 2)):  # patients[0] never evaluated
+        LatestEvaluation.objects.create(patient=patient, evaluated_at=now - dt.timedelta(hours=hours_ago),
+                                        plan_version=patient.plan_versions.first(), outcome="hold",
+                                        policy_version="test")
+    assert evaluations_overdue(evaluated_before=now - dt.timedelta(days=1)) == 3
+    sent = []
+    monkeypatch.setattr(tasks.evaluate_patient, "apply_async", lambda **kwargs: sent.append(kwargs["args"][0]))
+    monkeypatch.setattr(tasks, "evaluations_due_per_sweep", lambda *a, **k: 2)
+    assert tasks.evaluate_due_patients() == 2
+    assert sent == [patients[0].pk, patients[2].pk]  # never evaluated, then the stalest (50 h); 30 h next minute
+    assert without_plan.pk not in sent
+    monkeypatch.undo()
+    assert tasks.evaluations_due_per_sweep(50_000, interval_s=86_400, sweep_every_s=60) == 70
+    assert tasks.evaluations_due_per_sweep(100, interval_s=86_400, sweep_every_s=60) == 50
 
 
 def test_the_evaluation_task_stores_the_suggestion(clinic, plan, estimates):

@@ -1,11 +1,14 @@
-"""The therapy engine on the real parts: uploads -> worker -> estimates -> debounced evaluation,
+"""The therapy engine on the real parts: uploads -> worker -> estimates -> escalation check and daily evaluation,
 and a red-flag report -> worker -> alert for the care team, with a real Celery worker."""
+import datetime as dt
 import json
+import time
 
 import pytest
 import redis
 from celery import Celery
 from django.conf import settings
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from clinops.audit import SYSTEM
@@ -20,7 +23,7 @@ from tests.monitoring.conftest import make_payload, real_windows  # noqa: F401 -
 from tests.monitoring.test_bp_registry import register
 from tests.workers import Worker, database_url_of_test_db
 
-# fresh_cache: a debounce key left by an earlier test for a reused patient id would hold the evaluation back.
+# fresh_cache: an evaluation mark left by an earlier test for a reused patient id would hold the evaluation back.
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_cache")]
 
 
@@ -38,20 +41,48 @@ def ward():
     return {"patient": patient, "clinician": clinician, "device": device}
 
 
-def test_new_estimates_lead_to_one_debounced_evaluation_that_records_why_it_holds(celery_worker, ward, make_payload):
-    device, patient = ward["device"], ward["patient"]
-    first = make_payload(0, sequence=1)
-    cuff = {"measured_at": first["recorded_at"], "sbp_mmhg": 150, "dbp_mmhg": 94}
-    assert device.post("/api/v1/cuff-readings/", data=json.dumps(cuff), content_type="application/json").status_code == 201
-    for i in range(3):
-        body = json.dumps(make_payload(i, sequence=i + 1))
+def _upload(device, make_payload, *, cuff: tuple[int, int], windows: int) -> None:
+    """A cuff reading 2 min ago (its wait for a repeat not over), then windows from 1 min ago."""
+    now = timezone.now().replace(microsecond=0)
+    reading = {"measured_at": (now - dt.timedelta(minutes=2)).isoformat(), "sbp_mmhg": cuff[0], "dbp_mmhg": cuff[1]}
+    assert device.post("/api/v1/cuff-readings/", data=json.dumps(reading), content_type="application/json").status_code == 201
+    for i in range(windows):
+        at = now - dt.timedelta(minutes=1) + dt.timedelta(seconds=20 * i)
+        body = json.dumps(make_payload(i, sequence=i + 1, recorded_at=at.isoformat()))
         assert device.post("/api/v1/windows/", data=body, content_type="application/json").status_code == 202
+
+
+def test_ordinary_estimates_wait_for_the_daily_evaluation_which_records_why_it_holds(celery_worker, ward, make_payload):
+    """Titration is not re-decided after every window: the cuff reading is evaluated at once, the
+    estimates that follow wait for the due sweep (a day by default), which then evaluates them."""
+    from therapy.tasks import evaluate_due_patients
+
+    device, patient = ward["device"], ward["patient"]
+    _upload(device, make_payload, cuff=(150, 94), windows=3)
     wait_for(lambda: BPEstimate.objects.filter(patient=patient).count() == 3, timeout_s=90)
-    # The worker evaluates the patient a debounce interval (2 s in tests, 60 s by default) after the burst.
+    after_cuff = wait_for(lambda: LatestEvaluation.objects.filter(patient=patient).first(), timeout_s=30)
+    time.sleep(3)  # what an evaluation after each window would have needed (it took ~0.1 s)
+    after_cuff = LatestEvaluation.objects.get(patient=patient)
+    assert after_cuff.evidence["n_estimates"] < 3
+    LatestEvaluation.objects.filter(patient=patient).update(evaluated_at=after_cuff.evaluated_at - dt.timedelta(days=2))
+    assert evaluate_due_patients() == 1
     held = wait_for(lambda: LatestEvaluation.objects.filter(patient=patient, evidence__n_estimates=3).first(), timeout_s=30)
     assert held.outcome == "hold" and held.suggestion is None
     assert held.reasons[0] == "not enough data: 3 usable estimates in the last 7 days, the plan needs at least 12"
     assert not Suggestion.objects.filter(patient=patient).exists()
+    assert evaluate_due_patients() == 0  # evaluated now: not due again for a day
+
+
+def test_crisis_level_estimates_are_checked_at_once_and_reach_the_care_team(celery_worker, ward, make_payload):
+    """The escalation check runs on every new estimate: the carry-forward estimates of a 186/104
+    cuff reading are crisis-level, so the patient is evaluated at once (the reading alone waits 5
+    min for its repeat) and the confirmed crisis is an urgent, seek-care item."""
+    device, patient = ward["device"], ward["patient"]
+    _upload(device, make_payload, cuff=(186, 104), windows=3)
+    alert = wait_for(lambda: Alert.objects.filter(patient=patient, cause="crisis", closed_at=None).first(), timeout_s=90)
+    estimate_ids = set(BPEstimate.objects.filter(patient=patient, shadow=False).values_list("pk", flat=True))
+    assert alert.seek_care and alert.suggestion.urgent and alert.suggestion.kind == "escalate"
+    assert set(alert.suggestion.estimate_ids) & estimate_ids  # the estimates raised it, not the lone reading
 
 
 def test_a_red_flag_report_reaches_the_care_team_as_an_alert_through_the_worker(celery_worker, ward):
