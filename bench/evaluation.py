@@ -1,13 +1,10 @@
-"""Benchmark: the therapy engine's evaluation of one patient at the production cadence, on a real
-`celery -A clinops worker` (prefork, --concurrency 1) against PostgreSQL, and what it adds to
-every window.
+"""Benchmark: the therapy engine's evaluation of one patient, on a real `celery -A clinops worker`
+(prefork, --concurrency 1) against PostgreSQL, and what it adds to every window.
 
-A wearable sends one 30-s window every 5 minutes and the evaluation after new estimates is
-debounced by THERAPY_EVALUATION_DEBOUNCE_S (60 s by default), so in steady use every window's
-estimate is followed by one evaluation of its patient, which reads the plan's whole look-back
-(7 days by default: 2,016 estimates at that cadence), proposes a step, routes it and stores the
-outcome. bench/pipeline.py uploads hundreds of windows per patient within one debounce, so it
-sees a fraction of this cost; bench/worker_throughput.py measures the per-window work without it.
+An evaluation reads the plan's whole look-back (7 days by default: 2,016 estimates at one window
+every 5 minutes), proposes a step, routes it and stores the outcome. It runs once a day per
+patient and on events (therapy/tasks.py), not after every window, so a window carries a share of
+it: bench/worker_throughput.py's arithmetic (--evaluation-ms, --evaluations-per-day).
 
 Starts a private Redis and a throwaway PostgreSQL, migrates, creates a clinic of calibrated
 patients with the default plan (bench/_lib), stores for each a full look-back of 5-min estimates
@@ -20,7 +17,7 @@ than the round.
     .venv/bin/python bench/evaluation.py --look-back-days 14
 
 Prints the evaluations/s of one worker process, CPU ms per evaluation of the worker and of
-PostgreSQL, and the per-window total for bench/worker_throughput.py's capacity arithmetic
+PostgreSQL, and the per-evaluation total for bench/worker_throughput.py's capacity arithmetic
 (--evaluation-ms there). Exit status 0; 1 if a round did not settle within --timeout.
 """
 from __future__ import annotations
@@ -181,9 +178,10 @@ def main(argv=None) -> int:
     print(f"  CPU per evaluation: worker {per['worker']:.2f} ms, postgres {per['postgres']:.2f} ms, redis {per['redis']:.3f} ms "
           f"= {total:.2f} ms; cores busy: worker {cpu['worker']:.2f}, postgres {cpu['postgres']:.2f}, whole machine "
           f"{cpu.get('machine', float('nan')):.2f} of 2 | load average {load0} -> {load_average()}")
-    print(f"  at the production cadence (one window per patient every {WINDOW_EVERY_S // 60} min, debounce shorter than "
-          f"that): one evaluation per window -> bench/worker_throughput.py --evaluation-ms {per['worker']:.2f} "
-          f"{per['postgres']:.2f}")
+    windows_a_day = 86_400 // WINDOW_EVERY_S
+    print(f"  once a day per patient plus events, e.g. 2 a day over {windows_a_day} windows: "
+          f"{total * 2 / windows_a_day:.2f} ms per window (it was {total:.2f} ms when every window was followed by one) "
+          f"-> bench/worker_throughput.py --evaluation-ms {per['worker']:.2f} {per['postgres']:.2f}")
     return 0
 
 
