@@ -19,6 +19,8 @@ import base64
 import binascii
 import hashlib
 import io
+import re
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,14 +106,49 @@ def pack_window(channels: dict[str, Channel]) -> bytes:
     return buffer.getvalue()
 
 
+# The header pack_window's np.savez writes for a 1-D little-endian int16/float32/float64 array.
+_PLAIN_NPY_HEADER = re.compile(rb"\{'descr': '(<i2|<f4|<f8)', 'fortran_order': False, 'shape': \((\d+),\), \} *\n")
+_NPY_V1_MAGIC = b"\x93NUMPY\x01\x00"
+
+
+def _plain_arrays(blob: bytes) -> dict[str, np.ndarray] | None:
+    """The arrays of an .npz as pack_window stores it (stored, not deflated; 1-D arrays of the
+    dtypes above), read without np.load: np.load parses each array's header with
+    ast.literal_eval, which was 3/4 of decoding a window (0.25 ms of the worker's CPU per window,
+    0.07 ms this way). None for anything else (an older deflated window, another layout): the
+    caller then uses np.load."""
+    arrays = {}
+    try:
+        with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+            for info in archive.infolist():
+                if info.compress_type != zipfile.ZIP_STORED or not info.filename.endswith(".npy"):
+                    return None
+                data = archive.read(info)
+                if not data.startswith(_NPY_V1_MAGIC):
+                    return None
+                header_end = 10 + int.from_bytes(data[8:10], "little")
+                header = _PLAIN_NPY_HEADER.fullmatch(data[10:header_end])
+                if header is None:
+                    return None
+                dtype, count = np.dtype(header.group(1).decode("ascii")), int(header.group(2))
+                if len(data) - header_end != count * dtype.itemsize:
+                    return None
+                arrays[info.filename[:-4]] = np.frombuffer(data, dtype=dtype, count=count, offset=header_end).copy()
+    except (zipfile.BadZipFile, ValueError):
+        return None
+    return arrays
+
+
 def unpack_window(blob: bytes) -> dict[str, Channel]:
     """Inverse of pack_window. Never unpickles: object arrays are refused."""
-    with np.load(io.BytesIO(blob), allow_pickle=False) as archive:
-        names = sorted({key.rsplit("_", 1)[0] for key in archive.files})
-        channels = {}
-        for name in names:
-            fs, scale, offset = archive[f"{name}_meta"].tolist()
-            channels[name] = Channel(fs=fs, raw=archive[f"{name}_raw"], scale=scale, offset=offset)
+    arrays = _plain_arrays(blob)
+    if arrays is None:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    channels = {}
+    for name in sorted({key.rsplit("_", 1)[0] for key in arrays}):
+        fs, scale, offset = arrays[f"{name}_meta"].tolist()
+        channels[name] = Channel(fs=fs, raw=arrays[f"{name}_raw"], scale=scale, offset=offset)
     return channels
 
 
