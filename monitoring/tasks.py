@@ -73,14 +73,14 @@ def _check_escalations(estimates: dict[int, list]) -> None:
     confirms it against the minutes before and raises the urgent item). Anything else waits for the
     patient's daily titration (therapy.tasks.evaluate_due_patients)."""
     from therapy.escalation import needs_escalation_check
-    from therapy.tasks import REPORT_EVALUATION_QUEUE, request_evaluation
+    from therapy.tasks import request_evaluation
 
     patients = {e.patient_id for rows in estimates.values() for e in rows
                 if not e.shadow and needs_escalation_check(sbp_mmhg=e.sbp_mmhg, dbp_mmhg=e.dbp_mmhg)}
     failed = None
     for patient_id in sorted(patients):
         try:
-            request_evaluation(patient_id, queue=REPORT_EVALUATION_QUEUE)
+            request_evaluation(patient_id, urgent=True)
         except (BrokerOperationalError, RedisError) as exc:  # the other patients are still checked
             failed = exc
     if failed is not None:

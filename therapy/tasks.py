@@ -41,8 +41,10 @@ REPORT_EVALUATION_QUEUE = settings.CELERY_TASK_DEFAULT_QUEUE
 EVALUATION_MARK_GRACE_S = 600
 
 
-def _scheduled_mark(patient_id: int) -> str:
-    return f"therapy:evaluate:{patient_id}"
+def _scheduled_mark(patient_id: int, *, urgent: bool = False) -> str:
+    # An urgent request has a mark of its own: a routine evaluation waiting behind a backlog on the
+    # therapy queue must not hold back the one a crisis-level estimate asks for on the fast queue.
+    return f"therapy:evaluate{':urgent' if urgent else ''}:{patient_id}"
 
 
 @shared_task(name="therapy.tasks.evaluate_patient", autoretry_for=(OperationalError, InterfaceError),
@@ -51,16 +53,18 @@ def evaluate_patient(patient_id: int) -> None:
     """Propose and route a step for one patient (a re-run stores nothing new while nothing changed)."""
     # Cleared before reading: what is stored from now on may ask for the next evaluation.
     try:
-        cache.delete(_scheduled_mark(patient_id))
+        cache.delete_many([_scheduled_mark(patient_id), _scheduled_mark(patient_id, urgent=True)])
     except RedisError as exc:  # the mark then expires on its own, EVALUATION_MARK_GRACE_S later
         log.warning("therapy.evaluation_mark_not_cleared", patient_id=patient_id, error=exc.__class__.__name__)
     patient_therapy_evaluate(patient_id=patient_id, now=timezone.now())
 
 
-def request_evaluation(patient_id: int, *, queue: str | None = None) -> bool:
-    """Evaluate the patient now (on `queue`, else the therapy queue), unless an evaluation is already
-    waiting and not yet started. Returns whether one was sent."""
-    mark = _scheduled_mark(patient_id)
+def request_evaluation(patient_id: int, *, urgent: bool = False) -> bool:
+    """Evaluate the patient now, unless an evaluation of the same kind is already waiting and not yet
+    started. Urgent (a crisis- or low-level reading): on the fast queue (REPORT_EVALUATION_QUEUE),
+    never held back by a routine one; routine: on the therapy queue. Returns whether one was sent."""
+    mark = _scheduled_mark(patient_id, urgent=urgent)
+    queue = REPORT_EVALUATION_QUEUE if urgent else None
     if not cache.add(mark, 1, EVALUATION_MARK_GRACE_S):
         return False
     try:

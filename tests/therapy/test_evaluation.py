@@ -159,10 +159,13 @@ def test_one_evaluation_waits_per_patient_until_a_worker_takes_it(clinic, plan, 
     sent = []
     monkeypatch.setattr(tasks.evaluate_patient, "apply_async", lambda **kwargs: sent.append(kwargs))
     patient_id = clinic["patient"].pk
-    assert tasks.request_evaluation(patient_id, queue="celery") and not tasks.request_evaluation(patient_id)
-    assert sent == [{"args": [patient_id], "queue": "celery"}]
+    assert tasks.request_evaluation(patient_id) and not tasks.request_evaluation(patient_id)
+    # A crisis-level estimate is not held back by the routine evaluation waiting on the therapy queue.
+    assert tasks.request_evaluation(patient_id, urgent=True) and not tasks.request_evaluation(patient_id, urgent=True)
+    assert sent == [{"args": [patient_id]}, {"args": [patient_id], "queue": "celery"}]
     tasks.evaluate_patient(patient_id)  # a worker takes it: what is stored from now on asks anew
-    assert tasks.request_evaluation(patient_id) and sent[1] == {"args": [patient_id]}
+    assert tasks.request_evaluation(patient_id) and tasks.request_evaluation(patient_id, urgent=True)
+    assert len(sent) == 4
 
 
 @pytest.mark.usefixtures("fresh_cache")
