@@ -30,7 +30,7 @@ from ingest import (PYTHON, CpuMeter, load_average, postgres_processes, process_
                     production_env, start_gunicorn, stop_on_signals, wait_healthy)
 
 CELERY_QUEUE = "celery"  # windows -> estimates, monitoring (the default queue)
-THERAPY_QUEUE = "therapy"  # the debounced evaluations (clinops/settings/base.py: CELERY_TASK_ROUTES)
+THERAPY_QUEUE = "therapy"  # the routine evaluations: daily and on events (clinops/settings/base.py: CELERY_TASK_ROUTES)
 
 
 def pg_port_of(database_url: str) -> int:
@@ -111,7 +111,7 @@ def add_worker_arguments(p) -> None:
     """The worker shape of the server benchmarks (pipeline, soak): as compose.yaml runs it."""
     p.add_argument("--concurrency", type=int, default=2, help="processes of the celery worker of the windows (queue celery)")
     p.add_argument("--therapy-concurrency", type=int, default=1,
-                   help="processes of a worker of its own for the therapy queue (the debounced evaluations); "
+                   help="processes of a worker of its own for the therapy queue (the routine evaluations: daily, on events); "
                         "0 = one worker consumes both queues")
     p.add_argument("--therapy-nice", type=int, default=10,
                    help="CPU priority of the therapy worker (nice increment; compose.yaml: cpu_shares)")
@@ -144,25 +144,50 @@ def workers_shape(args) -> str:
 # with a wearable, an existing calibration (a cuff reading paired with one processed window 15+
 # min before the measured windows, so that the benchmark's windows do not re-pair it), optionally
 # a therapy plan, under the active BP model (trained on the shipped recordings on first use; the
-# learned model fails its gates, so the carry-forward baseline is active, as in the product).
-# Prints CLINIC=<json>: the device keys and patient ids.
+# learned model fails its gates, so the carry-forward baseline is active, as in the product: each
+# estimate repeats its calibration's cuff reading).
+#
+# Crisis patients (the indices in "crisis") get a crisis-level calibration cuff reading (186/112,
+# so every estimate of theirs is crisis-level), made "crisis_days_before" days before the others'
+# calibration: out of the evaluation's 7-day cuff look-back, so that an unrepeated crisis-level cuff
+# reading does not escalate on its own and the urgent alert is raised by two crisis-level estimates.
+#
+# Two ways to make them, the same rows:
+# - "services" (each patient through the services, as a clinic would: ~0.1 s a patient, with audit
+#   records);
+# - "bulk": the first patient through the services, as the template, then every other one copied
+#   from it with bulk_create in chunks (patients, wearables with their own hashed API keys - SHA-512,
+#   djangorestframework-api-key's hasher, a few microseconds a key -, care-team membership, plans,
+#   calibration windows with their analyses, cuff readings, calibrations). No audit records for the
+#   copies (nothing in the measured paths reads them). For the 50,000 patients of the soak.
+# With "evaluated_spread_s", every patient with a plan gets a LatestEvaluation (a hold) evaluated
+# at a time spread evenly over that many seconds before now: the daily evaluations then fall due
+# evenly, as in a clinic that has been running, instead of all at once.
+# Prints timings to stderr and CLINIC=<json> (the device keys, patient ids, crisis patient ids).
 CLINIC_SCRIPT = r"""
-import datetime as dt, json, sys
+import datetime as dt, json, random, sys, time
 import django
 django.setup()
 import redis
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 from clinops.audit import SYSTEM
 from monitoring import services
 from monitoring.devicesim import window_payload
+from monitoring.models import Calibration, CuffReading, SignalWindow, WindowAnalysis
 from monitoring.recordings import iter_windows, load_challenge2015, with_pleth_delay_removed
 from monitoring.serializers import WindowInput
 from monitoring.training import bp_model_ensure_active
 from patients import services as people
-from patients.models import ConsentStatus, Profession, Sex
+from patients.models import CareTeam, ConsentStatus, Device, DeviceAPIKey, Patient, Profession, Sex
 
-tag, count, with_plan, calibrated_at = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "plan", dt.datetime.fromisoformat(sys.argv[4])
+spec = json.loads(sys.argv[1])
+tag, count, with_plan, how = spec["tag"], spec["patients"], spec["plan"], spec["how"]
+calibrated_at = dt.datetime.fromisoformat(spec["calibrated_at"])
+crisis = set(spec["crisis"])
+crisis_at = calibrated_at - dt.timedelta(days=spec["crisis_days_before"])
+t0 = time.monotonic()
 model, why = bp_model_ensure_active(actor=SYSTEM, data_dir=settings.RECORDINGS_DIR / "challenge2015")
 window = next(iter_windows(with_pleth_delay_removed(load_challenge2015(settings.RECORDINGS_DIR, "v140s")), window_s=30))
 team = lead = None
@@ -172,30 +197,120 @@ if with_plan:
                                    first_name="Bench", last_name="Lead", profession=Profession.PHYSICIAN)
     team = people.care_team_create(actor=SYSTEM, name=f"Bench team {tag}")
     people.care_team_add_clinician(actor=SYSTEM, team=team, clinician=lead)
-out = {"model": model.version, "why": why, "keys": [], "patients": []}
-for i in range(count):
-    serial = f"BENCH-{tag}-{i:05d}"
+out = {"model": model.version, "why": why, "keys": [], "patients": [], "crisis": []}
+t_model = time.monotonic()
+
+
+def serial_of(i): return f"BENCH-{tag}-{i:05d}"
+def cuff_of(i): return (186.0, 112.0) if i in crisis else (138.0 + i % 20, 84.0 + i % 10)
+def calibrated_at_of(i): return crisis_at if i in crisis else calibrated_at
+
+
+def one_through_services(i):
+    serial = serial_of(i)
     patient = people.patient_create(
         actor=SYSTEM, medical_record_number=serial, given_name="Bench", family_name=f"{tag} {i}",
-        date_of_birth=dt.date(1950, 1, 1) + dt.timedelta(days=53 * i), sex=Sex.FEMALE if i % 2 else Sex.MALE,
+        date_of_birth=dt.date(1950, 1, 1) + dt.timedelta(days=53 * (i % 400)), sex=Sex.FEMALE if i % 2 else Sex.MALE,
         consent_status=ConsentStatus.GIVEN)
     device, key = people.device_register(actor=SYSTEM, patient=patient, make="Acme", model="W1", firmware="1.0", serial=serial)
     if with_plan:
         people.care_team_add_patient(actor=SYSTEM, team=team, patient=patient)
         plan_create(actor=lead.user, patient=patient, template="ace-ccb-thiazide", reason="bench: starting plan")
-    body = WindowInput(data=window_payload(window, sequence=0, recorded_at=calibrated_at), context={"device": device})
+    at = calibrated_at_of(i)
+    body = WindowInput(data=window_payload(window, sequence=0, recorded_at=at), context={"device": device})
     body.is_valid(raise_exception=True)
     v = body.validated_data
     stored, _ = services.window_receive(device=device, upload=services.WindowUpload(
         sequence=0, recorded_at=v["recorded_at"], duration_s=v["duration_s"], encoding=v["encoding"], channels=v["channels"]))
     assert services.window_process(window_id=stored.pk).usable
-    services.cuff_reading_record(actor=device, patient=patient, measured_at=calibrated_at, sbp_mmhg=138 + i % 20,
-                                 dbp_mmhg=84 + i % 10, source="device")
+    sbp, dbp = cuff_of(i)
+    services.cuff_reading_record(actor=device, patient=patient, measured_at=at, sbp_mmhg=sbp, dbp_mmhg=dbp, source="device")
     out["keys"].append(key)
     out["patients"].append(patient.pk)
+    if i in crisis:
+        out["crisis"].append(patient.pk)
+    return patient
+
+
+def copy_of(obj, **changes):
+    fields = {f.attname: getattr(obj, f.attname) for f in obj._meta.concrete_fields if not f.primary_key}
+    return type(obj)(**{**fields, **changes})
+
+
+first = one_through_services(0)
+if how == "services":
+    for i in range(1, count):
+        one_through_services(i)
+elif count > 1:
+    # The template's rows, copied for every other patient.
+    device0 = Device.objects.get(patient=first)
+    window0 = SignalWindow.objects.get(patient=first)
+    analysis0 = WindowAnalysis.objects.get(window=window0)
+    cuff0 = CuffReading.objects.get(patient=first)
+    calibration0 = Calibration.objects.get(patient=first)
+    plan0 = first.plan_versions.get() if with_plan else None
+    generator = DeviceAPIKey.objects.key_generator
+    key_s = 0.0
+    CHUNK = 2000
+    for start in range(1, count, CHUNK):
+        ids = range(start, min(count, start + CHUNK))
+        with transaction.atomic():
+            patients = Patient.objects.bulk_create([copy_of(
+                first, medical_record_number=serial_of(i), family_name=f"{tag} {i}",
+                date_of_birth=dt.date(1950, 1, 1) + dt.timedelta(days=53 * (i % 400)),
+                sex=Sex.FEMALE if i % 2 else Sex.MALE) for i in ids])
+            devices = Device.objects.bulk_create([copy_of(device0, patient_id=p.pk, serial=serial_of(i), last_seen_at=None)
+                                                  for i, p in zip(ids, patients)])
+            k0 = time.perf_counter()
+            keys, api_keys = [], []
+            for device in devices:
+                key, prefix, hashed = generator.generate()  # the library's own: prefix, secret, SHA-512
+                keys.append(key)
+                api_keys.append(DeviceAPIKey(id=f"{prefix}.{hashed}", prefix=prefix, hashed_key=hashed,
+                                             name=f"device {device.serial}", device=device))
+            key_s += time.perf_counter() - k0
+            DeviceAPIKey.objects.bulk_create(api_keys)
+            if with_plan:
+                CareTeam.patients.through.objects.bulk_create(
+                    [CareTeam.patients.through(careteam_id=team.pk, patient_id=p.pk) for p in patients])
+                PlanVersion = type(plan0)
+                PlanVersion.objects.bulk_create([copy_of(plan0, patient_id=p.pk) for p in patients])
+            windows = SignalWindow.objects.bulk_create([copy_of(
+                window0, device_id=d.pk, patient_id=p.pk, recorded_at=calibrated_at_of(i))
+                for i, p, d in zip(ids, patients, devices)])
+            WindowAnalysis.objects.bulk_create([copy_of(analysis0, window_id=w.pk) for w in windows])
+            cuffs = CuffReading.objects.bulk_create([copy_of(
+                cuff0, patient_id=p.pk, measured_at=calibrated_at_of(i), sbp_mmhg=cuff_of(i)[0], dbp_mmhg=cuff_of(i)[1])
+                for i, p in zip(ids, patients)])
+            calibrations = Calibration.objects.bulk_create([copy_of(
+                calibration0, patient_id=p.pk, cuff_reading_id=c.pk, calibrated_at=c.measured_at)
+                for p, c in zip(patients, cuffs)])
+            Calibration.windows.through.objects.bulk_create([
+                Calibration.windows.through(calibration_id=c.pk, signalwindow_id=w.pk)
+                for c, w in zip(calibrations, windows)])
+        out["keys"] += keys
+        out["patients"] += [p.pk for p in patients]
+        out["crisis"] += [p.pk for i, p in zip(ids, patients) if i in crisis]
+    print(f"clinic: {count - 1} patients copied in bulk, of which {key_s:.2f} s generating and hashing API keys",
+          file=sys.stderr)
+t_patients = time.monotonic()
+if with_plan and spec.get("evaluated_spread_s"):
+    from therapy.evaluation import POLICY_VERSION
+    from therapy.models import LatestEvaluation, PlanVersion
+    spread = float(spec["evaluated_spread_s"])
+    now = timezone.now()
+    plans = dict(PlanVersion.objects.filter(patient_id__in=out["patients"]).values_list("patient_id", "id"))
+    order = list(out["patients"])
+    random.Random(19).shuffle(order)  # due times spread evenly, in no particular patient order
+    LatestEvaluation.objects.bulk_create([LatestEvaluation(
+        patient_id=p, evaluated_at=now - dt.timedelta(seconds=spread * (k + 0.5) / len(order)), plan_version_id=plans[p],
+        outcome="hold", reasons=["bench: seeded, as if evaluated by the daily run"], evidence={},
+        policy_version=POLICY_VERSION) for k, p in enumerate(order)], batch_size=5000)
 # The calibration windows were processed here: their queued tasks (and the evaluations they
 # scheduled) would only be no-ops or evaluate one estimate.
 redis.Redis.from_url(settings.REDIS_URL).delete("celery", "therapy")
+print(f"clinic: model {t_model - t0:.1f} s, patients {t_patients - t_model:.1f} s, evaluations seeded "
+      f"{time.monotonic() - t_patients:.1f} s", file=sys.stderr)
 print("CLINIC=" + json.dumps(out))
 """
 
@@ -206,14 +321,39 @@ class Clinic:
     why: str
     keys: list[str]
     patients: list[int]
+    crisis: list[int] = field(default_factory=list)  # patient ids whose estimates are all crisis-level
     calibrated_at: object = None
+    timings: str = ""
 
 
-def clinic_create(*, env: dict, tag: str, patients: int, plan: bool, calibrated_at) -> Clinic:
-    out = run_checked([PYTHON, "-c", CLINIC_SCRIPT, tag, str(patients), "plan" if plan else "no-plan",
-                       calibrated_at.isoformat()], env=env, what="clinic setup", timeout=1200)
-    data = json.loads(next(line[7:] for line in out.splitlines() if line.startswith("CLINIC=")))
-    return Clinic(calibrated_at=calibrated_at, **data)
+# A crisis patient's calibration lies this many days before the others': out of the evaluation's
+# 7-day cuff look-back (therapy.models.PlanVersion look_back_days and series_days), within the 28
+# days after which estimates are flagged.
+CRISIS_CALIBRATION_DAYS_BEFORE = 8.0
+
+
+def crisis_indices(patients: int, share: float) -> list[int]:
+    """Every k-th patient (k = 1 / share), never the first (the bulk path's template); at least one
+    when share > 0."""
+    if share <= 0 or patients < 2:
+        return []
+    step = max(1, round(1 / share))
+    return list(range(max(1, step // 2), patients, step)) or [patients - 1]
+
+
+def clinic_create(*, env: dict, tag: str, patients: int, plan: bool, calibrated_at, crisis_share: float = 0.0,
+                  how: str = "services", evaluated_spread_s: float = 0.0) -> Clinic:
+    spec = {"tag": tag, "patients": patients, "plan": plan, "calibrated_at": calibrated_at.isoformat(),
+            "crisis": crisis_indices(patients, crisis_share), "crisis_days_before": CRISIS_CALIBRATION_DAYS_BEFORE,
+            "how": how, "evaluated_spread_s": evaluated_spread_s}
+    done = subprocess.run([PYTHON, "-c", CLINIC_SCRIPT, json.dumps(spec)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=3600, preexec_fn=die_with_parent)
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
+        raise SystemExit(f"clinic setup failed with exit status {done.returncode}")
+    data = json.loads(next(line[7:] for line in done.stdout.splitlines() if line.startswith("CLINIC=")))
+    timings = "; ".join(line[len("clinic: "):] for line in done.stderr.splitlines() if line.startswith("clinic: "))
+    return Clinic(calibrated_at=calibrated_at, timings=timings, **data)
 
 
 # --- real windows as request bodies ----------------------------------------------------------------
