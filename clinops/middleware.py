@@ -1,11 +1,25 @@
 """Cross-cutting HTTP behaviour of every page and API answer."""
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils.cache import patch_cache_control
+
+from clinops import metrics
+
+
+def request_metrics(get_response: Callable[[HttpRequest], HttpResponse]) -> Callable[[HttpRequest], HttpResponse]:
+    """How long each answer took, by route name, method and status class (clinops/metrics.py)."""
+    def middleware(request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        response = get_response(request)
+        metrics.observe_request(request, response, time.perf_counter() - started)
+        return response
+
+    return middleware
 
 
 def no_store(get_response: Callable[[HttpRequest], HttpResponse]) -> Callable[[HttpRequest], HttpResponse]:

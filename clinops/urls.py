@@ -6,7 +6,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from clinops import views
+from clinops import metrics, views
 
 # Swagger UI (the schema, no patient data) styles itself with inline <style>; its page allows that
 # and nothing more. The split view serves its start-up script as a file, so no inline script.
@@ -15,6 +15,8 @@ api_docs_csp = csp_update({"style-src": [UNSAFE_INLINE]})
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
+    # Prometheus, with a bearer token (METRICS_TOKEN); 404 without one configured.
+    path("metrics", metrics.metrics_view, name="metrics"),
     # Browsers ask for /favicon.ico on pages that name no icon (the admin, JSON answers).
     path("favicon.ico", RedirectView.as_view(url=static("web/favicon.svg"), http_method_names=["get", "head"]), name="favicon"),
     path("api/v1/", include("patients.urls")),

@@ -12,6 +12,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from clinops import metrics
 from clinops.audit import SYSTEM, audit_record
 from clinops.errors import ApplicationError
 from clinops.tasks import enqueue_on_commit
@@ -220,6 +221,7 @@ def windows_process(*, window_ids: Sequence[int]) -> dict[int, WindowAnalysis]:
                 "window.processed", window_id=analysis.window_id, usable=analysis.usable, reasons=analysis.reasons,
                 processing_ms=round(analysis.processing_ms, 2), pipeline_version=signals.PIPELINE_VERSION,
             )
+        metrics.count_window_verdicts(new)
     return found
 
 
@@ -276,6 +278,7 @@ def _window_fail(*, window_id: int, reason: str) -> None:
         status=WindowStatus.FAILED, failure=reason, processed_at=timezone.now()
     )
     log.error("window.failed", window_id=window_id, reason=reason)
+    metrics.count_window_failed()
 
 
 # A window still unprocessed this long after it was (last) sent to the queue is sent again.
@@ -592,6 +595,7 @@ def windows_estimate(*, window_ids: Sequence[int], analyses: dict[int, WindowAna
         except IntegrityError:  # a concurrent run made some of them first: one by one, the first stands
             for position, estimate in pending:
                 out[estimate.window_id][position] = _estimate_store(estimate)
+    metrics.observe_upload_to_estimate(e for i, e in pending if out[e.window_id][i] is e)  # not a concurrent run's
     agreement_pairs_touching(estimates=[e for _, e in pending])
     for window_id in rows:
         if out[window_id]:

@@ -9,6 +9,7 @@ import structlog
 from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import Count, Q
 
+from clinops import metrics
 from clinops.audit import SYSTEM, audit_record
 from monitoring.model_health import autonomy_suspensions_in_force
 from monitoring.bp_mean_interval import MeanErrorModel
@@ -122,6 +123,7 @@ def _raise_alerts(suggestion: Suggestion, escalations: list[Escalation], plan: P
         if created:
             audit_record(actor=SYSTEM, action="alert.raise", target=alert, patient=patient,
                          detail={"cause": alert.cause, "seek_care": alert.seek_care, "suggestion": suggestion.pk})
+            metrics.count_escalation_raised(cause=alert.cause)
         log.warning("therapy.alert", patient_id=patient.pk, cause=alert.cause, seek_care=alert.seek_care,
                     alert_id=alert.pk, suggestion_id=suggestion.pk)
 
@@ -138,9 +140,11 @@ def patient_therapy_evaluate(*, patient_id: int, now: dt.datetime) -> Suggestion
         raise
     except Exception as exc:  # noqa: BLE001 - whatever broke, the patient's safety checks still run
         log.exception("therapy.evaluation_failed", patient_id=patient_id)
+        metrics.count_therapy_evaluation(failed=True)
         return _escalate_despite_failure(patient_id=patient_id, now=now, failure=f"{exc.__class__.__name__}: {exc}")
     OperatorAlert.objects.filter(signal=EVALUATION_FAILING_SIGNAL, scope=f"patient:{patient_id}",
                                  resolved_at__isnull=True).update(resolved_at=now)
+    metrics.count_therapy_evaluation(failed=False)
     return suggestion
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dj_database_url
 from csp.constants import NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
 from .env import env_bool, env_int, env_list, env_str
@@ -47,6 +48,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so that the time measured covers every other middleware.
+    "clinops.middleware.request_metrics",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -305,4 +308,14 @@ SPECTACULAR_SETTINGS = {
 
 # --- Logging: structured (structlog), ids only, never names or signal values ---------------------
 LOGGING = configure_logging(json=env_bool("LOG_JSON", False), level=env_str("LOG_LEVEL", "INFO"))
+
+# --- Metrics (Prometheus; clinops/metrics.py) -----------------------------------------------------
+# The bearer token a scraper must send to /metrics; without one the endpoint answers 404.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+# One directory per machine shared by its gunicorn and Celery processes, each writing its counters
+# there (prometheus_client's multiprocess mode, which reads this variable itself); /metrics adds
+# them up. Unset (demo, tests): each process keeps its own, and /metrics shows the web process's.
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR")
+if PROMETHEUS_MULTIPROC_DIR and not Path(PROMETHEUS_MULTIPROC_DIR).is_dir():
+    raise ImproperlyConfigured(f"PROMETHEUS_MULTIPROC_DIR={PROMETHEUS_MULTIPROC_DIR!r} is not a directory.")
 CLINOPS_DEMO_ALLOWED = True

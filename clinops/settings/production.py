@@ -2,7 +2,7 @@
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import DATABASES
+from .base import DATABASES, METRICS_TOKEN
 from .env import env_bool, env_int, env_list, env_str
 from .logging import configure_logging
 
@@ -36,5 +36,12 @@ CSRF_COOKIE_SECURE = True
 # The web app sends the CSRF token from the page (hx-headers, form fields), never from the cookie.
 CSRF_COOKIE_HTTPONLY = True
 LOGGING = configure_logging(json=env_bool("LOG_JSON", True), level=env_str("LOG_LEVEL", "INFO"))
+# /metrics shows no patient data, but it does show how busy the clinic is: a token that can be guessed
+# would publish that.
+if METRICS_TOKEN is not None and (len(METRICS_TOKEN) < 32 or len(set(METRICS_TOKEN)) < 5):
+    raise ImproperlyConfigured(
+        "METRICS_TOKEN is too weak for production: use at least 32 random characters, e.g. "
+        "python -c 'import secrets; print(secrets.token_urlsafe(32))'."
+    )
 CLINOPS_DEMO_ALLOWED = False
 CLINOPS_OTP_REQUIRED_FOR_CLINICIANS = True

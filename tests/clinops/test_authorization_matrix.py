@@ -105,6 +105,9 @@ def same(cell: Expect) -> dict[str, Expect]:
 RULES: dict[str, dict[str, dict[str, Expect]]] = {
     #                         anon   pat A     pat B     clin in   clin out  no otp  dev A    dev B    dev rev  admin
     "healthz": {"GET": same(200)},
+    # Prometheus: a bearer token, not a role (tests/clinops/test_metrics.py); with no METRICS_TOKEN
+    # configured, as here, there is nothing at this address for anyone.
+    "metrics": {"GET": same(404), "POST": same(404)},
     "favicon": {"GET": same(Redirect("/static/web/favicon", prefix=True))},
     "patients:patient-list": {
         "GET":            row(403,   200,      200,      200,      200,      403,    403,     403,     403,     200),
