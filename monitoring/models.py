@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from django.db import models
+from django.utils import timezone
 
 
 class WindowStatus(models.TextChoices):
@@ -9,6 +10,10 @@ class WindowStatus(models.TextChoices):
     PROCESSED = "processed", "Processed: usable"
     REJECTED = "rejected", "Processed: unusable (see reasons)"
     FAILED = "failed", "Processing failed permanently"
+
+
+# The pipeline is done with a window in these states (nothing will read its raw bytes again on its own).
+FINAL_STATUSES = (WindowStatus.PROCESSED, WindowStatus.REJECTED, WindowStatus.FAILED)
 
 
 class Encoding(models.TextChoices):
@@ -37,6 +42,13 @@ class SignalWindow(models.Model):
     enqueued_at = models.DateTimeField(help_text="When the window was last sent to the processing queue.")
     processed_at = models.DateTimeField(null=True, blank=True)
     failure = models.CharField(max_length=255, blank=True)
+    # Retention (monitoring/retention.py): the raw bytes go after RAW_WINDOW_RETENTION_DAYS; the
+    # row, its SHA-256, size, analyses and estimates stay.
+    raw_purged_at = models.DateTimeField(null=True, blank=True,
+                                         help_text="When the raw signal was dropped (empty: still stored).")
+    raw_kept_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="When a purge found a suggestion resting on this window: its raw signal is kept for good.")
 
     class Meta:
         constraints = [
@@ -48,6 +60,12 @@ class SignalWindow(models.Model):
         indexes = [
             models.Index(fields=["patient", "recorded_at"]),
             models.Index(fields=["status", "enqueued_at"]),
+            # What the retention purge has still to look at, oldest first. Only windows whose
+            # processing is over enter it (an insert does not touch it, so ingest pays nothing),
+            # and each leaves it once purged or kept, so a run never walks the purged history.
+            models.Index(fields=["recorded_at", "id"], name="window_raw_to_examine",
+                         condition=models.Q(raw_purged_at__isnull=True, raw_kept_at__isnull=True,
+                                            status__in=FINAL_STATUSES)),
         ]
         ordering = ["recorded_at", "id"]
 
@@ -57,6 +75,13 @@ class SignalWindow(models.Model):
     @property
     def idempotency_key(self) -> str:
         return f"{self.device.serial}:{self.sequence}"
+
+    @property
+    def raw_signal(self) -> str:
+        """Whether the raw bytes are still here, in words (admin, API)."""
+        if self.raw_purged_at is not None:
+            return f"raw signal purged on {timezone.localtime(self.raw_purged_at):%Y-%m-%d} (SHA-256 and size kept)"
+        return f"stored ({self.raw_bytes} bytes)"
 
 
 class WindowAnalysis(models.Model):
