@@ -3,12 +3,13 @@ import datetime as dt
 
 from celery import shared_task
 from celery.signals import worker_process_init
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerOperationalError
 from redis.exceptions import RedisError
 from django.utils import timezone
 
-from monitoring import selectors, services
+from monitoring import retention, selectors, services
 from monitoring.models import WindowStatus
 
 
@@ -113,6 +114,21 @@ def sweep_unprocessed_windows() -> int:
             resent += 1
     return resent
 
+
+# A purge run starts no new batch after this long (s), well inside the default soft time limit
+# (CELERY_TASK_SOFT_TIME_LIMIT, 120 s); what is left waits for the next hourly run.
+PURGE_RUN_BUDGET_S = 60.0
+
+
+@shared_task(name="monitoring.tasks.purge_raw_windows", **RETRY_TRANSIENT)
+def purge_raw_windows() -> dict:
+    """Drop the raw bytes of windows older than settings.RAW_WINDOW_RETENTION_DAYS (days) that no
+    suggestion rests on (monitoring/retention.py). Takes nothing; idempotent, so a retry or two runs
+    at once purge each window once. Returns the run's counts (bytes freed in bytes)."""
+    result = retention.raw_windows_purge(now=timezone.now(), retention_days=settings.RAW_WINDOW_RETENTION_DAYS,
+                                         max_seconds=PURGE_RUN_BUDGET_S)
+    return {"purged": result.purged, "kept_for_decision": result.kept_for_decision,
+            "bytes_freed": result.bytes_freed, "cutoff": result.cutoff.isoformat(), "complete": result.complete}
 
 
 @shared_task(name="monitoring.tasks.compute_accuracy_reports", **RETRY_TRANSIENT)
