@@ -32,9 +32,11 @@ def windows_visible_to(caller: Any) -> QuerySet[SignalWindow]:
 
 
 def windows_waiting_for_processing(*, sent_before: dt.datetime, limit: int = 5000) -> list[int]:
-    """Ids of windows still unprocessed that were last sent to the queue before `sent_before`."""
+    """Ids of windows still unprocessed that were last sent to the queue before `sent_before`; never
+    a window whose raw bytes were purged (the purge takes only processed windows: this says so here too)."""
     return list(
-        SignalWindow.objects.filter(status=WindowStatus.RECEIVED, enqueued_at__lt=sent_before)
+        SignalWindow.objects.filter(status=WindowStatus.RECEIVED, enqueued_at__lt=sent_before,
+                                    raw_purged_at__isnull=True)
         .order_by("enqueued_at").values_list("id", flat=True)[:limit]
     )
 
@@ -44,7 +46,8 @@ def windows_processed_without_estimate(*, processed_before: dt.datetime, process
     """Ids of usable processed windows (current pipeline) processed between the two times that have
     no live estimate although the patient had a calibration by then: a worker died between the
     analysis and the estimate (the batch message waits for the visibility timeout). Windows no
-    calibration covers are left alone: for them no estimate is the rule, not a loss."""
+    calibration covers are left alone: for them no estimate is the rule, not a loss. Never a window
+    whose raw bytes were purged (the purge waits a day after processing: monitoring/retention.py)."""
     from monitoring.services import CALIBRATION_PAIRING
     from monitoring.signals import PIPELINE_VERSION
 
@@ -53,7 +56,7 @@ def windows_processed_without_estimate(*, processed_before: dt.datetime, process
     return list(
         SignalWindow.objects.filter(
             status=WindowStatus.PROCESSED, processed_at__lt=processed_before, processed_at__gte=processed_after,
-            analyses__pipeline_version=PIPELINE_VERSION, analyses__usable=True,
+            analyses__pipeline_version=PIPELINE_VERSION, analyses__usable=True, raw_purged_at__isnull=True,
         ).filter(~Exists(BPEstimate.objects.filter(window_id=OuterRef("pk"), shadow=False)), Exists(calibrated))
         .order_by("processed_at").values_list("id", flat=True)[:limit]
     )

@@ -158,11 +158,14 @@ class AnalysisOutput(serializers.ModelSerializer):
 class WindowOutput(serializers.ModelSerializer):
     idempotency_key = serializers.CharField()
     analysis = serializers.SerializerMethodField()
+    raw_signal = serializers.CharField(
+        read_only=True, help_text='"stored (<n> bytes)", or "raw signal purged on <date> ..." once retention dropped it.')
 
     class Meta:
         model = SignalWindow
         fields = ["id", "idempotency_key", "device", "patient", "sequence", "recorded_at", "duration_s",
-                  "ecg_fs", "ppg_fs", "encoding", "firmware", "received_at", "status", "processed_at", "failure", "analysis"]
+                  "ecg_fs", "ppg_fs", "encoding", "firmware", "received_at", "status", "processed_at", "failure", "analysis",
+                  "raw_signal", "raw_purged_at"]
 
     @extend_schema_field(AnalysisOutput(allow_null=True))
     def get_analysis(self, window: SignalWindow):

@@ -187,7 +187,8 @@ def windows_process(*, window_ids: Sequence[int]) -> dict[int, WindowAnalysis]:
     analysed = WindowAnalysis.objects.filter(window_id=OuterRef("pk"), pipeline_version=signals.PIPELINE_VERSION)
     windows = {
         w.pk: w for w in SignalWindow.objects.filter(pk__in=sorted(set(window_ids)))
-        .only("id", "raw", "raw_sha256", "status", "patient_id", "recorded_at").annotate(analysed=Exists(analysed))
+        .only("id", "raw", "raw_sha256", "raw_purged_at", "status", "patient_id", "recorded_at")
+        .annotate(analysed=Exists(analysed))
     }
     found: dict[int, WindowAnalysis] = {}
     earlier = [pk for pk, w in windows.items() if w.analysed and w.status != WindowStatus.FAILED]
@@ -199,6 +200,9 @@ def windows_process(*, window_ids: Sequence[int]) -> dict[int, WindowAnalysis]:
     for window_id in dict.fromkeys(window_ids):
         window = windows.get(window_id)
         if window is None or window.status == WindowStatus.FAILED or window.analysed:
+            continue
+        if window.raw_purged_at is not None:
+            _window_note_purged(window)
             continue
         analysis = _analyse(window)
         if analysis is not None:
@@ -271,6 +275,15 @@ def _analysis_store(analysis: WindowAnalysis) -> WindowAnalysis:
         analysis = WindowAnalysis.objects.get(window_id=window.pk, pipeline_version=signals.PIPELINE_VERSION)
         analysis.window = window
     return analysis
+
+
+def _window_note_purged(window: SignalWindow) -> None:
+    """A window whose raw bytes retention dropped cannot be analysed again (e.g. by a new pipeline
+    version): the reason goes on the window, and its status, times and analyses stay as they were."""
+    reason = (f"raw signal purged on {timezone.localtime(window.raw_purged_at):%Y-%m-%d}: "
+              f"cannot be analysed by {signals.PIPELINE_VERSION}")
+    SignalWindow.objects.filter(pk=window.pk, raw_purged_at__isnull=False).exclude(failure=reason).update(failure=reason)
+    log.warning("window.raw_purged", window_id=window.pk, pipeline_version=signals.PIPELINE_VERSION)
 
 
 def _window_fail(*, window_id: int, reason: str) -> None:
