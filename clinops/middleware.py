@@ -1,14 +1,40 @@
 """Cross-cutting HTTP behaviour of every page and API answer."""
 from __future__ import annotations
 
+import re
 import time
+import uuid
 from collections.abc import Callable
 
+import structlog
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils.cache import patch_cache_control
 
 from clinops import metrics
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# A caller's (or the proxy's) own id is kept when it is a plain token of reasonable length (a uuid,
+# nginx's $request_id); anything else could forge or garble log lines and is replaced.
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{7,63}")
+
+
+def request_id(get_response: Callable[[HttpRequest], HttpResponse]) -> Callable[[HttpRequest], HttpResponse]:
+    """Every log line written while answering a request carries its `request_id`, and so do those of
+    the tasks it sends (clinops/celery_app.py), so one upload can be followed from the API to the
+    worker's estimate. The id is the caller's `X-Request-ID` when sane, else a new one, and is
+    returned in the answer's `X-Request-ID`."""
+    def middleware(request: HttpRequest) -> HttpResponse:
+        given = request.headers.get(REQUEST_ID_HEADER, "")
+        rid = given if _SANE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        # Bound for this request only: the previous values come back after it (a gunicorn thread
+        # answers request after request).
+        with structlog.contextvars.bound_contextvars(request_id=rid):
+            response = get_response(request)
+        response[REQUEST_ID_HEADER] = rid
+        return response
+
+    return middleware
 
 
 def request_metrics(get_response: Callable[[HttpRequest], HttpResponse]) -> Callable[[HttpRequest], HttpResponse]:

@@ -48,7 +48,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First, so that the time measured covers every other middleware.
+    # First, so that every line logged while answering carries the request's id, and the time
+    # measured covers every other middleware.
+    "clinops.middleware.request_id",
     "clinops.middleware.request_metrics",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -307,6 +309,8 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Logging: structured (structlog), ids only, never names or signal values ---------------------
+# Every line carries request_id (clinops.middleware.request_id, passed on to the tasks a request
+# sends) and, in a worker, task_id and task (clinops/celery_app.py).
 LOGGING = configure_logging(json=env_bool("LOG_JSON", False), level=env_str("LOG_LEVEL", "INFO"))
 
 # --- Metrics (Prometheus; clinops/metrics.py) -----------------------------------------------------
