@@ -50,6 +50,7 @@ django.setup()
 from django.utils import timezone
 from monitoring.models import BPEstimate, BPModelVersion, Calibration, SignalWindow, WindowAnalysis, WindowStatus
 from patients.models import Device
+from therapy.models import PlanVersion
 
 patients, days, every_s = json.loads(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
 model = BPModelVersion.objects.get(status="active", shadow=False)
@@ -75,6 +76,9 @@ for patient_id in patients:
             dbp_low_mmhg=dbp - 6, dbp_high_mmhg=dbp + 6, interval_level=0.9,
             calibration_age_days=(w.recorded_at - calibration.calibrated_at).total_seconds() / 86400, flags=[]))
     BPEstimate.objects.bulk_create(estimates, batch_size=1000)
+    # On the regimen for two months: the minimum interval between changes is over, so the engine
+    # proposes a step up (and finds it waiting for review), not a hold - the costlier path.
+    PlanVersion.objects.filter(patient_id=patient_id).update(created_at=now - dt.timedelta(days=60))
 print("ESTIMATES=" + json.dumps(n))
 """
 

@@ -47,7 +47,7 @@ WINDOW_EVERY_S = 300  # each patient's wearable sends one 30-s window every 5 mi
 # PostgreSQL session and CpuMeter counted exited backends (the machine ran ~25 % slower than on
 # 2026-11-23: bench/signals.py 1.76 vs 1.39 ms per window).
 DEFAULT_INGEST_MS = {"web": 0.88, "postgres": 0.34, "redis": 0.002}  # bench/ingest.py --batch 100 --concurrency 4
-DEFAULT_EVALUATION_MS = {"worker": 67.34, "postgres": 13.76}  # bench/evaluation.py --rounds 25 (7-day look-back)
+DEFAULT_EVALUATION_MS = {"worker": 49.15, "postgres": 12.72}  # bench/evaluation.py, 2026-12-05 11:31 UTC (7-day look-back, a step up proposed)
 
 PRELOAD_SCRIPT = r"""
 import datetime as dt, json, sys
