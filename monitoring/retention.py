@@ -5,17 +5,20 @@ suggestion rests on keep their raw signal as long as the suggestion, that is for
 Which suggestions can rest on a window, and why the reads here stay bounded:
 
 - A suggestion names the estimates it rests on in `estimate_ids` (every live estimate of the plan's
-  look-back) and in its escalations' `sources` ("estimate:<id>"). An estimate exists only once its
-  window is stored, so a suggestion resting on a window was created after the window was received:
-  a run reads only the suggestions created since the earliest `received_at` of the windows it looks
-  at (less a day for clocks), whatever the look-back. Once the purge runs every hour that is about
-  the retention period of suggestions, read once per run, never the whole history.
-- An evaluation at time t reads the estimates recorded in (t - look-back, t + 5 min]. The look-back
-  is the plan's `look_back_days`, which is NOT bounded by 28 days: the plan form and API accept up to
-  90, the model any positive number (and the failing-evaluation path looks back 7 days). So the
-  cut-off is the retention or, when a current plan looks back further, that look-back plus a day
-  (evaluations under way): no evaluation to come can then rest a suggestion on a purged window,
-  unless a plan is later given a look-back longer than the retention.
+  look-back) and in its escalations' `sources` ("estimate:<id>").
+- An evaluation at time t (therapy.evaluation, t = the worker's clock when it starts, as the
+  suggestion's `created_at` is, a few seconds later) reads the estimates recorded in
+  (t - look-back, t + 5 min]. So a suggestion resting on a window recorded at R was created after
+  the window was received (an estimate exists only once its window is stored) and before
+  R + look-back. For a page of windows a run reads only the suggestions created between the
+  earliest `received_at` and the latest `recorded_at` + the longest look-back any plan version has
+  had (each side widened by a day for clocks): about nine days of suggestions for an hour of
+  windows with 7-day look-backs, never the whole history.
+- The look-back is the plan's `look_back_days`, which is NOT bounded by 28 days: the plan form and
+  API accept up to 90, the model any positive number (and the failing-evaluation path looks back
+  7 days). So the cut-off is the retention or, when a current plan looks back further, that
+  look-back plus a day (evaluations under way): no evaluation to come can then rest a suggestion on
+  a purged window, unless a plan is later given a look-back longer than the retention.
 - A window found behind a suggestion is marked (`raw_kept_at`) and never looked at again, and a
   purged one leaves the index the purge walks (`window_raw_to_examine`), so a run reads only the
   windows that became old enough since the last run.
@@ -43,16 +46,17 @@ TO_EXAMINE = Q(raw_purged_at__isnull=True, raw_kept_at__isnull=True, status__in=
 # window processed within the last 2 h that has no estimate yet (monitoring.tasks), and a window must
 # be out of its reach before it is purged, as the sweeper never re-sends a purged window.
 PROCESSING_SETTLED = dt.timedelta(days=1)
-# Suggestions are stamped by the worker's clock, windows by the web server's: read suggestions from
-# this long before the earliest window's arrival.
+# Suggestions are stamped by the worker's clock, windows by the web server's, and a suggestion is
+# saved up to a task's time limit after its evaluation started: both ends of the span of
+# suggestions read are widened by this much.
 CLOCK_MARGIN = dt.timedelta(days=1)
 # Added to the longest look-back of a current plan: an evaluation that started before the purge
 # reads from its own start time.
 LOOK_BACK_MARGIN_DAYS = 1.0
 DEFAULT_BATCH_SIZE = 500
-# One run examines at most this many windows (an hour of ~3,500 patients' is ~42,000); a backlog
-# (the first run on an old database) is worked off over the following runs.
-DEFAULT_MAX_WINDOWS = 50_000
+# Windows read per page (their suggestions are read once per page); an hour of ~3,500 patients'
+# windows is ~42,000.
+DEFAULT_PAGE_SIZE = 20_000
 _IN_CHUNK = 1000  # ids per IN (...) list
 
 
@@ -97,7 +101,8 @@ def referenced_estimate_ids(estimate_ids: object, escalations: object) -> Iterat
 
 
 def raw_windows_purge(*, now: dt.datetime, retention_days: int, batch_size: int = DEFAULT_BATCH_SIZE,
-                      max_windows: int = DEFAULT_MAX_WINDOWS, max_seconds: float | None = None) -> RawPurgeResult:
+                      page_size: int = DEFAULT_PAGE_SIZE, max_windows: int | None = None,
+                      max_seconds: float | None = None) -> RawPurgeResult:
     """Drop the raw bytes (`raw` = b"", `raw_purged_at` = now) of the windows recorded before the
     cut-off (raw_purge_cutoff) whose processing is over (processed, rejected or failed, at least
     PROCESSING_SETTLED ago), not purged yet, and on which no suggestion rests; those a suggestion
@@ -108,45 +113,62 @@ def raw_windows_purge(*, now: dt.datetime, retention_days: int, batch_size: int 
     analyses and estimates never wait for it. At most `max_windows` windows, and no new batch after
     `max_seconds` (s). Idempotent: a second run finds nothing left to do. One audit row (actor
     SYSTEM) per run that purged or kept anything, with the counts and the cut-off."""
-    if batch_size < 1 or max_windows < 1:
-        raise ValueError("batch_size and max_windows are at least 1")
-    longest = _longest_look_back_days()
+    if batch_size < 1 or page_size < 1 or (max_windows is not None and max_windows < 1):
+        raise ValueError("batch_size, page_size and max_windows are at least 1")
+    longest = _longest_look_back_days(current=True)
+    longest_ever = dt.timedelta(days=_longest_look_back_days(current=False))
     cutoff = raw_purge_cutoff(now=now, retention_days=retention_days, longest_look_back_days=longest)
     started = time.monotonic()
-    candidates = list(
-        SignalWindow.objects.filter(TO_EXAMINE, recorded_at__lt=cutoff, processed_at__lt=now - PROCESSING_SETTLED)
-        .order_by("recorded_at", "id").values_list("id", "received_at")[:max_windows]
-    )
-    purged = kept = freed = 0
-    complete = len(candidates) < max_windows
-    last_id = None
+    eligible = (SignalWindow.objects.filter(TO_EXAMINE, recorded_at__lt=cutoff, processed_at__lt=now - PROCESSING_SETTLED)
+                .order_by("recorded_at", "id"))
+    purged = kept = freed = examined = 0
+    last: tuple[dt.datetime, int] | None = None  # (recorded_at, id) of the last window examined
+    complete = False
     try:
-        if candidates:
-            behind = windows_behind_suggestions(window_ids=[pk for pk, _ in candidates],
-                                                created_since=min(at for _, at in candidates) - CLOCK_MARGIN)
-            for start in range(0, len(candidates), batch_size):
-                if max_seconds is not None and time.monotonic() - started > max_seconds:
-                    complete = False
+        while True:
+            limit = page_size if max_windows is None else min(page_size, max_windows - examined)
+            if limit < 1 or _out_of_time(started, max_seconds):
+                break
+            rows = eligible if last is None else eligible.filter(
+                Q(recorded_at__gt=last[0]) | Q(recorded_at=last[0], id__gt=last[1]), recorded_at__gte=last[0])
+            page = list(rows.values_list("id", "recorded_at", "received_at")[:limit])
+            if not page:
+                complete = True
+                break
+            behind = windows_behind_suggestions(
+                window_ids=[pk for pk, _, _ in page],
+                created_from=min(received for _, _, received in page) - CLOCK_MARGIN,
+                created_to=max(recorded for _, recorded, _ in page) + longest_ever + CLOCK_MARGIN)
+            for start in range(0, len(page), batch_size):
+                if _out_of_time(started, max_seconds):
                     break
-                batch = [pk for pk, _ in candidates[start:start + batch_size]]
-                n_purged, n_kept, n_bytes = _batch_purge(window_ids=batch, keep=behind, now=now)
-                purged, kept, freed, last_id = purged + n_purged, kept + n_kept, freed + n_bytes, batch[-1]
+                batch = page[start:start + batch_size]
+                n_purged, n_kept, n_bytes = _batch_purge(window_ids=[pk for pk, _, _ in batch], keep=behind, now=now)
+                purged, kept, freed = purged + n_purged, kept + n_kept, freed + n_bytes
+                examined += len(batch)
+                last = (batch[-1][1], batch[-1][0])
+            if last != (page[-1][1], page[-1][0]):  # stopped within the page: out of time
+                break
+            if len(page) < limit:
+                complete = True
+                break
     finally:
         # Also after a failed batch: what the committed batches did is recorded.
         result = RawPurgeResult(purged=purged, kept_for_decision=kept, bytes_freed=freed, cutoff=cutoff,
                                 retention_days=retention_days, longest_look_back_days=longest, complete=complete)
         if purged or kept:
             with transaction.atomic():
-                # The trail names one row per event: the last window of the run (oldest first).
-                audit_record(actor=SYSTEM, action="window.raw_purge", target=SignalWindow(pk=last_id),
+                # The trail names one row per event: the last window the run examined (oldest first).
+                audit_record(actor=SYSTEM, action="window.raw_purge", target=SignalWindow(pk=last[1]),
                              detail={**asdict(result), "cutoff": cutoff.isoformat()})
     log.info("window.raw_purge", purged=purged, kept_for_decision=kept, bytes_freed=freed, cutoff=cutoff.isoformat(),
              complete=complete, seconds=round(time.monotonic() - started, 2))
     return result
 
 
-def windows_behind_suggestions(*, window_ids: Sequence[int], created_since: dt.datetime) -> set[int]:
-    """The windows (of `window_ids`) on whose estimates a suggestion created since `created_since`
+def windows_behind_suggestions(*, window_ids: Sequence[int], created_from: dt.datetime,
+                               created_to: dt.datetime) -> set[int]:
+    """The windows (of `window_ids`) on whose estimates a suggestion created between the two times
     rests. Reads the windows' estimates and those suggestions' JSON once, streamed."""
     from therapy.models import Suggestion
 
@@ -156,13 +178,18 @@ def windows_behind_suggestions(*, window_ids: Sequence[int], created_since: dt.d
     if not window_of:
         return set()
     behind: set[int] = set()
-    rows = Suggestion.objects.filter(created_at__gte=created_since).values_list("estimate_ids", "escalations").order_by()
+    rows = (Suggestion.objects.filter(created_at__gte=created_from, created_at__lte=created_to)
+            .values_list("estimate_ids", "escalations").order_by())
     for estimate_ids, escalations in rows.iterator(chunk_size=200):
         for estimate_id in referenced_estimate_ids(estimate_ids, escalations):
             window_id = window_of.get(estimate_id)
             if window_id is not None:
                 behind.add(window_id)
     return behind
+
+
+def _out_of_time(started: float, max_seconds: float | None) -> bool:
+    return max_seconds is not None and time.monotonic() - started > max_seconds
 
 
 def _batch_purge(*, window_ids: list[int], keep: set[int], now: dt.datetime) -> tuple[int, int, int]:
@@ -180,14 +207,18 @@ def _batch_purge(*, window_ids: list[int], keep: set[int], now: dt.datetime) -> 
     return len(purge), len(kept), sum(n for pk, n in rows if pk not in keep)
 
 
-def _longest_look_back_days() -> float:
-    """The longest look-back (days) an evaluation may use now: the patients' current plans', and
-    the failing-evaluation path's own (therapy.evaluation.SAFETY_LOOK_BACK_DAYS)."""
+def _longest_look_back_days(*, current: bool) -> float:
+    """The longest look-back (days) of the patients' current plans (the evaluations to come), or of
+    every plan version there has been (the suggestions made so far), and at least the
+    failing-evaluation path's own (therapy.evaluation.SAFETY_LOOK_BACK_DAYS)."""
     from therapy.evaluation import SAFETY_LOOK_BACK_DAYS
     from therapy.models import PlanVersion
 
-    latest = PlanVersion.objects.filter(patient_id=OuterRef("patient_id")).order_by("-version").values("pk")[:1]
-    longest = PlanVersion.objects.filter(pk=Subquery(latest)).aggregate(days=Max("look_back_days"))["days"]
+    versions = PlanVersion.objects.all()
+    if current:
+        latest = PlanVersion.objects.filter(patient_id=OuterRef("patient_id")).order_by("-version").values("pk")[:1]
+        versions = versions.filter(pk=Subquery(latest))
+    longest = versions.aggregate(days=Max("look_back_days"))["days"]
     return max(SAFETY_LOOK_BACK_DAYS, longest or 0.0)
 
 

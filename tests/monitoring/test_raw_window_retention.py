@@ -5,6 +5,7 @@ import datetime as dt
 import threading
 
 import pytest
+import time_machine
 from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -69,7 +70,7 @@ def test_old_finished_windows_lose_their_raw_bytes_and_keep_everything_else(clin
     failed = window_at(clinic, days_ago=42, status=WindowStatus.FAILED)
     analyses, estimates = WindowAnalysis.objects.count(), list(BPEstimate.objects.values())
 
-    result = purge(batch_size=2)
+    result = purge(batch_size=2, page_size=2)
 
     assert (result.purged, result.kept_for_decision, result.bytes_freed) == (3, 0, 3 * len(BLOB))
     assert result.cutoff == NOW - dt.timedelta(days=RETENTION_DAYS) and result.complete
@@ -86,10 +87,11 @@ def test_the_windows_a_suggestion_rests_on_keep_their_raw_signal(clinic, plan):
     whole; an older window of the same patient that no suggestion names does not."""
     plan(auto_step_up=True, max_auto_rung=3)
     then = NOW - dt.timedelta(days=31)
-    evidence = estimated_windows(clinic, week_of(148, 92), now=then)
-    suggestion = patient_therapy_evaluate(patient_id=clinic["patient"].pk, now=then)
+    with time_machine.travel(then):  # uploaded, estimated and evaluated then
+        evidence = estimated_windows(clinic, week_of(148, 92), now=then)
+        suggestion = patient_therapy_evaluate(patient_id=clinic["patient"].pk, now=then)
+        unused = estimated_windows(clinic, [(24 * 20, 140, 88)], now=then)[0]
     assert suggestion.kind == SuggestionKind.STEP_UP and len(suggestion.estimate_ids) == len(evidence) == 14
-    unused = estimated_windows(clinic, [(24 * 20, 140, 88)], now=then)[0]
 
     result = purge()
 
@@ -103,16 +105,40 @@ def test_the_windows_a_suggestion_rests_on_keep_their_raw_signal(clinic, plan):
 
 def test_a_window_named_only_by_an_escalation_source_is_kept(clinic, plan):
     current = plan()
-    window = estimated_windows(clinic, [(24 * 40, 190, 125)])[0]
+    then = NOW - dt.timedelta(days=40)
+    with time_machine.travel(then):
+        window = estimated_windows(clinic, [(1, 190, 125)], now=then)[0]
     estimate = BPEstimate.objects.get(window=window)
-    Suggestion.objects.create(
-        patient=clinic["patient"], plan_version=current, kind=SuggestionKind.ESCALATE, from_rung=0, to_rung=0,
-        from_regimen="-", to_regimen="-", evidence={"source": "none"}, estimate_ids=[], policy_version="test",
-        auto_release=False, urgent=True, status=SuggestionStatus.REJECTED,
-        escalations=[{"kind": "crisis", "reason": "crisis", "seek_care": True,
-                      "sources": [f"cuff:{estimate.pk + 1000}", f"estimate:{estimate.pk}"]}])
+    with time_machine.travel(then + dt.timedelta(minutes=5)):
+        Suggestion.objects.create(
+            patient=clinic["patient"], plan_version=current, kind=SuggestionKind.ESCALATE, from_rung=0, to_rung=0,
+            from_regimen="-", to_regimen="-", evidence={"source": "none"}, estimate_ids=[], policy_version="test",
+            auto_release=False, urgent=True, status=SuggestionStatus.REJECTED,
+            escalations=[{"kind": "crisis", "reason": "crisis", "seek_care": True,
+                          "sources": [f"cuff:{estimate.pk + 1000}", f"estimate:{estimate.pk}"]}])
 
     assert (purge().purged, SignalWindow.objects.get(pk=window.pk).raw_kept_at) == (0, NOW)
+
+
+def test_only_the_suggestions_that_could_rest_on_the_windows_are_read(clinic, plan, monkeypatch):
+    """Windows recorded and received 40 days ago: a suggestion made before they arrived, or later
+    than their time + the longest look-back (7 days) + a day, cannot rest on them and is not read."""
+    current = plan()
+    then = NOW - dt.timedelta(days=40)
+    with time_machine.travel(then):
+        estimated_windows(clinic, [(1, 150, 95)], now=then)
+    for days, marker in ((-2, 1), (2, 2), (9, 3)):
+        with time_machine.travel(then + dt.timedelta(days=days)):
+            Suggestion.objects.create(
+                patient=clinic["patient"], plan_version=current, kind=SuggestionKind.STEP_UP, from_rung=0, to_rung=1,
+                from_regimen="-", to_regimen="-", evidence={}, estimate_ids=[-marker], policy_version="test",
+                auto_release=False, status=SuggestionStatus.REJECTED)
+    read = []
+    real = retention.referenced_estimate_ids
+    monkeypatch.setattr(retention, "referenced_estimate_ids", lambda ids, escalations: read.append(ids) or real(ids, escalations))
+
+    assert purge().purged == 1
+    assert read == [[-2]]
 
 
 def test_young_windows_and_windows_not_finished_keep_their_raw_signal(clinic):
@@ -142,7 +168,7 @@ def test_the_cut_off_goes_back_when_a_current_plan_looks_back_further_than_the_r
 def test_a_second_run_changes_nothing_and_each_run_writes_one_audit_row_with_its_counts(clinic):
     for days_ago in (40, 41, 42):
         window_at(clinic, days_ago=days_ago)
-    first = purge(batch_size=1)
+    first = purge(batch_size=1, page_size=2)
     assert first.purged == 3
 
     second = purge(now=NOW + dt.timedelta(minutes=1))
@@ -237,6 +263,12 @@ def test_a_run_stops_at_its_window_limit_and_the_next_one_goes_on(clinic):
     # Oldest first.
     assert {w.pk for w in windows[2:]} == set(SignalWindow.objects.filter(raw=b"").values_list("pk", flat=True))
     assert purge(max_windows=3).purged == 2
+
+
+def test_a_run_out_of_time_starts_no_batch_and_leaves_the_rest_to_the_next(clinic):
+    window = window_at(clinic, days_ago=40)
+    assert (purge(max_seconds=0).purged, purge(max_seconds=0).complete) == (0, False)
+    assert purge(max_seconds=60).purged == 1 and SignalWindow.objects.get(pk=window.pk).raw_purged_at == NOW
 
 
 @pytest.mark.postgres
