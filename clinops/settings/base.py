@@ -232,6 +232,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(seconds=60),
         "options": {"expires": 55},
     },
+    # Raw-window retention: hourly, so each run has about an hour of windows to purge.
+    "purge-raw-windows": {
+        "task": "monitoring.tasks.purge_raw_windows",
+        "schedule": timedelta(hours=1),
+        "options": {"expires": 3000},
+    },
     "sweep-unprocessed-windows": {
         "task": "monitoring.tasks.sweep_unprocessed_windows",
         "schedule": timedelta(minutes=1),
@@ -264,6 +270,13 @@ CELERY_BEAT_SCHEDULE = {
 # that matter (a cuff reading, a symptom report, a plan change); a crisis- or low-level estimate is
 # checked at once, whatever this says.
 THERAPY_EVALUATION_INTERVAL_S = env_int("THERAPY_EVALUATION_INTERVAL_S", 86_400)
+# Raw ECG+PPG windows (~31 KiB each, ~9.75 MiB per patient per day) keep their signal this many days;
+# then monitoring.tasks.purge_raw_windows drops the bytes (~550 KiB per patient per day stay: rows,
+# SHA-256, analyses, estimates), except for the windows a suggestion rests on, kept for good
+# (monitoring/retention.py); a plan looking back further moves the cut-off back with it.
+RAW_WINDOW_RETENTION_DAYS = env_int("RAW_WINDOW_RETENTION_DAYS", 30)
+if RAW_WINDOW_RETENTION_DAYS < 1:
+    raise ImproperlyConfigured("RAW_WINDOW_RETENTION_DAYS must be at least 1 (days).")
 
 
 # --- Django REST framework ------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from tests.factories import make_clinician, make_device, make_patient, make_team
 from tests.monitoring.conftest import make_payload, real_windows  # noqa: F401 - fixtures
 from tests.monitoring.test_bp_registry import register
 
-# fresh_cache: a debounce key left by an earlier test for a reused patient id would hold the evaluation back.
+# fresh_cache: an evaluation mark left by an earlier test for a reused patient id would hold an evaluation back.
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_cache")]
 
 
@@ -59,7 +59,10 @@ def test_reordered_repeated_and_late_uploads_count_once_in_device_time_order(cel
     for estimate in estimates.select_related("window"):
         assert estimate.recorded_at == estimate.window.recorded_at == recorded[estimate.window.sequence]
 
-    # The debounced evaluation after the last estimate sees each window once, in device time.
+    # The patient's next (daily) evaluation sees each window once, in device time.
+    from therapy.tasks import evaluate_patient
+
+    evaluate_patient.delay(patient.pk)
     held = wait_for(lambda: LatestEvaluation.objects.filter(patient=patient, evidence__n_estimates=usable).first(),
                     timeout_s=60)
     in_device_order = [recorded[s] for s in sorted(estimates.values_list("window__sequence", flat=True))]
