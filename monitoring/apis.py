@@ -14,10 +14,9 @@ from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 from redis.exceptions import RedisError
 
-from clinops.parsers import refuse_lone_surrogates
 from clinops.permissions import DeviceAPIKeyAuthentication, DevicePrincipal, IsDevice
 from monitoring import selectors, services
-from monitoring.parsers import DeviceJSONParser, PayloadTooLarge
+from monitoring.parsers import DeviceJSONParser, PayloadTooLarge, refuse_lone_surrogates_fast
 from monitoring.selectors import windows_visible_to
 from monitoring.models import Arm, CuffReading, CuffSource, Position
 from monitoring.serializers import AwareDateTimeField, BatchInput, WindowAccepted, WindowInput, WindowOutput
@@ -25,6 +24,9 @@ from patients.models import Device, DeviceKind, Role
 from patients.selectors import patients_visible_to
 
 log = structlog.get_logger(__name__)
+
+# Stands for a window's id in its status URL, reversed once per request (DeviceUploadApi._answerer).
+_PLACEHOLDER_ID = 918273645546372819
 
 
 class DeviceUploadThrottle(SimpleRateThrottle):
@@ -62,12 +64,28 @@ class DeviceUploadApi(APIView):
             raise PayloadTooLarge(f"The request body exceeds {settings.WINDOW_UPLOAD_MAX_BYTES} bytes.")
 
     def _accepted(self, request: Request, window) -> dict:
-        return {
-            "id": window.pk,
-            "idempotency_key": f"{request.user.device.serial}:{window.sequence}",
-            "status": window.status,
-            "status_url": request.build_absolute_uri(reverse("monitoring:window-detail", args=[window.pk])),
-        }
+        return self._answerer(request)(window)
+
+    @staticmethod
+    def _answerer(request: Request):
+        """window -> the answer for it. What every window of the request shares is worked out once:
+        reverse() and build_absolute_uri() (which checks the Host header against ALLOWED_HOSTS)
+        per window were 0.03 ms of CPU each in a batch. The URL is the reversed one with the id put
+        in place of a placeholder id (the route's <int:window_id> is the id's decimal digits)."""
+        serial = request.user.device.serial
+        placeholder = str(_PLACEHOLDER_ID)
+        url = request.build_absolute_uri(reverse("monitoring:window-detail", args=[_PLACEHOLDER_ID]))
+        before, _, after = url.rpartition(placeholder)
+
+        def answer(window) -> dict:
+            return {
+                "id": window.pk,
+                "idempotency_key": f"{serial}:{window.sequence}",
+                "status": window.status,
+                "status_url": f"{before}{window.pk}{after}",
+            }
+
+        return answer
 
     @staticmethod
     def _validated(device, payload, checker: WindowInput | None = None) -> services.WindowUpload:
@@ -76,7 +94,7 @@ class DeviceUploadApi(APIView):
         reuses its child (building a serializer deep-copies its fields: ~0.2 ms a window)."""
         if not isinstance(payload, dict):
             raise serializers.ValidationError({"non_field_errors": ["A window must be a JSON object."]})
-        refuse_lone_surrogates(payload)
+        refuse_lone_surrogates_fast(payload)
         if checker is None:
             upload = WindowInput(data=payload, context={"device": device})
             upload.is_valid(raise_exception=True)
@@ -144,10 +162,11 @@ class WindowBatchUploadApi(DeviceUploadApi):
                 results.append({"index": index, "result": "rejected", "errors": exc.detail})
         if valid:
             received = services.windows_receive(device=device, uploads=[upload for _, upload in valid])
+            answer = self._answerer(request)
             for (index, _), (window, created) in zip(valid, received, strict=True):
                 outcome = "accepted" if created else "duplicate"
                 counts[outcome] += 1
-                results[index] = {"index": index, "result": outcome, **self._accepted(request, window)}
+                results[index] = {"index": index, "result": outcome, **answer(window)}
         return Response({"accepted": counts["accepted"], "duplicates": counts["duplicate"],
                          "rejected": counts["rejected"], "results": results})
 
