@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import io
 import re
+import struct
+import time
 import zipfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,9 +105,50 @@ def pack_window(channels: dict[str, Channel]) -> bytes:
     for name, channel in channels.items():
         arrays[f"{name}_raw"] = channel.raw
         arrays[f"{name}_meta"] = np.array([channel.fs, channel.scale, channel.offset], dtype=np.float64)
+    if all(a.ndim == 1 and a.dtype.str in _PLAIN_DTYPES for a in arrays.values()):
+        return _plain_npz(arrays)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return buffer.getvalue()
+
+
+_PLAIN_DTYPES = frozenset({"<i2", "<f4", "<f8"})
+
+
+@functools.lru_cache(maxsize=256)
+def _npy_header(descr: str, length: int) -> bytes:
+    """The .npy (format 1.0) header numpy writes for a 1-D array of this dtype and length, made by
+    numpy itself (so the bytes are np.save's), once per (dtype, length)."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buffer, {"descr": descr, "fortran_order": False, "shape": (length,)})
+    return buffer.getvalue()
+
+
+def _plain_npz(arrays: dict[str, np.ndarray]) -> bytes:
+    """What np.savez writes for 1-D arrays (a zip of stored, not deflated, .npy members; the same
+    .npy bytes, np.load and _plain_arrays read it alike), written directly: np.savez streams each
+    member through zipfile with Zip64 headers, 0.075 ms of CPU per window, a quarter of that so.
+    A window is far below the 4 GiB that would need Zip64 (at most 120 s x 1000 Hz x 4 bytes)."""
+    now = time.localtime()
+    dos_time = (now.tm_hour << 11) | (now.tm_min << 5) | (now.tm_sec // 2)
+    dos_date = ((now.tm_year - 1980) << 9) | (now.tm_mon << 5) | now.tm_mday
+    parts: list[bytes] = []
+    central: list[bytes] = []
+    offset = 0
+    for key, array in arrays.items():
+        data = _npy_header(array.dtype.str, len(array)) + array.tobytes()
+        name = f"{key}.npy".encode("ascii")
+        crc, size = zlib.crc32(data), len(data)
+        local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, zipfile.ZIP_STORED, dos_time, dos_date, crc, size, size,
+                            len(name), 0) + name
+        central.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, zipfile.ZIP_STORED, dos_time, dos_date,
+                                   crc, size, size, len(name), 0, 0, 0, 0, 0o600 << 16, offset) + name)
+        parts += (local, data)
+        offset += len(local) + size
+    directory = b"".join(central)
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(central), len(central), len(directory), offset, 0)
+    return b"".join(parts) + directory + end
 
 
 # The header pack_window's np.savez writes for a 1-D little-endian int16/float32/float64 array.
