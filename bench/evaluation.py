@@ -1,8 +1,10 @@
 """Benchmark: the therapy engine's evaluation of one patient, on a real `celery -A clinops worker`
 (prefork, --concurrency 1) against PostgreSQL, and what it adds to every window.
 
-An evaluation reads the plan's whole look-back (7 days by default: 2,016 estimates at one window
-every 5 minutes), proposes a step, routes it and stores the outcome. It runs once a day per
+An evaluation reads the plan's look-back (7 days by default: 2,016 estimates at one window every 5
+minutes) - its whole quiet days as their day totals (monitoring.models.EstimateDayTotals, kept as
+the estimates are stored), the part-days at both ends estimate by estimate - proposes a step, routes
+it and stores the outcome. It runs once a day per
 patient and on events (therapy/tasks.py), not after every window, so a window carries a share of
 it: bench/worker_throughput.py's arithmetic (--evaluation-ms, --evaluations-per-day).
 
@@ -15,6 +17,7 @@ than the round.
 
     .venv/bin/python bench/evaluation.py                       # 20 patients x 5 rounds, 7-day look-back
     .venv/bin/python bench/evaluation.py --look-back-days 14
+    .venv/bin/python bench/evaluation.py --no-day-totals      # every estimate read one by one, as before
 
 Prints the evaluations/s of one worker process, CPU ms per evaluation of the worker and of
 PostgreSQL, and the per-evaluation total for bench/worker_throughput.py's capacity arithmetic
@@ -48,11 +51,14 @@ import datetime as dt, json, random, sys
 import django
 django.setup()
 from django.utils import timezone
+from django.db import transaction
 from monitoring.models import BPEstimate, BPModelVersion, Calibration, SignalWindow, WindowAnalysis, WindowStatus
+from monitoring.services import estimate_day_totals_add
 from patients.models import Device
 from therapy.models import PlanVersion
 
 patients, days, every_s = json.loads(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+day_totals = sys.argv[4] == "1"
 model = BPModelVersion.objects.get(status="active", shadow=False)
 now = timezone.now().replace(microsecond=0)
 rng = random.Random(7)
@@ -75,7 +81,10 @@ for patient_id in patients:
             recorded_at=w.recorded_at, sbp_mmhg=sbp, dbp_mmhg=dbp, sbp_low_mmhg=sbp - 9, sbp_high_mmhg=sbp + 9,
             dbp_low_mmhg=dbp - 6, dbp_high_mmhg=dbp + 6, interval_level=0.9,
             calibration_age_days=(w.recorded_at - calibration.calibrated_at).total_seconds() / 86400, flags=[]))
-    BPEstimate.objects.bulk_create(estimates, batch_size=1000)
+    with transaction.atomic():
+        BPEstimate.objects.bulk_create(estimates, batch_size=1000)
+        if day_totals:  # as the pipeline keeps them (monitoring.services.estimate_day_totals_add)
+            estimate_day_totals_add(estimates)
     # On the regimen for two months: the minimum interval between changes is over, so the engine
     # proposes a step up (and finds it waiting for review), not a hold - the costlier path.
     PlanVersion.objects.filter(patient_id=patient_id).update(created_at=now - dt.timedelta(days=60))
@@ -95,6 +104,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--look-back-days", type=float, default=7.0,
                    help="days of 5-min estimates stored per patient (the default plan looks back 7 days)")
     p.add_argument("--timeout", type=float, default=600.0, help="upper bound of one round, seconds")
+    p.add_argument("--day-totals", default=True, action=argparse.BooleanOptionalAction,
+                   help="keep the estimates' day totals as the pipeline does (--no-day-totals: every estimate read one by one)")
     p.add_argument("--keep", action="store_true", help="keep the worker log (path printed)")
     args = p.parse_args(argv)
     if args.patients < 1 or args.rounds < 2 or not 0 < args.look_back_days <= 28:
@@ -133,7 +144,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     stop_on_signals()
     print(f"bench/evaluation: {args.patients} patients x {args.rounds} evaluations, {args.look_back_days:g} days of "
-          f"5-min estimates each; celery worker --concurrency 1; {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; "
+          f"5-min estimates each, {'with' if args.day_totals else 'WITHOUT'} day totals; celery worker --concurrency 1; {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; "
           f"load average {load_average()}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="clinops-bench-evaluation-"))
     redis_proc = worker = None
@@ -147,7 +158,7 @@ def main(argv=None) -> int:
             calibrated_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(days=args.look_back_days + 1)
             clinic = clinic_create(env=env, tag="eval", patients=args.patients, plan=True, calibrated_at=calibrated_at)
             out = run_checked([PYTHON, "-c", HISTORY_SCRIPT, json.dumps(clinic.patients), str(args.look_back_days),
-                               str(WINDOW_EVERY_S)], env=env, what="history", timeout=1800)
+                               str(WINDOW_EVERY_S), "1" if args.day_totals else "0"], env=env, what="history", timeout=1800)
             per_patient = json.loads(next(line[10:] for line in out.splitlines() if line.startswith("ESTIMATES=")))
             print(f"bench/evaluation: {len(clinic.patients)} patients with plans, {per_patient} estimates each "
                   f"({time.monotonic() - t0:.0f} s; model {clinic.model})", flush=True)

@@ -284,6 +284,41 @@ class BPEstimate(models.Model):
         return not self.shadow and not self.flags
 
 
+class EstimateDayTotals(models.Model):
+    """Running totals of a patient's live estimates of one model version on one UTC day, added to in
+    the transaction that stores the estimates (monitoring.services.estimate_day_totals_add), so that
+    an evaluation reads a week as seven rows (therapy.domain.EstimateDay) instead of ~2,016
+    estimates. Only days without a crisis- or low-level estimate are ever read as totals."""
+
+    patient = models.ForeignKey("patients.Patient", on_delete=models.CASCADE, related_name="estimate_days")
+    model_version = models.ForeignKey(BPModelVersion, on_delete=models.PROTECT, related_name="estimate_days")
+    day = models.DateField(help_text="UTC day of the estimates' recording times.")
+    n = models.PositiveIntegerField()
+    sum_sbp_mmhg = models.FloatField()
+    sum_dbp_mmhg = models.FloatField()
+    sum_sq_sbp_mmhg2 = models.FloatField()
+    sum_sq_dbp_mmhg2 = models.FloatField()
+    min_sbp_mmhg = models.FloatField()
+    max_sbp_mmhg = models.FloatField()
+    min_dbp_mmhg = models.FloatField()
+    max_dbp_mmhg = models.FloatField()
+    sum_sbp_halfwidth_mmhg = models.FloatField()
+    sum_dbp_halfwidth_mmhg = models.FloatField()
+    min_interval_level = models.FloatField()
+    n_flagged = models.PositiveIntegerField()
+    flags = models.JSONField(default=list, help_text="Every distinct flag of the day's estimates.")
+    first_at = models.DateTimeField()
+    last_at = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["patient", "day", "model_version"], name="estimate_day_totals_unique")]
+        verbose_name_plural = "estimate day totals"
+
+    def __str__(self) -> str:
+        return f"patient {self.patient_id} {self.day}: {self.n} estimates"
+
+
 class ReportKind(models.TextChoices):
     ACCURACY = "accuracy", "Accuracy in production"
     DRIFT = "drift", "Data drift"

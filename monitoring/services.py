@@ -18,7 +18,7 @@ from clinops.errors import ApplicationError
 from clinops.tasks import enqueue_on_commit
 from monitoring import bp, registry, selectors, signals
 from monitoring.encoding import Channel, pack_window, sha256_hex, unpack_window
-from monitoring.models import (AgreementPair, BPEstimate, BPModelVersion, Calibration, CuffReading, ModelStatus,
+from monitoring.models import (AgreementPair, BPEstimate, BPModelVersion, Calibration, CuffReading, EstimateDayTotals, ModelStatus,
                                SignalWindow, WindowAnalysis, WindowStatus)
 from patients.models import Device
 
@@ -187,7 +187,8 @@ def windows_process(*, window_ids: Sequence[int]) -> dict[int, WindowAnalysis]:
     analysed = WindowAnalysis.objects.filter(window_id=OuterRef("pk"), pipeline_version=signals.PIPELINE_VERSION)
     windows = {
         w.pk: w for w in SignalWindow.objects.filter(pk__in=sorted(set(window_ids)))
-        .only("id", "raw", "raw_sha256", "raw_purged_at", "status", "patient_id", "recorded_at")
+        # received_at: the upload-to-estimate latency metric reads it without another query.
+        .only("id", "raw", "raw_sha256", "raw_purged_at", "status", "patient_id", "recorded_at", "received_at")
         .annotate(analysed=Exists(analysed))
     }
     found: dict[int, WindowAnalysis] = {}
@@ -527,7 +528,7 @@ def windows_estimate(*, window_ids: Sequence[int], analyses: dict[int, WindowAna
         for analysis in (
             WindowAnalysis.objects.select_related("window")
             .only("id", "window_id", "pipeline_version", "usable", "features",
-                  "window__id", "window__patient_id", "window__recorded_at", "window__status")
+                  "window__id", "window__patient_id", "window__recorded_at", "window__status", "window__received_at")
             .filter(window_id__in=missing, window__status=WindowStatus.PROCESSED,
                     pipeline_version=signals.PIPELINE_VERSION, usable=True)
         ):
@@ -605,6 +606,7 @@ def windows_estimate(*, window_ids: Sequence[int], analyses: dict[int, WindowAna
         try:
             with transaction.atomic():
                 BPEstimate.objects.bulk_create([e for _, e in pending])
+                estimate_day_totals_add([e for _, e in pending])
         except IntegrityError:  # a concurrent run made some of them first: one by one, the first stands
             for position, estimate in pending:
                 out[estimate.window_id][position] = _estimate_store(estimate)
@@ -618,11 +620,77 @@ def windows_estimate(*, window_ids: Sequence[int], analyses: dict[int, WindowAna
 
 def _estimate_store(estimate: BPEstimate) -> BPEstimate:
     try:
-        _insert(estimate)
+        with transaction.atomic():
+            _insert(estimate)
+            estimate_day_totals_add([estimate])
         return estimate
     except IntegrityError:
         return BPEstimate.objects.filter(window_id=estimate.window_id, model_version_id=estimate.model_version_id).first() \
             or BPEstimate.objects.get(window_id=estimate.window_id, shadow=False)
+
+
+def estimate_day_totals_add(estimates: Sequence[BPEstimate]) -> None:
+    """Add newly stored live estimates to their patient's day totals (EstimateDayTotals), in the
+    caller's transaction, so the totals hold exactly the estimates that were stored. Shadow-model
+    estimates never feed therapy and are not counted. Each (patient, UTC day, model version) row is
+    locked while it is added to, in one order, so that two workers adding to it do not lose a sum."""
+    groups: dict[tuple[int, dt.date, int], list[BPEstimate]] = {}
+    for estimate in estimates:
+        if not estimate.shadow:
+            day = estimate.recorded_at.astimezone(dt.timezone.utc).date()
+            groups.setdefault((estimate.patient_id, day, estimate.model_version_id), []).append(estimate)
+    with transaction.atomic(savepoint=False):  # the caller's transaction, or one of its own
+        for (patient_id, day, version_id), rows in sorted(groups.items()):
+            _day_totals_add(patient_id, day, version_id, rows)
+
+
+def _day_totals_add(patient_id: int, day: dt.date, version_id: int, rows: list[BPEstimate]) -> None:
+    key = {"patient_id": patient_id, "day": day, "model_version_id": version_id}
+    totals = EstimateDayTotals.objects.select_for_update().filter(**key).first()
+    if totals is None:
+        try:
+            with transaction.atomic():
+                _day_totals_of(key, rows).save(force_insert=True)
+            return
+        except IntegrityError:  # another worker started the day first: add to its row
+            totals = EstimateDayTotals.objects.select_for_update().get(**key)
+    _day_totals_extend(totals, rows)
+    totals.save()
+
+
+def _day_totals_of(key: dict, rows: list[BPEstimate]) -> EstimateDayTotals:
+    first = rows[0]
+    totals = EstimateDayTotals(
+        **key, n=0, sum_sbp_mmhg=0.0, sum_dbp_mmhg=0.0, sum_sq_sbp_mmhg2=0.0, sum_sq_dbp_mmhg2=0.0,
+        min_sbp_mmhg=first.sbp_mmhg, max_sbp_mmhg=first.sbp_mmhg, min_dbp_mmhg=first.dbp_mmhg,
+        max_dbp_mmhg=first.dbp_mmhg, sum_sbp_halfwidth_mmhg=0.0, sum_dbp_halfwidth_mmhg=0.0,
+        min_interval_level=first.interval_level, n_flagged=0, flags=[], first_at=first.recorded_at,
+        last_at=first.recorded_at)
+    _day_totals_extend(totals, rows)
+    return totals
+
+
+def _day_totals_extend(totals: EstimateDayTotals, rows: list[BPEstimate]) -> None:
+    for e in rows:
+        totals.n += 1
+        totals.sum_sbp_mmhg += e.sbp_mmhg
+        totals.sum_dbp_mmhg += e.dbp_mmhg
+        totals.sum_sq_sbp_mmhg2 += e.sbp_mmhg * e.sbp_mmhg
+        totals.sum_sq_dbp_mmhg2 += e.dbp_mmhg * e.dbp_mmhg
+        # Comparisons written so that a value that is not a number replaces the extreme (and the
+        # sums carry it too): the day then fails its check when read, instead of hiding it.
+        totals.min_sbp_mmhg = e.sbp_mmhg if not e.sbp_mmhg >= totals.min_sbp_mmhg else totals.min_sbp_mmhg
+        totals.max_sbp_mmhg = e.sbp_mmhg if not e.sbp_mmhg <= totals.max_sbp_mmhg else totals.max_sbp_mmhg
+        totals.min_dbp_mmhg = e.dbp_mmhg if not e.dbp_mmhg >= totals.min_dbp_mmhg else totals.min_dbp_mmhg
+        totals.max_dbp_mmhg = e.dbp_mmhg if not e.dbp_mmhg <= totals.max_dbp_mmhg else totals.max_dbp_mmhg
+        totals.sum_sbp_halfwidth_mmhg += (e.sbp_high_mmhg - e.sbp_low_mmhg) / 2
+        totals.sum_dbp_halfwidth_mmhg += (e.dbp_high_mmhg - e.dbp_low_mmhg) / 2
+        totals.min_interval_level = min(totals.min_interval_level, e.interval_level)
+        if e.flags:
+            totals.n_flagged += 1
+            totals.flags = [*totals.flags, *(f for f in e.flags if f not in totals.flags)]
+        totals.first_at = min(totals.first_at, e.recorded_at)
+        totals.last_at = max(totals.last_at, e.recorded_at)
 
 
 def calibrations_touching(*, windows: list[SignalWindow]) -> list[Calibration]:

@@ -291,6 +291,59 @@ class EstimateEvidence:
                    sbp_halfwidth_mmhg=0.0, dbp_halfwidth_mmhg=0.0, cuff_reading_id=reading.reading_id or -1)
 
 
+@dataclass(frozen=True)
+class EstimateDay:
+    """A patient's live estimates of one UTC day, summed as they arrived (monitoring keeps one per
+    patient, day and model version): enough for the look-back's mean, its spread and its interval
+    without reading each estimate again. Only a day with no crisis- or low-level estimate is ever
+    passed as a sum; a day with one is read estimate by estimate, so the escalation checks see it.
+
+    sum_*_mmhg / sum_sq_*_mmhg2: sums of the estimates' SBP/DBP (mmHg) and of their squares (mmHg^2);
+    sum_*_halfwidth_mmhg: sums of the estimates' own interval half-widths (mmHg); first_at/last_at:
+    the earliest and latest estimate's time; flags: every distinct flag of the day's estimates."""
+
+    day: dt.date
+    n: int
+    sum_sbp_mmhg: float
+    sum_dbp_mmhg: float
+    sum_sq_sbp_mmhg2: float
+    sum_sq_dbp_mmhg2: float
+    min_sbp_mmhg: float
+    max_sbp_mmhg: float
+    min_dbp_mmhg: float
+    max_dbp_mmhg: float
+    sum_sbp_halfwidth_mmhg: float
+    sum_dbp_halfwidth_mmhg: float
+    min_interval_level: float
+    n_flagged: int
+    flags: tuple[str, ...]
+    first_at: dt.datetime
+    last_at: dt.datetime
+    model_version: str = ""
+
+    def __post_init__(self) -> None:
+        # Fails closed: a sum that is not a finite number makes the evaluation fail (an urgent item).
+        values = (self.sum_sbp_mmhg, self.sum_dbp_mmhg, self.sum_sq_sbp_mmhg2, self.sum_sq_dbp_mmhg2,
+                  self.min_sbp_mmhg, self.max_sbp_mmhg, self.min_dbp_mmhg, self.max_dbp_mmhg,
+                  self.sum_sbp_halfwidth_mmhg, self.sum_dbp_halfwidth_mmhg, self.min_interval_level)
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+            raise ValueError(f"the estimates of {self.day} do not sum to finite mmHg values")
+        if self.n < 1 or not 0 <= self.n_flagged <= self.n:
+            raise ValueError(f"a day of estimates counts at least one estimate ({self.day}: {self.n})")
+        if self.first_at.tzinfo is None or self.last_at.tzinfo is None or self.first_at > self.last_at:
+            raise ValueError("a day's first and last estimate times are timezone-aware and in order")
+        if not 0.0 < self.min_interval_level < 1.0:
+            raise ValueError("the interval level is a fraction, e.g. 0.9 for 90 %")
+
+    def sd_mmhg(self, target: str) -> float | None:
+        """Sample standard deviation (mmHg) of the day's SBP or DBP estimates; None below 2."""
+        if self.n < 2:
+            return None
+        total, squares = ((self.sum_sbp_mmhg, self.sum_sq_sbp_mmhg2) if target == "sbp"
+                          else (self.sum_dbp_mmhg, self.sum_sq_dbp_mmhg2))
+        return math.sqrt(max(0.0, (squares - total * total / self.n) / (self.n - 1)))
+
+
 class Symptom(str, enum.Enum):
     CHEST_PAIN = "chest pain"
     FAINTING = "fainting"
@@ -393,7 +446,8 @@ class EvidenceSummary:
     else the wearable's estimates of the look-back, else none); mean_*_mmhg: the deciding mean (None
     without data); mean_*_halfwidth_mmhg: the interval half-width OF THAT MEAN (mmHg);
     interval_level: its level (0.9 = 90 %); n_estimates, n_distinct_days, days_covered, first_at,
-    last_at, flags, estimate_ids: the wearable's estimates in the look-back; wearable_mean_*: their
+    last_at, flags: the wearable's estimates in the look-back; estimate_ids: those read one by one,
+    summed_days: the days taken as sums (EstimateDay), whose ids are not listed; wearable_mean_*: their
     mean; cuff_series: the home series with its counts; agreement: the wearable's agreement with
     the patient's cuff; usable_window_share: 0..1 or None if unknown; sufficient: the deciding
     source holds the plan's data rule (a complete series, or >= 12 estimates on >= 4 days)."""
@@ -414,6 +468,7 @@ class EvidenceSummary:
     estimate_ids: tuple[int, ...]
     sufficient: bool
     source: str = "wearable estimates"
+    summed_days: tuple[dt.date, ...] = ()
     cuff_series: CuffSeries | None = None
     wearable_mean_sbp_mmhg: float | None = None
     wearable_mean_dbp_mmhg: float | None = None

@@ -14,12 +14,12 @@ from clinops.audit import SYSTEM, audit_record
 from monitoring.model_health import autonomy_suspensions_in_force
 from monitoring.bp_mean_interval import MeanErrorModel
 from monitoring.bp_mean_interval import from_metrics as mean_error_model_of
-from monitoring.models import (AlertSeverity, BPEstimate, BPModelVersion, Calibration, OperatorAlert, SignalWindow,
-                               WindowStatus)
+from monitoring.models import (AlertSeverity, BPEstimate, BPModelVersion, Calibration, EstimateDayTotals, OperatorAlert,
+                               SignalWindow, WindowStatus)
 from patients.models import Patient
 from therapy import plans
-from therapy.domain import Escalation, EscalationKind, EstimateEvidence, PatientState, ProposalKind
-from therapy.escalation import check_escalation
+from therapy.domain import Escalation, EscalationKind, EstimateDay, EstimateEvidence, PatientState, ProposalKind
+from therapy.escalation import CRISIS_DBP_MMHG, CRISIS_SBP_MMHG, LOW_SBP_MMHG, check_escalation
 from therapy.evidence import CLOCK_TOLERANCE
 from therapy.models import Alert, LatestEvaluation, PlanVersion, Suggestion, SuggestionKind, SuggestionStatus
 from therapy.routing import route
@@ -36,17 +36,62 @@ POLICY_VERSION = "therapy-policy-4"
 DECIDED = (SuggestionStatus.APPROVED, SuggestionStatus.MODIFIED, SuggestionStatus.REJECTED, SuggestionStatus.ACKNOWLEDGED)
 
 
-def _evidence(patient: Patient, plan: PlanVersion, now: dt.datetime) -> tuple[list[EstimateEvidence], list[str]]:
-    # Up to a few minutes ahead: a device clock running fast must not hide a crisis from the checks.
-    return _estimates_between(patient, now - dt.timedelta(days=plan.look_back_days), now + CLOCK_TOLERANCE)
+def _utc_midnight(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
 
 
-def _estimates_between(patient: Patient, since: dt.datetime, now: dt.datetime) -> tuple[list[EstimateEvidence], list[str]]:
-    """The patient's live estimates recorded in [since, now], as evidence, and their model versions."""
+def _quiet_days(patient: Patient, start: dt.datetime, now: dt.datetime) -> tuple[list[EstimateDay], list[str]]:
+    """The whole UTC days strictly inside (start, now) whose day totals hold no crisis- or low-level
+    estimate, as EstimateDay, and their model versions. Every other estimate of the look-back (the
+    part-days at both ends, a day with an alarming reading, a day without totals) is read one by one."""
+    first, last = start.astimezone(dt.timezone.utc).date() + dt.timedelta(days=1), now.astimezone(dt.timezone.utc).date()
+    rows = list(EstimateDayTotals.objects.filter(patient=patient, day__gte=first, day__lt=last).values(
+        "day", "n", "sum_sbp_mmhg", "sum_dbp_mmhg", "sum_sq_sbp_mmhg2", "sum_sq_dbp_mmhg2", "min_sbp_mmhg",
+        "max_sbp_mmhg", "min_dbp_mmhg", "max_dbp_mmhg", "sum_sbp_halfwidth_mmhg", "sum_dbp_halfwidth_mmhg",
+        "min_interval_level", "n_flagged", "flags", "first_at", "last_at", "model_version__version"))
+    # Written as "not quiet" so a value that is not a number makes its day read one by one.
+    loud = {r["day"] for r in rows if not (r["min_sbp_mmhg"] >= LOW_SBP_MMHG and r["max_sbp_mmhg"] < CRISIS_SBP_MMHG
+                                          and r["max_dbp_mmhg"] < CRISIS_DBP_MMHG)}
+    days = [_estimate_day(r) for r in rows if r["day"] not in loud]
+    return days, sorted({d.model_version for d in days})
+
+
+def _estimate_day(row: dict) -> EstimateDay:
+    values = {k: v for k, v in row.items() if k not in ("flags", "model_version__version")}
+    return EstimateDay(**values, flags=tuple(row["flags"] or ()), model_version=row["model_version__version"])
+
+
+def _evidence(patient: Patient, plan: PlanVersion, now: dt.datetime
+              ) -> tuple[list[EstimateEvidence], list[EstimateDay], list[str]]:
+    """The look-back's live estimates: whole quiet days as their totals, the rest one by one (up to
+    a few minutes ahead of `now`: a device clock running fast must not hide a crisis from the
+    checks); and the model versions of them all."""
+    start = now - dt.timedelta(days=plan.look_back_days)
+    days, day_versions = _quiet_days(patient, start, now)
+    summed = Q()
+    for day in {d.day for d in days}:
+        summed |= Q(recorded_at__gte=_utc_midnight(day), recorded_at__lt=_utc_midnight(day + dt.timedelta(days=1)))
+    evidence, versions = _estimates_between(patient, start, now + CLOCK_TOLERANCE, excluding=summed, after=True)
+    return evidence, days, sorted({*versions, *day_versions})
+
+
+def _estimate_ids_between(patient: Patient, start: dt.datetime, now: dt.datetime) -> list[int]:
+    """Every live estimate of the look-back (start, now], summed or not: what a suggestion rests on."""
+    return list(BPEstimate.objects.filter(patient=patient, shadow=False, recorded_at__gt=start, recorded_at__lte=now)
+                .order_by("recorded_at").values_list("pk", flat=True))
+
+
+def _estimates_between(patient: Patient, since: dt.datetime, now: dt.datetime, *, excluding: Q | None = None,
+                       after: bool = False) -> tuple[list[EstimateEvidence], list[str]]:
+    """The patient's live estimates recorded in [since, now] ((since, now] when `after`), as
+    evidence, and their model versions; none matching `excluding`."""
     # Plain values, not model rows joined to their model version: a version row carries its
     # metrics and artifact, and decoding those once per estimate made every evaluation slow.
-    rows = (BPEstimate.objects.filter(patient=patient, shadow=False, recorded_at__gte=since, recorded_at__lte=now)
-            .order_by("recorded_at")
+    rows = BPEstimate.objects.filter(patient=patient, shadow=False, recorded_at__lte=now,
+                                     **({"recorded_at__gt": since} if after else {"recorded_at__gte": since}))
+    if excluding:
+        rows = rows.exclude(excluding)
+    rows = (rows.order_by("recorded_at")
             .values_list("pk", "recorded_at", "sbp_mmhg", "dbp_mmhg", "sbp_low_mmhg", "sbp_high_mmhg", "dbp_low_mmhg",
                          "dbp_high_mmhg", "interval_level", "flags", "model_version__version"))
     evidence, versions = [], set()
@@ -252,7 +297,7 @@ def _titrate_and_route(*, patient_id: int, now: dt.datetime) -> Suggestion | Non
         plan = plan_current(patient) if patient else None
         if plan is None:
             return None
-        evidence, model_versions = _evidence(patient, plan, now)
+        evidence, estimate_days, model_versions = _evidence(patient, plan, now)
         calibration = Calibration.objects.filter(patient=patient, calibrated_at__lte=now).order_by("-calibrated_at").first()
         handled = _handled_sources(patient)
         symptoms, side_effects = reports_since(patient, now - dt.timedelta(days=plan.look_back_days))
@@ -272,7 +317,8 @@ def _titrate_and_route(*, patient_id: int, now: dt.datetime) -> Suggestion | Non
                              symptoms=tuple(symptoms), side_effects=tuple(side_effects))
         proposal = propose_step(plans.rules_of(plan), plans.ladder_of(plan), state, evidence, now=now,
                                 usable_window_share=_usable_window_share(patient, plan, now), cuff_readings=cuff,
-                                agreement=agreement, error_model=_mean_error_model(model_versions))
+                                agreement=agreement, error_model=_mean_error_model(model_versions),
+                                estimate_days=estimate_days)
         escalations = [e for e in check_escalation([*evidence, *cuff_as_readings], state.symptoms, state.side_effects,
                                                    now=now, look_back_days=plan.look_back_days)
                        if _is_new_episode(e, handled)]
@@ -284,8 +330,10 @@ def _titrate_and_route(*, patient_id: int, now: dt.datetime) -> Suggestion | Non
             adherence=state.adherence_share, exclusions=state.exclusions, escalations=escalations, now=now,
             suspensions=suspended,
         )
-        summary = _jsonable({**dataclasses.asdict(proposal.evidence), "adherence": dataclasses.asdict(adherence),
-                             "adherence_text": adherence.describe(), "calibration_age_days": calibration_age_days})
+        # The ids of the estimates are the suggestion's own field, read in full only for a suggestion.
+        summary = _jsonable({**{k: v for k, v in dataclasses.asdict(proposal.evidence).items() if k != "estimate_ids"},
+                             "adherence": dataclasses.asdict(adherence), "adherence_text": adherence.describe(),
+                             "calibration_age_days": calibration_age_days})
         if proposal.kind is ProposalKind.HOLD and not escalations:
             log.info("therapy.hold", patient_id=patient_id, reasons=list(decision.reasons))
             _record_outcome(patient=patient, plan=plan, now=now, outcome="hold", reasons=list(decision.reasons),
@@ -304,7 +352,7 @@ def _titrate_and_route(*, patient_id: int, now: dt.datetime) -> Suggestion | Non
         suggestion = Suggestion(
             patient=patient, plan_version=plan, kind=kind, from_rung=proposal.from_rung, to_rung=proposal.to_rung,
             from_regimen=proposal.from_regimen, to_regimen=proposal.to_regimen,
-            evidence=summary, estimate_ids=list(proposal.evidence.estimate_ids),
+            evidence=summary, estimate_ids=_estimate_ids_of(proposal.evidence, patient, plan, now),
             model_versions=model_versions, policy_version=POLICY_VERSION,
             auto_release=decision.auto_release and kind != SuggestionKind.ESCALATE,
             routing_reasons=list(decision.reasons), proposal_reasons=list(proposal.reasons),
@@ -323,6 +371,12 @@ def _titrate_and_route(*, patient_id: int, now: dt.datetime) -> Suggestion | Non
         _record_outcome(patient=patient, plan=plan, now=now, outcome=suggestion.status, reasons=list(decision.reasons),
                         evidence=summary, suggestion=suggestion)
         return suggestion
+
+
+def _estimate_ids_of(evidence, patient: Patient, plan: PlanVersion, now: dt.datetime) -> list[int]:
+    if not evidence.summed_days:
+        return list(evidence.estimate_ids)
+    return _estimate_ids_between(patient, now - dt.timedelta(days=plan.look_back_days), now)
 
 
 def _same_question(pending: Suggestion, kind: str, to_rung: int, escalations: list[dict]) -> bool:

@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from statistics import fmean
+from math import fsum
 
 from therapy.domain import (
     HYPOTENSION_SYMPTOMS,
+    EstimateDay,
     EstimateEvidence,
     EvidenceSummary,
     Ladder,
@@ -42,7 +43,7 @@ from therapy.domain import (
     Proposal,
     ProposalKind,
 )
-from therapy.escalation import confirmed_pair, is_low_reading
+from therapy.escalation import CRISIS_DBP_MMHG, CRISIS_SBP_MMHG, LOW_SBP_MMHG, confirmed_pair, is_low_reading
 from therapy.evidence import (
     CLOCK_TOLERANCE,
     INTERVAL_LEVEL,
@@ -62,10 +63,26 @@ def evidence_window(
     return sorted((e for e in estimates if start < e.recorded_at <= now), key=lambda e: e.recorded_at)
 
 
+def days_in_look_back(days: Sequence[EstimateDay], *, now: dt.datetime, look_back_days: float) -> list[EstimateDay]:
+    """The summed days (EstimateDay) of the look-back (days) ending at `now`, oldest first. A day
+    reaching past either end, or holding a crisis- or low-level estimate (which the escalation and
+    low checks must see one by one), must be read estimate by estimate instead: ValueError."""
+    start = now - dt.timedelta(days=look_back_days)
+    outside = [d.day for d in days if not (start < d.first_at and d.last_at <= now)]
+    if outside:
+        raise ValueError(f"summed days reach outside the look-back: {', '.join(map(str, outside))}")
+    alarming = [d.day for d in days if not (d.min_sbp_mmhg >= LOW_SBP_MMHG and d.max_sbp_mmhg < CRISIS_SBP_MMHG
+                                             and d.max_dbp_mmhg < CRISIS_DBP_MMHG)]
+    if alarming:
+        raise ValueError(f"summed days hold crisis- or low-level estimates: {', '.join(map(str, alarming))}")
+    return sorted(days, key=lambda d: d.first_at)
+
+
 def summarise(
     estimates: Sequence[EstimateEvidence], *, rules: PlanRules, usable_window_share: float | None,
     cuff_readings: Sequence[CuffEvidence] = (), now: dt.datetime | None = None,
     agreement: WearableAgreement | None = None, error_model: MeanErrorModel | None = None,
+    days: Sequence[EstimateDay] = (),
 ) -> EvidenceSummary:
     """Aggregate the look-back estimates (already windowed) and the home cuff series ending at
     `now` into the evidence of a proposal, choosing the source that decides: a complete cuff series
@@ -73,19 +90,23 @@ def summarise(
     the wearable is trusted for this patient).
 
     error_model: the active model's mean-interval model (None: unknown, the interval of the mean is
-    taken as the mean of the windows' own half-widths, as if every error were shared)."""
-    n = len(estimates)
-    days = {e.recorded_at.astimezone(dt.timezone.utc).date() for e in estimates}
+    taken as the mean of the windows' own half-widths, as if every error were shared).
+
+    days: whole days of estimates taken as sums (EstimateDay, inside the look-back and not among
+    `estimates`): they count exactly as their estimates would, one by one."""
+    n = len(estimates) + sum(d.n for d in days)
+    distinct_days = {e.recorded_at.astimezone(dt.timezone.utc).date() for e in estimates} | {d.day for d in days}
     flags: list[str] = []
-    for e in estimates:
-        for f in e.flags:
-            if f not in flags:
-                flags.append(f)
-    first = estimates[0].recorded_at if n else None
-    last = estimates[-1].recorded_at if n else None
-    wearable_sbp = fmean(e.sbp_mmhg for e in estimates) if n else None
-    wearable_dbp = fmean(e.dbp_mmhg for e in estimates) if n else None
-    wearable_enough = n >= rules.min_usable_estimates and len(days) >= rules.min_distinct_days
+    for f in (*(f for e in estimates for f in e.flags), *(f for d in days for f in d.flags)):
+        if f not in flags:
+            flags.append(f)
+    times = [*(e.recorded_at for e in estimates[:1]), *(e.recorded_at for e in estimates[-1:]),
+             *(t for d in days for t in (d.first_at, d.last_at))]
+    first = min(times) if n else None
+    last = max(times) if n else None
+    wearable_sbp = fsum([*(e.sbp_mmhg for e in estimates), *(d.sum_sbp_mmhg for d in days)]) / n if n else None
+    wearable_dbp = fsum([*(e.dbp_mmhg for e in estimates), *(d.sum_dbp_mmhg for d in days)]) / n if n else None
+    wearable_enough = n >= rules.min_usable_estimates and len(distinct_days) >= rules.min_distinct_days
     series = None
     if now is not None:
         series = cuff_series(cuff_readings, rules.protocol, now=now)
@@ -94,7 +115,8 @@ def summarise(
         if error_model is not None:
             halfwidths = (error_model.halfwidth_mmhg("sbp", n), error_model.halfwidth_mmhg("dbp", n))
         else:
-            halfwidths = (fmean(e.sbp_halfwidth_mmhg for e in estimates), fmean(e.dbp_halfwidth_mmhg for e in estimates))
+            halfwidths = (fsum([*(e.sbp_halfwidth_mmhg for e in estimates), *(d.sum_sbp_halfwidth_mmhg for d in days)]) / n,
+                          fsum([*(e.dbp_halfwidth_mmhg for e in estimates), *(d.sum_dbp_halfwidth_mmhg for d in days)]) / n)
     if series is not None and series.complete:
         source, means = EvidenceSource.CUFF_SERIES, (series.mean_sbp_mmhg, series.mean_dbp_mmhg)
         halfwidths = (series.sbp_halfwidth_mmhg, series.dbp_halfwidth_mmhg)
@@ -102,7 +124,7 @@ def summarise(
     elif n:
         source = EvidenceSource.WEARABLE if wearable_enough else EvidenceSource.NONE
         means = (wearable_sbp, wearable_dbp)
-        level = min(e.interval_level for e in estimates)
+        level = min([*(e.interval_level for e in estimates), *(d.min_interval_level for d in days)])
     elif series is not None and series.n_readings:
         source, means = EvidenceSource.NONE, (series.mean_sbp_mmhg, series.mean_dbp_mmhg)
         halfwidths, level = (series.sbp_halfwidth_mmhg, series.dbp_halfwidth_mmhg), INTERVAL_LEVEL
@@ -110,7 +132,7 @@ def summarise(
         source, means, level = EvidenceSource.NONE, (None, None), None
     return EvidenceSummary(
         n_estimates=n,
-        n_distinct_days=len(days),
+        n_distinct_days=len(distinct_days),
         days_covered=((last - first).total_seconds() / 86400.0) if first and last else 0.0,
         mean_sbp_mmhg=means[0],
         mean_dbp_mmhg=means[1],
@@ -118,13 +140,14 @@ def summarise(
         mean_dbp_halfwidth_mmhg=halfwidths[1],
         interval_level=level,
         usable_window_share=usable_window_share,
-        n_flagged=sum(1 for e in estimates if e.flags),
+        n_flagged=sum(1 for e in estimates if e.flags) + sum(d.n_flagged for d in days),
         flags=tuple(flags),
         first_at=first,
         last_at=last,
         estimate_ids=tuple(e.estimate_id for e in estimates if e.estimate_id is not None),
         sufficient=source is not EvidenceSource.NONE,
         source=source.value,
+        summed_days=tuple(d.day for d in days),
         cuff_series=series,
         wearable_mean_sbp_mmhg=wearable_sbp,
         wearable_mean_dbp_mmhg=wearable_dbp,
@@ -177,21 +200,26 @@ def propose_step(
     cuff_readings: Sequence[CuffEvidence] = (),
     agreement: WearableAgreement | None = None,
     error_model: MeanErrorModel | None = None,
+    estimate_days: Sequence[EstimateDay] = (),
 ) -> Proposal:
     """Propose one step (or a hold, or an escalation) for a patient at `now`.
 
     usable_window_share: share (0..1) of the patient's recorded windows in the look-back that passed
     the quality gate; None if unknown. Carried as evidence for routing, not used to decide.
     cuff_readings: the patient's cuff readings (mmHg) of at least the series days; a complete home
-    series decides before the wearable. agreement, error_model: carried for routing (see summarise)."""
+    series decides before the wearable. agreement, error_model: carried for routing (see summarise).
+    estimate_days: whole days of estimates inside the look-back taken as sums, not among `estimates`
+    (see summarise); a caller passes as sums only days without a crisis- or low-level estimate,
+    so the low check below sees every reading that could meet it."""
     if not ladder.has(state.current_rung):
         raise ValueError(f"current rung {state.current_rung} is not on ladder {ladder.name!r} (0..{ladder.top})")
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     current = state.current_rung
     window = evidence_window(estimates, now=now, look_back_days=plan.look_back_days)
+    days = days_in_look_back(estimate_days, now=now, look_back_days=plan.look_back_days)
     evidence = summarise(window, rules=plan, usable_window_share=usable_window_share, cuff_readings=cuff_readings,
-                         now=now, agreement=agreement, error_model=error_model)
+                         now=now, agreement=agreement, error_model=error_model, days=days)
     # Low and crisis checks see every reading, cuff readings beside the wearable's estimates.
     readings = [*window, *(EstimateEvidence.from_cuff(r) for r in cuff_readings
                            if now - dt.timedelta(days=plan.look_back_days) < r.measured_at <= now + CLOCK_TOLERANCE)]

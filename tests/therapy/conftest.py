@@ -54,10 +54,11 @@ def doses(clinic):
     return log
 
 
-def store_estimates(patient, device, values, *, flags=(), halfwidth=8.0, now=None):
+def store_estimates(patient, device, values, *, flags=(), halfwidth=8.0, now=None, day_totals=True):
     """Stored estimates of the active model for `patient` (calibrated 8 days before `now` against a
-    140/88 cuff reading): values = [(hours ago, sbp, dbp)], each with interval ±halfwidth mmHg."""
-    from monitoring import registry
+    140/88 cuff reading): values = [(hours ago, sbp, dbp)], each with interval ±halfwidth mmHg, added
+    to the day totals as the pipeline does (day_totals=False: the estimates alone)."""
+    from monitoring import registry, services
     from tests.monitoring.test_bp_registry import register
 
     now = now or NOW
@@ -77,12 +78,14 @@ def store_estimates(patient, device, values, *, flags=(), halfwidth=8.0, now=Non
         )
         analysis = WindowAnalysis.objects.create(window=window, pipeline_version="signals-1.0", usable=True,
                                                  processing_ms=1.0)
-        BPEstimate.objects.create(
+        estimate = BPEstimate.objects.create(
             window=window, analysis=analysis, patient=patient, model_version=model, calibration=calibration,
             recorded_at=at, sbp_mmhg=sbp, dbp_mmhg=dbp, sbp_low_mmhg=sbp - halfwidth, sbp_high_mmhg=sbp + halfwidth,
             dbp_low_mmhg=dbp - halfwidth, dbp_high_mmhg=dbp + halfwidth, interval_level=0.9,
             calibration_age_days=(at - calibration.calibrated_at).days, flags=list(flags),
         )
+        if day_totals:  # as the pipeline keeps them: evaluations then read whole quiet days as sums
+            services.estimate_day_totals_add([estimate])
 
 
 @pytest.fixture
