@@ -64,7 +64,8 @@ def process_windows(window_ids: list[int]) -> None:
 def estimate_window(window_id: int) -> None:
     """BP estimates (active + shadow models) for a usable window; a re-run changes nothing. New
     live estimates are checked for escalation (_check_escalations). The processing tasks
-    estimate themselves; this one stays for re-running an estimate alone."""
+    estimate themselves and the sweep and calibrations send estimate_windows; this one stays for
+    re-running an estimate alone and for messages an earlier version queued before an upgrade."""
     _check_escalations(services.windows_estimate(window_ids=[window_id]))
 
 
@@ -91,27 +92,48 @@ def _check_escalations(estimates: dict[int, list]) -> None:
 # Windows processed this long ago without an estimate are left to the broker's redelivery (the
 # sweep stays a short range scan; the visibility timeout is an hour).
 ESTIMATE_SWEEP_LOOK_BACK = dt.timedelta(hours=2)
+# Windows per task when many are sent at once (a sweep's re-sends, the windows a new calibration
+# lets be estimated): as many as one batch upload carries. One task per window put 5,000 messages a
+# minute on the windows' queue in front of the live uploads (2026-12-05 soak: upload-to-estimate
+# p95 63 s); in batches a sweep's re-sends are 50 tasks, worked off between the live ones.
+WINDOWS_PER_TASK = 100
+
+
+def in_batches(window_ids: list[int]) -> list[list[int]]:
+    """The ids, WINDOWS_PER_TASK to a list, in order."""
+    return [window_ids[k:k + WINDOWS_PER_TASK] for k in range(0, len(window_ids), WINDOWS_PER_TASK)]
+
+
+@shared_task(name="monitoring.tasks.estimate_windows", **RETRY_TRANSIENT)
+def estimate_windows(window_ids: list[int]) -> None:
+    """estimate_window for many windows at once (the sweep's re-sends, the windows a new calibration
+    covers); a re-run changes nothing."""
+    _check_escalations(services.windows_estimate(window_ids=window_ids))
 
 
 @shared_task(name="monitoring.tasks.sweep_unprocessed_windows", ignore_result=True)
 def sweep_unprocessed_windows() -> int:
     """Re-send windows stored but still unprocessed 10 min after they were sent (e.g. the broker
     was down when they arrived), and usable windows processed over 10 min ago that a calibration
-    covers but that have no estimate (a worker died between the two). Each is claimed first, so it
-    is re-sent at most every 10 min; both steps are idempotent, so a window that was merely queued
-    costs a no-op. Returns the count."""
+    covers but that have no estimate (a worker died between the two), WINDOWS_PER_TASK to a task.
+    Each is claimed first, so it is re-sent at most every 10 min; both steps are idempotent, so a
+    window that was merely queued costs a no-op. Returns the count of windows re-sent."""
     now = timezone.now()
     resent = 0
-    for window_id in selectors.windows_waiting_for_processing(sent_before=now - services.RESEND_AFTER):
-        if services.window_claim_for_resend(window_id=window_id, now=now):
-            process_window.delay(window_id)
-            resent += 1
+    waiting = selectors.windows_waiting_for_processing(sent_before=now - services.RESEND_AFTER)
+    for batch in in_batches(waiting):
+        claimed = services.windows_claim_for_resend(window_ids=batch, now=now)
+        if claimed:
+            process_windows.delay(claimed)
+            resent += len(claimed)
     # Processed but left without its estimate (the worker died in between): estimated again.
-    for window_id in selectors.windows_processed_without_estimate(
-            processed_before=now - services.RESEND_AFTER, processed_after=now - ESTIMATE_SWEEP_LOOK_BACK):
-        if services.window_claim_for_resend(window_id=window_id, now=now, status=WindowStatus.PROCESSED):
-            estimate_window.delay(window_id)
-            resent += 1
+    unestimated = selectors.windows_processed_without_estimate(
+        processed_before=now - services.RESEND_AFTER, processed_after=now - ESTIMATE_SWEEP_LOOK_BACK)
+    for batch in in_batches(unestimated):
+        claimed = services.windows_claim_for_resend(window_ids=batch, now=now, status=WindowStatus.PROCESSED)
+        if claimed:
+            estimate_windows.delay(claimed)
+            resent += len(claimed)
     return resent
 
 

@@ -17,7 +17,7 @@ there before the wearable has enough estimates of its own):
 - 07:00 and 19:00: a home sitting, two readings a minute apart (left arm, sitting, pulse from the
   wearable's heart rate), typed in by the patient with their registered cuff
   (monitoring.services.cuff_reading_record); windows a new calibration leaves waiting are
-  estimated (what its estimate_window tasks do); then the patient is evaluated
+  estimated (what its estimate_windows tasks do); then the patient is evaluated
   (therapy.evaluation.patient_therapy_evaluate), as a cuff reading asks for at once.
 - 08:00: the day's doses of the current regimen are logged (therapy.services.dose_log_record).
 - 08:30: the patient acknowledges a change released to them (if their course says they do).
@@ -290,7 +290,7 @@ def _sitting(s: HistorySubject, *, readings: int, morning: bool, crisis: bool = 
                 dbp_mmhg=float(round(values[1])), source=CuffSource.PATIENT, pulse_bpm=pulse, arm=Arm.LEFT,
                 position=Position.SITTING, cuff=s.cuff,
             )
-            # The estimate_window tasks a new calibration sends for the windows it left waiting.
+            # The estimate_windows tasks a new calibration sends for the windows it left waiting.
             waiting = monitoring_selectors.windows_waiting_for_estimate(patient_id=s.patient.pk,
                                                                        recorded_from=at - CALIBRATION_PAIRING)
             if waiting:

@@ -145,8 +145,8 @@ def test_windows_processed_before_their_calibration_are_estimated_once_it_exists
     with django_capture_on_commit_callbacks() as sent:
         services.cuff_reading_record(actor=SYSTEM, patient=patient, measured_at=T0, sbp_mmhg=140, dbp_mmhg=85,
                                      source="clinician")
-    queued = [inspect.getclosurevars(c).nonlocals["args"][0] for c in sent
-              if c.__qualname__ == "send monitoring.tasks.estimate_window"]
+    queued = [window_id for c in sent if c.__qualname__ == "send monitoring.tasks.estimate_windows"
+              for window_id in inspect.getclosurevars(c).nonlocals["args"][0]]
     # The calibration cannot serve a window recorded before it (more than the pairing time).
     assert queued == [near.pk, later.pk]
     for window_id in queued:

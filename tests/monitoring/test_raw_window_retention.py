@@ -207,8 +207,8 @@ def test_a_purged_window_with_its_analysis_is_answered_as_before(clinic):
 
 def test_the_sweeper_never_resends_a_purged_window(clinic, monkeypatch):
     sent = []
-    monkeypatch.setattr(tasks.process_window, "delay", lambda window_id: sent.append(("process", window_id)))
-    monkeypatch.setattr(tasks.estimate_window, "delay", lambda window_id: sent.append(("estimate", window_id)))
+    monkeypatch.setattr(tasks.process_windows, "delay", lambda window_ids: sent.append(("process", window_ids)))
+    monkeypatch.setattr(tasks.estimate_windows, "delay", lambda window_ids: sent.append(("estimate", window_ids)))
     store_estimates(clinic["patient"], clinic["device"], [(30, 140, 88)], now=timezone.now())  # calibrated
     purged = [window_at(clinic, days_ago=40), window_at(clinic, days_ago=41)]
     assert purge().purged == 2
