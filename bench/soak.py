@@ -42,8 +42,9 @@ estimates are crisis-level, and two within 30 min raise the urgent alert.
 Every 10 s it records the RSS of each process - gunicorn master and workers, each celery worker's
 main process and pool children, beat, the PostgreSQL server processes and its client backends
 (each summed; also their private memory without the shared buffers, which a backend's RSS counts),
-Redis - the pipeline's backlog, the daily evaluations overdue (the pipeline report's
-evaluation.patients_overdue and oldest_overdue_minutes, monitoring/reports.py, in SQL), the
+Redis - the pipeline's backlog (and, once over QUEUE_LOOK_FROM tasks, which tasks fill the
+queue), the daily evaluations overdue (the pipeline report's evaluation.patients_overdue and
+oldest_overdue_minutes, monitoring/reports.py, in SQL), the
 patients evaluated since the last sample, and the crisis patients confirmed by two crisis-level
 estimates but not alerted yet (and the oldest such wait).
 
@@ -77,7 +78,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import psutil  # noqa: E402
 
 from _lib import stop_on_signals  # noqa: E402
-from _lib import (PYTHON, ROOT, CpuMeter, WindowSource, Worker, add_worker_arguments, clinic_create,  # noqa: E402
+from _lib import (CELERY_LOG_LEVEL, PYTHON, ROOT, CpuMeter, WindowSource, Worker, add_worker_arguments, clinic_create,  # noqa: E402
                   die_with_parent, free_port, load_average, percentile, pg_port_of, postgres_processes,
                   process_tree, production_env, run_checked, start_gunicorn, start_redis, stop, temporary_postgres,
                   wait_healthy, workers_shape, workers_start)
@@ -94,8 +95,8 @@ PRODUCT_EVALUATION_INTERVAL_S = 86_400  # clinops/settings/base.py THERAPY_EVALU
 # two sweeps and waits for the next one, and then for the therapy worker. Overdue by more than
 # this at a sample means the daily evaluations are not keeping up.
 OVERDUE_GRACE_S = 120.0
-NOT_MEMORY = ("t", "waiting", "queue", "therapy queue", "overdue", "overdue_min", "overdue_late", "evaluated",
-              "alerts", "unalerted", "unalerted_s")
+NOT_MEMORY = ("t", "waiting", "queue", "therapy queue", "queued tasks", "overdue", "overdue_min", "overdue_late",
+              "evaluated", "alerts", "unalerted", "unalerted_s")
 # A client backend's title ("postgres: <user> <database> <host>(<port>) <state>"): the
 # production settings' user. With the autovacuum and parallel workers ("... worker") they come and
 # go; the other PostgreSQL processes (postmaster, checkpointer, writers, the launchers) live for
@@ -241,6 +242,19 @@ def groups(gunicorn, workers: list[Worker], beat, pg_port: int, redis_proc) -> d
     return out
 
 
+QUEUE_LOOK_FROM = 200  # messages in the celery queue from which the sampler says which tasks wait
+QUEUE_LOOK = 1000
+
+
+def queued_tasks(rds, queue: str) -> dict[str, int]:
+    """Task name -> count among the first QUEUE_LOOK messages of a celery queue in Redis."""
+    import collections
+    import json
+
+    return dict(collections.Counter(json.loads(raw)["headers"]["task"] for raw in rds.lrange(queue, 0, QUEUE_LOOK - 1))
+                .most_common())
+
+
 class Sampler(threading.Thread):
     def __init__(self, lookup, database_url: str, redis_url: str, *, crisis: list[int], interval_s: int) -> None:
         super().__init__(daemon=True)
@@ -270,6 +284,9 @@ class Sampler(threading.Thread):
             row[f"n {name}"] = len(procs)
         row["waiting"] = db.execute("SELECT count(*) FROM monitoring_signalwindow WHERE status = 'received'").fetchone()[0]
         row["queue"], row["therapy queue"] = rds.llen("celery"), rds.llen("therapy")
+        # What a backlog is made of (the first QUEUE_LOOK messages): the 2026-12-05 one was the sweep's
+        # re-sent estimates, which the queue's length alone did not say.
+        row["queued tasks"] = queued_tasks(rds, "celery") if row["queue"] > QUEUE_LOOK_FROM else {}
         row["overdue"], row["overdue_min"], row["overdue_late"] = db.execute(
             EVALUATIONS_OVERDUE_SQL, {"interval": self.interval_s, "grace": OVERDUE_GRACE_S}).fetchone()
         now = db.execute("SELECT now()").fetchone()[0]
@@ -298,7 +315,8 @@ class Sampler(threading.Thread):
                         f"{row['therapy queue']} | evaluations: {row['evaluated']} patients since the last sample, "
                         f"{row['overdue']} overdue (oldest {row['overdue_min']:.1f} min, {row['overdue_late']} by over "
                         f"{OVERDUE_GRACE_S:.0f} s) | crisis alerts {row['alerts']}, {row['unalerted']} confirmed not "
-                        f"yet alerted (oldest {row['unalerted_s']:.0f} s)", flush=True)
+                        f"yet alerted (oldest {row['unalerted_s']:.0f} s)"
+                        + (f" | queued: {row['queued tasks']}" if row["queued tasks"] else ""), flush=True)
                     if self.stopping.wait(SAMPLE_EVERY_S):
                         self.samples.append(self.sample(db, rds))
                         return
@@ -366,7 +384,7 @@ def main(argv=None) -> int:
             asyncio.run(wait_healthy(url, gunicorn))
             workers = workers_start(env=env, name="soak", args=args, log_dir=work)
             with open(work / "beat.log", "ab") as log:
-                beat = subprocess.Popen([PYTHON, "-m", "celery", "-A", "clinops", "beat", "--loglevel", "WARNING",
+                beat = subprocess.Popen([PYTHON, "-m", "celery", "-A", "clinops", "beat", "--loglevel", CELERY_LOG_LEVEL,
                                          "--schedule", str(work / "celerybeat-schedule")], cwd=ROOT, env=env, stdout=log,
                                         stderr=subprocess.STDOUT, preexec_fn=die_with_parent, process_group=0)
             time.sleep(3.0)

@@ -29,6 +29,9 @@ from clinops.localservices import die_with_parent, free_port, start_redis, stop,
 from ingest import (PYTHON, CpuMeter, load_average, postgres_processes, process_tree, run_checked,  # noqa: E402,F401
                     production_env, start_gunicorn, stop_on_signals, wait_healthy)
 
+# The benchmarks' celery workers and beat log at this level (BENCH_CELERY_LOG_LEVEL=INFO logs every
+# task received and its run time: what a soak's backlog is diagnosed from, with --keep).
+CELERY_LOG_LEVEL = os.environ.get("BENCH_CELERY_LOG_LEVEL", "WARNING")
 CELERY_QUEUE = "celery"  # windows -> estimates, monitoring (the default queue)
 THERAPY_QUEUE = "therapy"  # the routine evaluations: daily and on events (clinops/settings/base.py: CELERY_TASK_ROUTES)
 
@@ -63,7 +66,7 @@ class Worker:
                 os.nice(nice)
 
         self.process = subprocess.Popen(
-            [PYTHON, "-m", "celery", "-A", "clinops", "worker", "--loglevel", "WARNING", "--pool", "prefork",
+            [PYTHON, "-m", "celery", "-A", "clinops", "worker", "--loglevel", CELERY_LOG_LEVEL, "--pool", "prefork",
              "--concurrency", str(concurrency), "-n", self.name,
              "-Q", ",".join(queues) if consume_now else self.idle_queue, "--without-gossip", "--without-mingle"],
             cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=preexec,
@@ -293,7 +296,18 @@ elif count > 1:
         out["crisis"] += [p.pk for i, p in zip(ids, patients) if i in crisis]
     print(f"clinic: {count - 1} patients copied in bulk, of which {key_s:.2f} s generating and hashing API keys",
           file=sys.stderr)
-t_patients = time.monotonic()
+# The calibration windows' own estimates, as a running clinic has them (the calibration sends
+# estimate_windows for them, and the queues are emptied below). Without them, 10 min after the seed
+# the sweep found every seeded window "processed without an estimate" and re-sent 5,000 a minute
+# (the 2026-12-05 soak's backlog).
+t_patients = t_estimates = time.monotonic()
+calibration_windows = list(SignalWindow.objects.filter(patient_id__in=out["patients"]).order_by("id")
+                           .values_list("id", flat=True))
+for k in range(0, len(calibration_windows), 1000):
+    services.windows_estimate(window_ids=calibration_windows[k:k + 1000])
+print(f"clinic: {len(calibration_windows)} calibration windows estimated in {time.monotonic() - t_estimates:.1f} s",
+      file=sys.stderr)
+t_evaluations = time.monotonic()
 if with_plan and spec.get("evaluated_spread_s"):
     from therapy.evaluation import POLICY_VERSION
     from therapy.models import LatestEvaluation, PlanVersion
@@ -310,7 +324,7 @@ if with_plan and spec.get("evaluated_spread_s"):
 # scheduled) would only be no-ops or evaluate one estimate.
 redis.Redis.from_url(settings.REDIS_URL).delete("celery", "therapy")
 print(f"clinic: model {t_model - t0:.1f} s, patients {t_patients - t_model:.1f} s, evaluations seeded "
-      f"{time.monotonic() - t_patients:.1f} s", file=sys.stderr)
+      f"{time.monotonic() - t_evaluations:.1f} s", file=sys.stderr)
 print("CLINIC=" + json.dumps(out))
 """
 
