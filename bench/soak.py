@@ -243,7 +243,7 @@ def groups(gunicorn, workers: list[Worker], beat, pg_port: int, redis_proc) -> d
 
 
 QUEUE_LOOK_FROM = 200  # messages in the celery queue from which the sampler says which tasks wait
-QUEUE_LOOK = 1000
+QUEUE_LOOK = 1000  # messages read from the head of the queue to name its tasks
 
 
 def queued_tasks(rds, queue: str) -> dict[str, int]:

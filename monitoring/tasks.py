@@ -4,7 +4,7 @@ import datetime as dt
 from celery import shared_task
 from celery.signals import worker_process_init
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, transaction
 from kombu.exceptions import OperationalError as BrokerOperationalError
 from redis.exceptions import RedisError
 from django.utils import timezone
@@ -51,7 +51,8 @@ def process_window(window_id: int) -> None:
 
 @shared_task(name="monitoring.tasks.process_windows", **RETRY_TRANSIENT)
 def process_windows(window_ids: list[int]) -> None:
-    """process_window for the windows of one batch upload, in one task: each window is still
+    """process_window for the windows of one batch upload (or of a sweep's re-sends, from many
+    devices), in one task: each window is still
     analysed, judged and estimated on its own (and idempotently: a redelivered batch changes
     nothing), while the queries and inserts are made once per batch instead of once per window."""
     analyses = services.windows_process(window_ids=window_ids)
@@ -111,6 +112,20 @@ def estimate_windows(window_ids: list[int]) -> None:
     _check_escalations(services.windows_estimate(window_ids=window_ids))
 
 
+def _resend(window_ids: list[int], *, task, now: dt.datetime, status: str) -> int:
+    # Claimed and sent in one transaction: when the broker refuses a batch, its claim is rolled
+    # back and the next minute's sweep sends it (a committed claim would hold 100 windows back
+    # for 10 min); the error still ends this run, as the broker is down for the rest too.
+    resent = 0
+    for batch in in_batches(window_ids):
+        with transaction.atomic():
+            claimed = services.windows_claim_for_resend(window_ids=batch, now=now, status=status)
+            if claimed:
+                task.delay(claimed)
+                resent += len(claimed)
+    return resent
+
+
 @shared_task(name="monitoring.tasks.sweep_unprocessed_windows", ignore_result=True)
 def sweep_unprocessed_windows() -> int:
     """Re-send windows stored but still unprocessed 10 min after they were sent (e.g. the broker
@@ -119,21 +134,12 @@ def sweep_unprocessed_windows() -> int:
     Each is claimed first, so it is re-sent at most every 10 min; both steps are idempotent, so a
     window that was merely queued costs a no-op. Returns the count of windows re-sent."""
     now = timezone.now()
-    resent = 0
     waiting = selectors.windows_waiting_for_processing(sent_before=now - services.RESEND_AFTER)
-    for batch in in_batches(waiting):
-        claimed = services.windows_claim_for_resend(window_ids=batch, now=now)
-        if claimed:
-            process_windows.delay(claimed)
-            resent += len(claimed)
+    resent = _resend(waiting, task=process_windows, now=now, status=WindowStatus.RECEIVED)
     # Processed but left without its estimate (the worker died in between): estimated again.
     unestimated = selectors.windows_processed_without_estimate(
         processed_before=now - services.RESEND_AFTER, processed_after=now - ESTIMATE_SWEEP_LOOK_BACK)
-    for batch in in_batches(unestimated):
-        claimed = services.windows_claim_for_resend(window_ids=batch, now=now, status=WindowStatus.PROCESSED)
-        if claimed:
-            estimate_windows.delay(claimed)
-            resent += len(claimed)
+    resent += _resend(unestimated, task=estimate_windows, now=now, status=WindowStatus.PROCESSED)
     return resent
 
 

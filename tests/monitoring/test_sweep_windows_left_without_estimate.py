@@ -5,6 +5,7 @@ import datetime as dt
 
 import pytest
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerOperationalError
 
 from monitoring import services, tasks
 from monitoring.models import SignalWindow, WindowAnalysis, WindowStatus
@@ -80,10 +81,27 @@ def test_a_window_is_claimed_once_whoever_asks(clinic):
     ids = [processed.pk, sent_lately.pk, due.pk]
 
     assert services.windows_claim_for_resend(window_ids=ids, now=now) == [due.pk]
-    assert services.windows_claim_for_resend(window_ids=ids, now=now) == []  # a second sweeper at once
+    assert services.windows_claim_for_resend(window_ids=ids, now=now) == []  # claimed a moment ago (by this or another sweeper)
     assert SignalWindow.objects.get(pk=due.pk).enqueued_at == now
     assert services.windows_claim_for_resend(window_ids=ids, now=now, status=WindowStatus.PROCESSED) == [processed.pk]
     # Ten minutes on, it may be claimed again.
     assert services.windows_claim_for_resend(window_ids=ids, now=now + dt.timedelta(minutes=10, seconds=1)) \
         == [sent_lately.pk, due.pk]
     assert services.windows_claim_for_resend(window_ids=[], now=now) == []
+
+
+def test_a_batch_the_broker_refuses_is_not_held_back(clinic, monkeypatch):
+    # The claim is rolled back with the failed send: the next minute's sweep sends the windows,
+    # instead of leaving them 10 min without a message.
+    patient, device = clinic["patient"], clinic["device"]
+    waiting = [received_window(patient, device, sent_minutes_ago=20, sequence=4000 + k).pk for k in range(3)]
+
+    def broker_down(window_ids):
+        raise BrokerOperationalError("Error 111 connecting to localhost:6379. Connection refused.")
+
+    monkeypatch.setattr(tasks.process_windows, "delay", broker_down)
+    with pytest.raises(BrokerOperationalError):
+        tasks.sweep_unprocessed_windows()
+    sent = []
+    monkeypatch.setattr(tasks.process_windows, "delay", lambda window_ids: sent.append(window_ids))
+    assert tasks.sweep_unprocessed_windows() == 3 and sent == [waiting]
