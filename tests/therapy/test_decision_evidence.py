@@ -42,9 +42,12 @@ def home_series(clinic, cuff, *, sbp=148.0, dbp=92.0, days=range(1, 7), validate
             at = (NOW - dt.timedelta(days=day)).replace(hour=hour, minute=5, second=0)
             times += [(at, sbp + wobble, dbp + wobble / 2), (at + dt.timedelta(minutes=1), sbp + wobble - 1, dbp)]
     if first_day:
-        at = (NOW - dt.timedelta(days=7)).replace(hour=20, minute=30, second=0)
-        if at > NOW - dt.timedelta(days=7):
-            times.append((at, sbp + 12, dbp + 5))
+        # Just inside the 7-day look-back, on the UTC day before day 6's: the series' first day,
+        # whatever the time of day NOW is (a fixed 20:30 fell outside the look-back after 20:30 UTC,
+        # and day 6 was discarded instead).
+        at = NOW - dt.timedelta(days=7) + dt.timedelta(seconds=1)
+        assert at.date() < (NOW - dt.timedelta(days=6)).date(), "NOW is the last second of a UTC day"
+        times.append((at, sbp + 12, dbp + 5))
     for at, s, d in times:
         monitoring_services.cuff_reading_record(actor=patient.user, patient=patient, measured_at=at, sbp_mmhg=s,
                                                 dbp_mmhg=d, source=CuffSource.PATIENT, arm="left", position="sitting",
