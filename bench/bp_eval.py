@@ -1,7 +1,7 @@
-"""Run the fixed BP protocol of issue 4 on the shipped challenge2015 records and print the honest table.
+"""Run the fixed BP evaluation protocol (docs/bp-model.md) on the shipped challenge2015 records and print the honest table.
 
 Splits the 60 records by record (seed 2015, 60/20/20), trains every candidate of
-monitoring.bp.candidate_estimators on the train split, chooses by validation MAE, sets the
+monitoring.bp.learning.candidate_estimators on the train split, chooses by validation MAE, sets the
 split-conformal interval on validation, then reports validation and test tables (model vs
 "carry the calibration value forward" vs "population mean"), the promotion gates, the data
 fingerprint, and how long evaluating 30 records takes (read + protocol + predict).
@@ -22,35 +22,35 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from monitoring import bp  # noqa: E402
+from monitoring.bp import accuracy, learning, promotion_gates, protocol
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "recordings" / "challenge2015")
-    parser.add_argument("--seed", type=int, default=bp.SPLIT_SEED)
+    parser.add_argument("--seed", type=int, default=protocol.SPLIT_SEED)
     parser.add_argument("--json", type=Path, default=None, help="also write the reports here")
     args = parser.parse_args()
 
-    names = bp.record_names(args.data)
-    split = bp.split_records(names, seed=args.seed)
+    names = protocol.record_names(args.data)
+    split = protocol.split_records(names, seed=args.seed)
     started = time.perf_counter()
-    dataset = bp.load_dataset(args.data, names)
+    dataset = protocol.load_dataset(args.data, names)
     load_s = time.perf_counter() - started
     train, validation, test = (dataset.subset(part) for part in (split.train, split.validation, split.test))
 
     started = time.perf_counter()
-    model = bp.train_bp_model(train, validation)
+    model = learning.train_bp_model(train, validation)
     train_s = time.perf_counter() - started
-    validation_report = bp.evaluate(model, validation, cross_conformal=True)
-    test_report = bp.evaluate(model, test)
-    ok, reasons = bp.passes_promotion_gates(test_report, validation_report)
+    validation_report = accuracy.evaluate(model, validation, cross_conformal=True)
+    test_report = accuracy.evaluate(model, test)
+    ok, reasons = promotion_gates.passes_promotion_gates(test_report, validation_report)
 
     started = time.perf_counter()
-    bp.evaluate(model, bp.load_dataset(args.data, names[:30]))
+    accuracy.evaluate(model, protocol.load_dataset(args.data, names[:30]))
     thirty_s = time.perf_counter() - started
 
-    fingerprint = bp.fingerprint_records(args.data, split)
+    fingerprint = protocol.fingerprint_records(args.data, split)
     print(f"{len(names)} records; split seed {split.seed}: {len(split.train)} train / {len(split.validation)} "
           f"validation / {len(split.test)} test records; data fingerprint {fingerprint.sha256[:16]}")
     print(f"train: {len(train.samples)} windows of {len(train.records)} records; chosen {model.name}")
@@ -60,9 +60,9 @@ def main() -> int:
     print(f"interval half-widths ({model.coverage:.0%}): SBP +/-{model.halfwidth_mmhg[0]:.1f}, "
           f"DBP +/-{model.halfwidth_mmhg[1]:.1f} mmHg")
     print("\n== validation split ==")
-    print(bp.format_report(validation_report))
+    print(accuracy.format_report(validation_report))
     print("\n== test split ==")
-    print(bp.format_report(test_report))
+    print(accuracy.format_report(test_report))
     print(f"\npromotion gates: {'PASS' if ok else 'FAIL'}")
     for reason in reasons:
         print(f"  - {reason}")

@@ -33,7 +33,7 @@ def main() -> None:
     from django.core.management import call_command
     from rest_framework.test import APIClient
 
-    from clinops.audit import SYSTEM
+    from clinops.base.audit import SYSTEM
     from patients import services
     from patients.models import ConsentStatus, Sex
 

@@ -36,10 +36,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _lib import stop_on_signals  # noqa: E402
-from _lib import (PYTHON, CpuMeter, Worker, clinic_create, free_port, load_average, pg_port_of,  # noqa: E402
-                  postgres_processes, process_tree, production_env, run_checked, start_redis, stop,
-                  temporary_postgres)
+from _lib import (  # noqa: E402
+    PYTHON,
+    CpuMeter,
+    Worker,
+    clinic_create,
+    free_port,
+    load_average,
+    pg_port_of,
+    postgres_processes,
+    process_tree,
+    production_env,
+    run_checked,
+    start_redis,
+    stop,
+    stop_on_signals,  # noqa: E402
+    temporary_postgres,
+)
 
 WINDOW_EVERY_S = 300  # each patient's wearable sends one 30-s window every 5 minutes
 
@@ -53,7 +66,7 @@ django.setup()
 from django.utils import timezone
 from django.db import transaction
 from monitoring.models import BPEstimate, BPModelVersion, Calibration, SignalWindow, WindowAnalysis, WindowStatus
-from monitoring.services import estimate_day_totals_add
+from monitoring.bp.estimation import estimate_day_totals_add
 from patients.models import Device
 from therapy.models import PlanVersion
 
@@ -83,7 +96,7 @@ for patient_id in patients:
             calibration_age_days=(w.recorded_at - calibration.calibrated_at).total_seconds() / 86400, flags=[]))
     with transaction.atomic():
         BPEstimate.objects.bulk_create(estimates, batch_size=1000)
-        if day_totals:  # as the pipeline keeps them (monitoring.services.estimate_day_totals_add)
+        if day_totals:  # as the pipeline keeps them (monitoring.bp.estimation.estimate_day_totals_add)
             estimate_day_totals_add(estimates)
     # On the regimen for two months: the minimum interval between changes is over, so the engine
     # proposes a step up (and finds it waiting for review), not a hold - the costlier path.
@@ -144,7 +157,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     stop_on_signals()
     print(f"bench/evaluation: {args.patients} patients x {args.rounds} evaluations, {args.look_back_days:g} days of "
-          f"5-min estimates each, {'with' if args.day_totals else 'WITHOUT'} day totals; celery worker --concurrency 1; {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; "
+          f"5-min estimates each, {'with' if args.day_totals else 'WITHOUT'} day totals; celery worker --concurrency 1; "
+          f"{dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; "
           f"load average {load_average()}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="clinops-bench-evaluation-"))
     redis_proc = worker = None

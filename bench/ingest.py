@@ -55,8 +55,8 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 
 from clinops.localservices import die_with_parent, free_port, start_redis, stop, temporary_postgres  # noqa: E402
-from monitoring.devicesim import gzip_json, window_payload  # noqa: E402
-from monitoring.recordings import challenge2015_records, iter_windows, load_challenge2015  # noqa: E402
+from monitoring.ingest.devicesim import gzip_json, window_payload  # noqa: E402
+from monitoring.signals.recordings import challenge2015_records, iter_windows, load_challenge2015  # noqa: E402
 
 try:  # optional: CPU split between load generator, gunicorn, PostgreSQL and Redis
     import psutil
@@ -73,7 +73,7 @@ SETUP_SCRIPT = r"""
 import datetime as dt, json, sys
 import django
 django.setup()
-from clinops.audit import SYSTEM
+from clinops.base.audit import SYSTEM
 from patients import services
 from patients.models import ConsentStatus, Sex
 keys = []

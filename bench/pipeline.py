@@ -54,16 +54,33 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _lib import stop_on_signals  # noqa: E402
-from _lib import (PYTHON, CpuMeter, WindowSource, add_worker_arguments, clinic_create, free_port,  # noqa: E402
-                  load_average, percentile, pg_port_of, postgres_processes, process_tree, production_env,
-                  run_checked, start_gunicorn, start_redis, stop, temporary_postgres, wait_healthy, workers_shape,
-                  workers_start)
-
 import aiohttp  # noqa: E402
+from _lib import (  # noqa: E402
+    PYTHON,
+    CpuMeter,
+    WindowSource,
+    add_worker_arguments,
+    clinic_create,
+    free_port,
+    load_average,
+    percentile,
+    pg_port_of,
+    postgres_processes,
+    process_tree,
+    production_env,
+    run_checked,
+    start_gunicorn,
+    start_redis,
+    stop,
+    stop_on_signals,  # noqa: E402
+    temporary_postgres,
+    wait_healthy,
+    workers_shape,
+    workers_start,
+)
 
 TARGET_P95_S = 2.0
-TARGET_ALERT_P95_S = 60.0  # issue 19: crisis estimate -> urgent alert
+TARGET_ALERT_P95_S = 60.0  # README "Benchmarks": crisis estimate -> urgent alert
 DEFAULT_RATE = 250.0  # 50 % of the ~500 windows/s sustained by bench/ingest.py --batch 100 (489.7-561 on 2026-12-01)
 DEFAULT_CRISIS_SHARE = 0.05
 # therapy.escalation: a crisis-level reading, and two of them within this long confirm a crisis.

@@ -8,9 +8,9 @@ default plan (bench/_lib), then, in one Django process:
 
 1. Cycles: each cycle is one day of every patient's wearable (288 real 30-s windows a patient,
    one every 5 min, recorded from 28 days ago on, after the patients' calibration) stored through
-   the service the API uses (monitoring.services.windows_receive, batches of --batch), analysed
+   the service the API uses (monitoring.ingest.intake.windows_receive, batches of --batch), analysed
    and estimated through the pipeline's services (real features and estimates); then the purge
-   (monitoring.retention.raw_windows_purge, with its clock moved so that the retention ends
+   (monitoring.ingest.retention.raw_windows_purge, with its clock moved so that the retention ends
    --keep-days cycles back: the days before are purged, the last --keep-days keep their raw
    signal, as a rolling 30-day retention does) and a VACUUM (what autovacuum does in production).
    Sizes (pg_relation_size, pg_indexes_size, pg_total_relation_size of the windows table, its
@@ -41,14 +41,22 @@ import json
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _lib import stop_on_signals  # noqa: E402
-from _lib import (PYTHON, clinic_create, free_port, load_average, production_env, run_checked,  # noqa: E402
-                  start_redis, stop, temporary_postgres)
+from _lib import (  # noqa: E402
+    PYTHON,
+    clinic_create,
+    free_port,
+    load_average,
+    production_env,
+    run_checked,
+    start_redis,
+    stop,
+    stop_on_signals,  # noqa: E402
+    temporary_postgres,
+)
 
 WINDOWS_A_DAY = 288  # one 30-s window every 5 minutes
 MiB = 2**20
@@ -62,12 +70,15 @@ django.setup()
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
-from monitoring import retention, services
-from monitoring.devicesim import window_payload
-from monitoring.encoding import pack_window, sha256_hex
+from monitoring.ingest import retention
+from therapy.retention import SuggestionsKeepTheirWindows
+from monitoring.bp import estimation
+from monitoring.ingest import intake
+from monitoring.ingest.devicesim import window_payload
+from monitoring.ingest.encoding import pack_window, sha256_hex
 from monitoring.models import SignalWindow
-from monitoring.recordings import iter_windows, load_challenge2015, with_pleth_delay_removed
-from monitoring.serializers import WindowInput
+from monitoring.signals.recordings import iter_windows, load_challenge2015, with_pleth_delay_removed
+from monitoring.ingest.serializers import WindowInput
 from patients.models import Device
 
 WINDOWS_A_DAY = 288
@@ -84,7 +95,7 @@ for k, window in enumerate(real):
                          context={"device": any_device})
     fields.is_valid(raise_exception=True)
     v = fields.validated_data
-    templates.append(services.WindowUpload(sequence=v["sequence"], recorded_at=v["recorded_at"], duration_s=v["duration_s"],
+    templates.append(intake.WindowUpload(sequence=v["sequence"], recorded_at=v["recorded_at"], duration_s=v["duration_s"],
                                            encoding=v["encoding"], channels=v["channels"]))
 
 
@@ -126,16 +137,16 @@ for c in range(days):
     for i, patient_id in enumerate(patients):
         day = uploads(base + dt.timedelta(days=c, seconds=i), WINDOWS_A_DAY, 1_000_000 + c * WINDOWS_A_DAY, 300)
         for s in range(0, len(day), batch):
-            ids += [w.pk for w, created in services.windows_receive(device=devices[patient_id], uploads=day[s:s + batch]) if created]
+            ids += [w.pk for w, created in intake.windows_receive(device=devices[patient_id], uploads=day[s:s + batch]) if created]
     ingest_s = time.monotonic() - t
     t = time.monotonic()
     usable = 0
     for s in range(0, len(ids), 50):
-        analyses = services.windows_process(window_ids=ids[s:s + 50])
+        analyses = intake.windows_process(window_ids=ids[s:s + 50])
         ok = [k for k, a in analyses.items() if a.usable]
         usable += len(ok)
         if ok:
-            services.windows_estimate(window_ids=ok, analyses=analyses)
+            estimation.windows_estimate(window_ids=ok, analyses=analyses)
     process_s = time.monotonic() - t
     before = sizes()
     t = time.monotonic()
@@ -177,7 +188,7 @@ def ingest_batch():
     state["seq"] += batch
     chunk = uploads(now0 - dt.timedelta(days=1) + dt.timedelta(seconds=30 * (seq - 9_000_000)), batch, seq, 30)
     t = time.perf_counter()
-    stored = services.windows_receive(device=latency_device, uploads=chunk)
+    stored = intake.windows_receive(device=latency_device, uploads=chunk)
     assert all(created for _, created in stored)
     return time.perf_counter() - t
 
@@ -212,7 +223,7 @@ made = Suggestion.objects.bulk_create([Suggestion(
 Suggestion.objects.filter(pk__in=[m.pk for m in made]).update(created_at=now0 - dt.timedelta(days=3))
 page = list(SignalWindow.objects.filter(estimates__isnull=False).values_list("id", flat=True)[:retention.DEFAULT_BATCH_SIZE])
 t = time.monotonic()
-behind = retention.windows_behind_suggestions(window_ids=page, created_from=now0 - dt.timedelta(days=9), created_to=now0)
+behind = SuggestionsKeepTheirWindows().windows_behind_suggestions(window_ids=page, created_from=now0 - dt.timedelta(days=9), created_to=now0)
 keep_read = {"suggestions": len(made), "ids_each": 2016, "seconds": time.monotonic() - t, "windows": len(page),
              "behind": len(behind)}
 print("LATENCY=" + json.dumps({"quiet": quiet + after_quiet, "during": during, "purge": purge, "backlog": backlog,
@@ -225,7 +236,7 @@ import datetime as dt, json, time
 import django
 django.setup()
 from django.utils import timezone
-from monitoring import retention
+from monitoring.ingest import retention
 print("STARTED", flush=True)
 t = time.monotonic()
 r = retention.raw_windows_purge(now=timezone.now() + dt.timedelta(days=30), retention_days=30)

@@ -1,4 +1,4 @@
-"""Benchmark: monitoring.signals.analyse_window against neurokit2 on real 30-s 250 Hz windows.
+"""Benchmark: monitoring.signals.pipeline.analyse_window against neurokit2 on real 30-s 250 Hz windows.
 
 Loads the first 10 back-to-back 30-s windows of the first 20 challenge2015 records (200 windows,
 ECG lead II + finger PLETH, 250 Hz) and prints, in one run:
@@ -9,7 +9,7 @@ ECG lead II + finger PLETH, 250 Hz) and prints, in one run:
 - how many of neurokit2's R-peaks (nk.ecg_peaks on nk.ecg_clean, method "neurokit") our
   detector finds within +-50 ms, over all 200 windows, and how many of ours are extra.
 
-No Django and no database: monitoring.recordings and monitoring.signals are plain Python.
+No Django and no database: monitoring.signals.recordings and monitoring.signals.pipeline are plain Python.
 
     .venv/bin/python bench/signals.py
     .venv/bin/python bench/signals.py --neurokit-windows 200 --repeats 10
@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT))
 import neurokit2 as nk  # noqa: E402
 import numpy as np  # noqa: E402
 
-from monitoring.recordings import CHALLENGE2015_PLETH_DELAY_S as PLETH_DELAY_S  # noqa: E402
-from monitoring.recordings import RecordingWindow, challenge2015_records, iter_windows, load_challenge2015  # noqa: E402
-from monitoring.signals import PIPELINE_VERSION, analyse_window, detect_r_peaks, matched_event_count  # noqa: E402
+from monitoring.signals.pipeline import PIPELINE_VERSION, analyse_window, detect_r_peaks, matched_event_count  # noqa: E402
+from monitoring.signals.recordings import CHALLENGE2015_PLETH_DELAY_S as PLETH_DELAY_S  # noqa: E402
+from monitoring.signals.recordings import RecordingWindow, challenge2015_records, iter_windows, load_challenge2015  # noqa: E402
 
 RECORDINGS = ROOT / "data" / "recordings"
 TOLERANCE_S = 0.050

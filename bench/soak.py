@@ -1,4 +1,4 @@
-"""Soak: the whole server shape at issue 19's production cadence - by default 50,000 patients with
+"""Soak: the whole server shape at the production cadence of README "Benchmarks" - by default 50,000 patients with
 plans, each wearable recording a 30-s window every 5 min (~167 windows/s) - for --duration seconds
 (default 600, after a --warmup of 300 s at the same load), with the memory of every process
 sampled every 10 s; each process group's growth over the measured part must stay within 10 %.
@@ -44,7 +44,7 @@ main process and pool children, beat, the PostgreSQL server processes and its cl
 (each summed; also their private memory without the shared buffers, which a backend's RSS counts),
 Redis - the pipeline's backlog (and, once over QUEUE_LOOK_FROM tasks, which tasks fill the
 queue), the daily evaluations overdue (the pipeline report's evaluation.patients_overdue and
-oldest_overdue_minutes, monitoring/reports.py, in SQL), the
+oldest_overdue_minutes, therapy/reports.py, in SQL), the
 patients evaluated since the last sample, and the crisis patients confirmed by two crisis-level
 estimates but not alerted yet (and the oldest such wait).
 
@@ -76,19 +76,50 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import psutil  # noqa: E402
-
-from _lib import stop_on_signals  # noqa: E402
-from _lib import (CELERY_LOG_LEVEL, PYTHON, ROOT, CpuMeter, WindowSource, Worker, add_worker_arguments, clinic_create,  # noqa: E402
-                  die_with_parent, free_port, load_average, percentile, pg_port_of, postgres_processes,
-                  process_tree, production_env, run_checked, start_gunicorn, start_redis, stop, temporary_postgres,
-                  wait_healthy, workers_shape, workers_start)
-from pipeline import (CRISIS_CONFIRMATION, CRISIS_DBP_MMHG, CRISIS_SBP_MMHG, TARGET_ALERT_P95_S,  # noqa: E402
-                      TARGET_P95_S, Bodies, Upload, crisis_confirmations, dist, offer)
+from _lib import (  # noqa: E402
+    CELERY_LOG_LEVEL,
+    PYTHON,
+    ROOT,
+    CpuMeter,
+    WindowSource,
+    Worker,
+    add_worker_arguments,
+    clinic_create,
+    die_with_parent,
+    free_port,
+    load_average,
+    percentile,
+    pg_port_of,
+    postgres_processes,
+    process_tree,
+    production_env,
+    run_checked,
+    start_gunicorn,
+    start_redis,
+    stop,
+    stop_on_signals,  # noqa: E402
+    temporary_postgres,
+    wait_healthy,
+    workers_shape,
+    workers_start,
+)
+from pipeline import (  # noqa: E402
+    CRISIS_CONFIRMATION,
+    CRISIS_DBP_MMHG,
+    CRISIS_SBP_MMHG,
+    TARGET_ALERT_P95_S,
+    TARGET_P95_S,
+    Bodies,
+    Upload,
+    crisis_confirmations,
+    dist,
+    offer,
+)
 
 GROWTH_LIMIT = 0.10
 SAMPLE_EVERY_S = 10.0
 WINDOW_EVERY_S = 300.0  # a patient's wearable records a 30-s window every 5 min (the product's cadence)
-DEFAULT_PATIENTS = 50_000  # issue 19
+DEFAULT_PATIENTS = 50_000  # README "Benchmarks": one 2-core machine's target
 DEFAULT_CRISIS_SHARE = 0.01
 PRODUCT_EVALUATION_INTERVAL_S = 86_400  # clinops/settings/base.py THERAPY_EVALUATION_INTERVAL_S
 # The due sweep runs every minute and sends the patients due by then: a patient falls due between
@@ -105,7 +136,7 @@ CLIENT_BACKEND = "postgres: clinops "
 # Autovacuum workers (autovacuum_max_workers, 3 by default) may run beside the backends at any
 # sample; a connection leak would grow past that without bound.
 BACKEND_COUNT_SLACK = 3
-# The pipeline report's evaluation figure (monitoring.reports._evaluations_overdue) in SQL, as the
+# The pipeline report's evaluation figure (therapy.reports._evaluations_overdue) in SQL, as the
 # sampler has no Django: patients whose latest evaluation is older than the interval, plus patients
 # never evaluated whose first plan was set before now; the minutes since the oldest fell due; and
 # (ours) how many are overdue by more than OVERDUE_GRACE_S.

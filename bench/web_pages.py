@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ingest import stop_on_signals  # noqa: E402
+
 from clinops.localservices import free_port, start_redis, stop, temporary_postgres  # noqa: E402
 
 TARGET_MS = 300.0  # the web issue: each page renders in under 300 ms (p50, server side)
@@ -153,9 +154,9 @@ def seed(args: argparse.Namespace) -> dict:
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from clinops.audit import SYSTEM
+    from clinops.base.audit import SYSTEM
     from monitoring.models import BPEstimate, BPModelVersion, Calibration, CuffReading, CuffSource, ModelStatus
-    from monitoring.signals import PIPELINE_VERSION
+    from monitoring.signals.pipeline import PIPELINE_VERSION
     from patients import services as people
     from patients.models import CareTeam, ConsentStatus, Device, Patient, Profession, Sex
     from therapy import services as therapy_services
@@ -346,7 +347,8 @@ def measure(client, label: str, path: str, *, args: argparse.Namespace) -> dict:
                 break
     finally:
         gc.callbacks.remove(on_gc)
-    result = {"label": label, "path": path, "status": response.status_code, "queries": len(queries), "sql_ms": sql_ms, "p50": statistics.median(times), "p95": percentile(times, 0.95), "gc_max": max(gc_ms),
+    result = {"label": label, "path": path, "status": response.status_code, "queries": len(queries), "sql_ms": sql_ms,
+              "p50": statistics.median(times), "p95": percentile(times, 0.95), "gc_max": max(gc_ms),
               "bytes": len(response.content), "slowest": sorted(queries, key=lambda q: -float(q["time"]))}
     return result
 

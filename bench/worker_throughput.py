@@ -3,7 +3,7 @@ included, for 1 and 2 worker processes; and how many patients that serves.
 
 Starts a private Redis and a throwaway PostgreSQL, migrates, and per run creates a clinic of
 calibrated patients (bench/_lib) and stores K real 30-s windows for them through the service the
-API uses (monitoring.services.windows_receive: stored, one process_window task each queued in
+API uses (monitoring.ingest.intake.windows_receive: stored, one process_window task each queued in
 Redis) with no worker running. Then a prefork worker with --concurrency C boots on an empty queue
 of its own (its start-up CPU is not counted), is told to consume the real queue, and the clock
 runs until every window is processed and every usable one has its live BP estimate stored. Each
@@ -37,10 +37,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _lib import stop_on_signals  # noqa: E402
-from _lib import (PYTHON, CpuMeter, Worker, clinic_create, free_port, load_average, pg_port_of,  # noqa: E402
-                  postgres_processes, process_tree, production_env, run_checked, start_redis, stop,
-                  temporary_postgres)
+from _lib import (  # noqa: E402
+    PYTHON,
+    CpuMeter,
+    Worker,
+    clinic_create,
+    free_port,
+    load_average,
+    pg_port_of,
+    postgres_processes,
+    process_tree,
+    production_env,
+    run_checked,
+    start_redis,
+    stop,
+    stop_on_signals,  # noqa: E402
+    temporary_postgres,
+)
 
 WINDOW_EVERY_S = 300  # each patient's wearable sends one 30-s window every 5 minutes
 # Measured 2026-12-01 14:30-14:40 UTC, after raw windows stopped being deflated, workers kept their
@@ -55,8 +68,8 @@ import django
 django.setup()
 sys.path.insert(0, "bench")
 from _lib import WindowSource
-from monitoring import services
-from monitoring.serializers import WindowInput
+from monitoring.ingest import intake
+from monitoring.ingest.serializers import WindowInput
 from patients.models import Device
 
 patients, each, first_at = json.loads(sys.argv[1]), int(sys.argv[2]), dt.datetime.fromisoformat(sys.argv[3])
@@ -70,11 +83,11 @@ for patient_id in patients:
                            context={"device": device})
         body.is_valid(raise_exception=True)
         v = body.validated_data
-        uploads.append(services.WindowUpload(sequence=v["sequence"], recorded_at=v["recorded_at"], duration_s=v["duration_s"],
+        uploads.append(intake.WindowUpload(sequence=v["sequence"], recorded_at=v["recorded_at"], duration_s=v["duration_s"],
                                              encoding=v["encoding"], channels=v["channels"]))
         k += 1
     for start in range(0, len(uploads), 100):  # as the batch API stores them
-        ids += [w.pk for w, created in services.windows_receive(device=device, uploads=uploads[start:start + 100]) if created]
+        ids += [w.pk for w, created in intake.windows_receive(device=device, uploads=uploads[start:start + 100]) if created]
 print("IDS=" + json.dumps(ids))
 """
 

@@ -11,7 +11,8 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils.cache import patch_cache_control
 
-from clinops import metrics
+from clinops.base import metrics
+from clinops.views import not_found
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # A caller's (or the proxy's) own id is kept when it is a plain token of reasonable length (a uuid,
@@ -38,7 +39,7 @@ def request_id(get_response: Callable[[HttpRequest], HttpResponse]) -> Callable[
 
 
 def request_metrics(get_response: Callable[[HttpRequest], HttpResponse]) -> Callable[[HttpRequest], HttpResponse]:
-    """How long each answer took, by route name, method and status class (clinops/metrics.py)."""
+    """How long each answer took, by route name, method and status class (clinops/base/metrics.py)."""
     def middleware(request: HttpRequest) -> HttpResponse:
         started = time.perf_counter()
         response = get_response(request)
@@ -64,7 +65,6 @@ def own_not_found_page(get_response: Callable[[HttpRequest], HttpResponse]) -> C
     """The app's own 404 page in every mode. With DEBUG on (the demo) Django answers an unknown
     address or another team's patient with its technical page, which lists every URL pattern;
     a clinician or patient should see the same page as in production."""
-    from clinops.views import not_found
 
     def middleware(request: HttpRequest) -> HttpResponse:
         response = get_response(request)

@@ -1,8 +1,9 @@
 from django.contrib import admin, messages
 
-from clinops.admin import ReadOnlyAdminMixin
-from clinops.errors import ApplicationError
-from monitoring import registry, selectors
+from clinops.base.admin import ReadOnlyAdminMixin
+from clinops.base.errors import ApplicationError
+from monitoring import selectors
+from monitoring.bp import registry
 from monitoring.models import (
     AutonomySuspension,
     BPModelVersion,

@@ -33,7 +33,7 @@ class SignalWindow(models.Model):
     ecg_fs = models.FloatField(help_text="ECG sampling rate (Hz).")
     ppg_fs = models.FloatField(help_text="PPG sampling rate (Hz).")
     encoding = models.CharField(max_length=8, choices=Encoding.choices)
-    raw = models.BinaryField(help_text=".npz of the channels exactly as received (monitoring/encoding.py).")
+    raw = models.BinaryField(help_text=".npz of the channels exactly as received (monitoring/ingest/encoding.py).")
     raw_sha256 = models.CharField(max_length=64)
     raw_bytes = models.PositiveIntegerField()
     firmware = models.CharField(max_length=40, help_text="Device firmware at upload time.")
@@ -42,7 +42,7 @@ class SignalWindow(models.Model):
     enqueued_at = models.DateTimeField(help_text="When the window was last sent to the processing queue.")
     processed_at = models.DateTimeField(null=True, blank=True)
     failure = models.CharField(max_length=255, blank=True)
-    # Retention (monitoring/retention.py): the raw bytes go after RAW_WINDOW_RETENTION_DAYS; the
+    # Retention (monitoring/ingest/retention.py): the raw bytes go after RAW_WINDOW_RETENTION_DAYS; the
     # row, its SHA-256, size, analyses and estimates stay.
     raw_purged_at = models.DateTimeField(null=True, blank=True,
                                          help_text="When the raw signal was dropped (empty: still stored).")
@@ -286,7 +286,7 @@ class BPEstimate(models.Model):
 
 class EstimateDayTotals(models.Model):
     """Running totals of a patient's live estimates of one model version on one UTC day, added to in
-    the transaction that stores the estimates (monitoring.services.estimate_day_totals_add), so that
+    the transaction that stores the estimates (monitoring.bp.estimation.estimate_day_totals_add), so that
     an evaluation reads a week as seven rows (therapy.domain.EstimateDay) instead of ~2,016
     estimates. Only days without a crisis- or low-level estimate are ever read as totals."""
 
@@ -319,7 +319,7 @@ class EstimateDayTotals(models.Model):
         return f"patient {self.patient_id} {self.day}: {self.n} estimates"
 
 
-class ReportKind(models.TextChoices):
+class MonitoringReportKind(models.TextChoices):
     ACCURACY = "accuracy", "Accuracy in production"
     DRIFT = "drift", "Data drift"
     PIPELINE = "pipeline", "Pipeline health"
@@ -332,7 +332,7 @@ class MonitoringReport(models.Model):
     """One computed monitoring report (by beat), stored so pages read it instead of scanning.
     scope: what it covers, e.g. "all", "model:<version>", "team:<id>"."""
 
-    kind = models.CharField(max_length=16, choices=ReportKind.choices)
+    kind = models.CharField(max_length=16, choices=MonitoringReportKind.choices)
     scope = models.CharField(max_length=120, default="all")
     period_start = models.DateTimeField()
     period_end = models.DateTimeField()

@@ -1,20 +1,28 @@
 """Reads of signal windows, scoped to who may see them."""
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-import datetime as dt
-
-from django.db.models import QuerySet
-
-from clinops.permissions import DevicePrincipal
 from django.conf import settings
-from django.db.models import Avg, Count, Exists, F, Max, OuterRef, Q, Subquery
+from django.db.models import Avg, Count, Exists, F, Max, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
-from monitoring.models import BPEstimate, BPModelVersion, Calibration, CuffReading, SignalWindow, WindowStatus
-from patients.models import Role
+from monitoring.bp import learning
+from monitoring.bp.cuff_calibration import CALIBRATION_PAIRING
+from monitoring.models import (
+    BPEstimate,
+    BPModelVersion,
+    Calibration,
+    CuffReading,
+    MonitoringReport,
+    SignalWindow,
+    WindowStatus,
+)
+from monitoring.signals.pipeline import PIPELINE_VERSION
+from patients.models import CuffModel, Role
+from patients.permissions import DevicePrincipal
 from patients.selectors import patients_visible_to
 
 
@@ -47,9 +55,7 @@ def windows_processed_without_estimate(*, processed_before: dt.datetime, process
     no live estimate although the patient had a calibration by then: a worker died between the
     analysis and the estimate (the batch message waits for the visibility timeout). Windows no
     calibration covers are left alone: for them no estimate is the rule, not a loss. Never a window
-    whose raw bytes were purged (the purge waits a day after processing: monitoring/retention.py)."""
-    from monitoring.services import CALIBRATION_PAIRING
-    from monitoring.signals import PIPELINE_VERSION
+    whose raw bytes were purged (the purge waits a day after processing: monitoring/ingest/retention.py)."""
 
     calibrated = Calibration.objects.filter(patient_id=OuterRef("patient_id"),
                                             calibrated_at__lte=OuterRef("recorded_at") + CALIBRATION_PAIRING)
@@ -66,7 +72,6 @@ def windows_waiting_for_estimate(*, patient_id: int, recorded_from: dt.datetime,
     """Ids of a patient's usable processed windows (current pipeline) recorded from `recorded_from`
     on that have no live estimate yet, oldest first: those that found no calibration when they
     were processed."""
-    from monitoring.signals import PIPELINE_VERSION
 
     return list(
         SignalWindow.objects.filter(
@@ -116,16 +121,14 @@ def bp_mean_since(patient: Any, *, since: dt.datetime) -> dict[str, float | int 
     """Mean SBP/DBP (mmHg) and count of the patient's live estimates since `since`, and how many of
     them the carry-forward baseline made (`n_repeating_cuff`: they repeat a cuff reading, they
     measure nothing); one query."""
-    from monitoring import bp
 
     return BPEstimate.objects.filter(patient=patient, shadow=False, recorded_at__gte=since).aggregate(
         sbp=Avg("sbp_mmhg"), dbp=Avg("dbp_mmhg"), n=Count("id"),
-        n_repeating_cuff=Count("id", filter=Q(model_version__hyperparameters__estimator=bp.CARRY_FORWARD)))
+        n_repeating_cuff=Count("id", filter=Q(model_version__hyperparameters__estimator=learning.CARRY_FORWARD)))
 
 
 def latest_reports(kind: str) -> list:
     """The newest stored report of `kind` for each scope (one query; scopes in name order)."""
-    from monitoring.models import MonitoringReport
 
     newest = MonitoringReport.objects.filter(kind=kind, scope=OuterRef("scope")).order_by("-computed_at").values("pk")[:1]
     return list(MonitoringReport.objects.filter(kind=kind, pk=Subquery(newest)).order_by("scope"))
@@ -133,7 +136,6 @@ def latest_reports(kind: str) -> list:
 
 def cuff_is_validated(cuff: Any) -> bool:
     """The cuff (a registered cuff Device, or None) is of a model an administrator marked validated."""
-    from patients.models import CuffModel
 
     if cuff is None:
         return False

@@ -5,11 +5,15 @@ from celery import shared_task
 from celery.signals import worker_process_init
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
+from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerOperationalError
 from redis.exceptions import RedisError
-from django.utils import timezone
 
-from monitoring import retention, selectors, services
+from monitoring import selectors
+from monitoring.bp import estimation
+from monitoring.handoff import new_evidence_handler
+from monitoring.health.model_health import accuracy_reports_compute, drift_reports_compute
+from monitoring.ingest import intake, retention
 from monitoring.models import WindowStatus
 
 
@@ -44,9 +48,9 @@ def process_window(window_id: int) -> None:
     task overhead, and no processed window left waiting for an estimate task that a broker outage
     lost). A re-run or a redelivery changes nothing: both steps are idempotent, and a transient
     error in either retries the whole task."""
-    analysis = services.window_process(window_id=window_id)
+    analysis = intake.window_process(window_id=window_id)
     if analysis is not None and analysis.usable:
-        _check_escalations(services.windows_estimate(window_ids=[window_id], analyses={window_id: analysis}))
+        _check_escalations(estimation.windows_estimate(window_ids=[window_id], analyses={window_id: analysis}))
 
 
 @shared_task(name="monitoring.tasks.process_windows", **RETRY_TRANSIENT)
@@ -55,10 +59,10 @@ def process_windows(window_ids: list[int]) -> None:
     devices), in one task: each window is still
     analysed, judged and estimated on its own (and idempotently: a redelivered batch changes
     nothing), while the queries and inserts are made once per batch instead of once per window."""
-    analyses = services.windows_process(window_ids=window_ids)
+    analyses = intake.windows_process(window_ids=window_ids)
     usable = [window_id for window_id, analysis in analyses.items() if analysis.usable]
     if usable:
-        _check_escalations(services.windows_estimate(window_ids=usable, analyses=analyses))
+        _check_escalations(estimation.windows_estimate(window_ids=usable, analyses=analyses))
 
 
 @shared_task(name="monitoring.tasks.estimate_window", **RETRY_TRANSIENT)
@@ -67,49 +71,28 @@ def estimate_window(window_id: int) -> None:
     live estimates are checked for escalation (_check_escalations). The processing tasks
     estimate themselves and the sweep and calibrations send estimate_windows; this one stays for
     re-running an estimate alone and for messages an earlier version queued before an upgrade."""
-    _check_escalations(services.windows_estimate(window_ids=[window_id]))
+    _check_escalations(estimation.windows_estimate(window_ids=[window_id]))
 
 
 def _check_escalations(estimates: dict[int, list]) -> None:
-    """The escalation check of each new live estimate, in O(1) from the estimate itself: a crisis- or
-    low-level reading asks for its patient's evaluation at once, on this fast queue (the evaluation
-    confirms it against the minutes before and raises the urgent item). Anything else waits for the
-    patient's daily titration (therapy.tasks.evaluate_due_patients)."""
-    from therapy.escalation import needs_escalation_check
-    from therapy.tasks import request_evaluation
-
-    patients = {e.patient_id for rows in estimates.values() for e in rows
-                if not e.shadow and needs_escalation_check(sbp_mmhg=e.sbp_mmhg, dbp_mmhg=e.dbp_mmhg)}
-    failed = None
-    for patient_id in sorted(patients):
-        try:
-            request_evaluation(patient_id, urgent=True)
-        except (BrokerOperationalError, RedisError) as exc:  # the other patients are still checked
-            failed = exc
-    if failed is not None:
-        raise failed
+    """Hand the estimates just stored to therapy (monitoring/handoff.py), which checks each live one
+    for escalation in O(1) and asks for a crisis- or low-level patient's evaluation at once
+    (therapy/receivers.py). Its errors (a broker outage) fail this task, which retries."""
+    stored = [e for rows in estimates.values() for e in rows]
+    if stored:
+        new_evidence_handler().estimates_stored(stored)
 
 
 # Windows processed this long ago without an estimate are left to the broker's redelivery (the
 # sweep stays a short range scan; the visibility timeout is an hour).
 ESTIMATE_SWEEP_LOOK_BACK = dt.timedelta(hours=2)
-# Windows per task when many are sent at once (a sweep's re-sends, the windows a new calibration
-# lets be estimated): as many as one batch upload carries. One task per window put 5,000 messages a
-# minute on the windows' queue in front of the live uploads (2026-12-05 soak: upload-to-estimate
-# p95 63 s); in batches a sweep's re-sends are 50 tasks, worked off between the live ones.
-WINDOWS_PER_TASK = 100
-
-
-def in_batches(window_ids: list[int]) -> list[list[int]]:
-    """The ids, WINDOWS_PER_TASK to a list, in order."""
-    return [window_ids[k:k + WINDOWS_PER_TASK] for k in range(0, len(window_ids), WINDOWS_PER_TASK)]
 
 
 @shared_task(name="monitoring.tasks.estimate_windows", **RETRY_TRANSIENT)
 def estimate_windows(window_ids: list[int]) -> None:
     """estimate_window for many windows at once (the sweep's re-sends, the windows a new calibration
     covers); a re-run changes nothing."""
-    _check_escalations(services.windows_estimate(window_ids=window_ids))
+    _check_escalations(estimation.windows_estimate(window_ids=window_ids))
 
 
 def _resend(window_ids: list[int], *, task, now: dt.datetime, status: str) -> int:
@@ -117,9 +100,9 @@ def _resend(window_ids: list[int], *, task, now: dt.datetime, status: str) -> in
     # back and the next minute's sweep sends it (a committed claim would hold 100 windows back
     # for 10 min); the error still ends this run, as the broker is down for the rest too.
     resent = 0
-    for batch in in_batches(window_ids):
+    for batch in intake.in_batches(window_ids):
         with transaction.atomic():
-            claimed = services.windows_claim_for_resend(window_ids=batch, now=now, status=status)
+            claimed = intake.windows_claim_for_resend(window_ids=batch, now=now, status=status)
             if claimed:
                 task.delay(claimed)
                 resent += len(claimed)
@@ -130,15 +113,15 @@ def _resend(window_ids: list[int], *, task, now: dt.datetime, status: str) -> in
 def sweep_unprocessed_windows() -> int:
     """Re-send windows stored but still unprocessed 10 min after they were sent (e.g. the broker
     was down when they arrived), and usable windows processed over 10 min ago that a calibration
-    covers but that have no estimate (a worker died between the two), WINDOWS_PER_TASK to a task.
+    covers but that have no estimate (a worker died between the two), intake.WINDOWS_PER_TASK to a task.
     Each is claimed first, so it is re-sent at most every 10 min; both steps are idempotent, so a
     window that was merely queued costs a no-op. Returns the count of windows re-sent."""
     now = timezone.now()
-    waiting = selectors.windows_waiting_for_processing(sent_before=now - services.RESEND_AFTER)
+    waiting = selectors.windows_waiting_for_processing(sent_before=now - intake.RESEND_AFTER)
     resent = _resend(waiting, task=process_windows, now=now, status=WindowStatus.RECEIVED)
     # Processed but left without its estimate (the worker died in between): estimated again.
     unestimated = selectors.windows_processed_without_estimate(
-        processed_before=now - services.RESEND_AFTER, processed_after=now - ESTIMATE_SWEEP_LOOK_BACK)
+        processed_before=now - intake.RESEND_AFTER, processed_after=now - ESTIMATE_SWEEP_LOOK_BACK)
     resent += _resend(unestimated, task=estimate_windows, now=now, status=WindowStatus.PROCESSED)
     return resent
 
@@ -151,7 +134,7 @@ PURGE_RUN_BUDGET_S = 60.0
 @shared_task(name="monitoring.tasks.purge_raw_windows", **RETRY_TRANSIENT)
 def purge_raw_windows() -> dict:
     """Drop the raw bytes of windows older than settings.RAW_WINDOW_RETENTION_DAYS (days) that no
-    suggestion rests on (monitoring/retention.py). Takes nothing; idempotent, so a retry or two runs
+    suggestion rests on (monitoring/ingest/retention.py). Takes nothing; idempotent, so a retry or two runs
     at once purge each window once. Returns the run's counts (bytes freed in bytes)."""
     result = retention.raw_windows_purge(now=timezone.now(), retention_days=settings.RAW_WINDOW_RETENTION_DAYS,
                                          max_seconds=PURGE_RUN_BUDGET_S)
@@ -162,19 +145,10 @@ def purge_raw_windows() -> dict:
 @shared_task(name="monitoring.tasks.compute_accuracy_reports", **RETRY_TRANSIENT)
 def compute_accuracy_reports() -> int:
     """Production accuracy and subgroup reports per model version; alerts; autonomy narrowing."""
-    from monitoring.model_health import accuracy_reports_compute
-
     return len(accuracy_reports_compute())
 
 
 @shared_task(name="monitoring.tasks.compute_drift_reports", **RETRY_TRANSIENT)
 def compute_drift_reports() -> int:
     """Data drift of the last 7 days against the models' training distributions; alerts; narrowing."""
-    from monitoring.model_health import drift_reports_compute
-
     return len(drift_reports_compute())
-
-
-# The stored pipeline, agreement and population reports live beside their queries; importing them
-# here registers their tasks with the worker (Celery discovers `tasks` modules only).
-from monitoring import reports  # noqa: E402, F401

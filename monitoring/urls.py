@@ -1,6 +1,6 @@
 from django.urls import path
 
-from monitoring import apis
+from monitoring.ingest import apis
 
 app_name = "monitoring"
 urlpatterns = [

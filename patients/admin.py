@@ -3,9 +3,9 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from rest_framework_api_key.admin import APIKeyModelAdmin
 
-from clinops.admin import ReadOnlyAdminMixin
-from clinops.audit import audit_record
-from clinops.errors import ApplicationError
+from clinops.base.admin import ReadOnlyAdminMixin
+from clinops.base.audit import audit_record
+from clinops.base.errors import ApplicationError
 from patients import services
 from patients.models import CareTeam, Clinician, CuffModel, Device, DeviceAPIKey, Patient, User
 

@@ -9,9 +9,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from clinops.permissions import DeviceAPIKeyAuthentication, IsDevice, IsPerson
 from patients import services
 from patients.models import Device, Patient
+from patients.permissions import DeviceAPIKeyAuthentication, IsDevice, IsPerson
 from patients.selectors import devices_visible_to, patients_visible_to
 
 

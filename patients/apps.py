@@ -6,3 +6,7 @@ class PatientsConfig(AppConfig):
 
     name = "patients"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Registers the object-level permission rules with django-rules.
+        from patients import permissions  # noqa: F401

@@ -6,8 +6,8 @@ import datetime as dt
 from django.db import transaction
 from django.utils import timezone
 
-from clinops.audit import Actor, audit_record
-from clinops.errors import ApplicationError, clean_text
+from clinops.base.audit import Actor, audit_record
+from clinops.base.errors import ApplicationError, clean_text
 from patients.models import (
     CareTeam,
     Clinician,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 
-from clinops.audit import SYSTEM
+from clinops.base.audit import SYSTEM
 from patients import services
 from patients.models import CareTeam, Clinician, ConsentStatus, Device, Patient, Profession, Sex, User
 

@@ -18,11 +18,11 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from clinops import localservices
-from clinops.audit import SYSTEM
-from monitoring import registry
-from monitoring.devicesim import window_payload
+from clinops.base.audit import SYSTEM
+from monitoring.bp import registry
+from monitoring.ingest.devicesim import window_payload
 from monitoring.models import BPEstimate, SignalWindow, WindowAnalysis, WindowStatus
-from monitoring.recordings import iter_windows, load_challenge2015, with_pleth_delay_removed
+from monitoring.signals.recordings import iter_windows, load_challenge2015, with_pleth_delay_removed
 from tests.factories import make_device, make_patient, make_team
 from tests.monitoring.test_bp_registry import register
 from tests.workers import Worker, database_url_of_test_db

@@ -1,16 +1,17 @@
-"""The test command behind `make test`: private Redis + PostgreSQL, then the suite in two passes.
+"""The test command behind `make test`: the lint pass, then private Redis + PostgreSQL and the suite.
 
-Pass 1 runs every test on SQLite (the zero-setup default) except the PostgreSQL-only and fault
-ones; pass 2 runs the integration tests and the PostgreSQL-only ones on a throwaway PostgreSQL
-cluster. Both use a real Redis and a real Celery worker process. Pass 3 runs the fault tests
-(`faults` marker) on PostgreSQL with a Redis of its own: they kill workers, stop Redis and restart
-PostgreSQL, so they run last, alone, and are told where the servers are (CLINOPS_TEST_REDIS_PORT,
-CLINOPS_TEST_REDIS_DIR, CLINOPS_TEST_PG_DATA, CLINOPS_TEST_PG_OPTIONS, CLINOPS_TEST_PG_LOG). The
-exit status is non-zero if any test failed, or if a pass ran no test at all (with extra arguments,
-which select tests, if no pass ran any).
+The lint pass (tests/lint.py: ruff, the import contracts, mypy) runs first; its failure fails the
+run, but the test passes still run so one run shows everything. Pass 1 runs every test on SQLite
+(the zero-setup default) except the PostgreSQL-only and fault ones; pass 2 runs the integration
+tests and the PostgreSQL-only ones on a throwaway PostgreSQL cluster. Both use a real Redis and a
+real Celery worker process. Pass 3 runs the fault tests (`faults` marker) on PostgreSQL with a Redis
+of its own: they kill workers, stop Redis and restart PostgreSQL, so they run last, alone, and are
+told where the servers are (CLINOPS_TEST_REDIS_PORT, CLINOPS_TEST_REDIS_DIR, CLINOPS_TEST_PG_DATA,
+CLINOPS_TEST_PG_OPTIONS, CLINOPS_TEST_PG_LOG). The exit status is non-zero if any test failed, or if
+a pass ran no test at all (with extra arguments, which select tests, if no pass ran any).
 
     python -m tests.run                 # everything
-    python -m tests.run -- -k audit     # extra arguments go to both pytest passes
+    python -m tests.run -- -k audit     # extra arguments go to the pytest passes (no lint pass)
 """
 from __future__ import annotations
 
@@ -33,10 +34,13 @@ PASSES = [
 
 def main(argv: list[str]) -> int:
     extra = argv[argv.index("--") + 1 :] if "--" in argv else argv
+    results: list[tuple[str, int]] = []
+    if not extra:  # a selection of tests is a quick look; the whole run is what must be clean
+        print("\n=== pass: lint (ruff, import contracts, mypy) ===", flush=True)
+        results.append(("lint", subprocess.call([sys.executable, "-m", "tests.lint"], cwd=ROOT)))
     redis_port = localservices.free_port()
     redis_dir = Path(tempfile.mkdtemp(prefix="clinops-redis-"))
     redis = localservices.start_redis(port=redis_port, data_dir=redis_dir)
-    results: list[tuple[str, int]] = []
     try:
         with localservices.temporary_postgres_cluster() as postgres:
             for name, marker, on_postgres, own_redis in PASSES:
@@ -62,12 +66,14 @@ def main(argv: list[str]) -> int:
         localservices.stop(redis)
     print("\n=== summary ===")
     for name, code in results:
-        verdict = {0: "passed", 5: "NO TESTS RAN"}.get(code, f"FAILED (pytest exit {code})")
+        verdict = {0: "passed", 5: "NO TESTS RAN"}.get(code, f"FAILED (exit {code})")
         print(f"{name}: {verdict}")
     # The whole suite must run tests in every pass; a selection (extra arguments) may leave a pass
     # empty, but not all of them.
     allowed = {0, 5} if extra else {0}
-    ok = results and all(code in allowed for _, code in results) and any(code == 0 for _, code in results)
+    tests = [(name, code) for name, code in results if name != "lint"]
+    ok = (all(code == 0 for name, code in results if name == "lint") and tests
+          and all(code in allowed for _, code in tests) and any(code == 0 for _, code in tests))
     return 0 if ok else 1
 
 

@@ -1,4 +1,4 @@
-"""Adherence (DESIGN 4): the share of scheduled doses the patient logged as taken.
+"""Adherence (docs/clinical-rules.md): the share of scheduled doses the patient logged as taken.
 
 Pure: values in, values out; today's date is passed in. A scheduled dose is one intake of one
 drug of the current regimen on one day ("amlodipine 5 mg, dose 1 of 1, 2026-11-20"). The patient

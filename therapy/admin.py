@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from clinops.admin import ReadOnlyAdminMixin
+from clinops.base.admin import ReadOnlyAdminMixin
 from therapy.models import Alert, DoseLog, EscalationAction, LatestEvaluation, PlanVersion, Suggestion, SymptomReport
 
 

@@ -14,9 +14,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from clinops.parsers import holds_nul
-from clinops.permissions import IsPerson
+from clinops.base.parsers import holds_nul
 from patients.models import Role
+from patients.permissions import IsPerson
 from patients.selectors import patients_visible_to
 from therapy import plans, services
 from therapy.adherence import scheduled_doses
@@ -33,7 +33,6 @@ from therapy.models import (
     SymptomReport,
 )
 from therapy.selectors import adherence_of, alerts_open_for, plan_current, released_changes, suggestions_visible_to
-
 
 
 def _is_patient(request: Request) -> bool:

@@ -150,13 +150,13 @@ class Direction(str, enum.Enum):
     DOWN = "down"
 
 
-# Below this share of logged doses taken, a step up is never automatic (DESIGN 4).
+# Below this share of logged doses taken, a step up is never automatic (docs/clinical-rules.md).
 ADHERENCE_FLOOR_FOR_AUTOMATIC_STEP_UP = 0.80
 
 
 @dataclass(frozen=True)
 class PlanRules:
-    """Per-patient titration rules (DESIGN 4 defaults).
+    """Per-patient titration rules (defaults: docs/clinical-rules.md).
 
     target_*_mmhg: the home mean must be below both (135/85; 130/80 for high-risk patients).
     look_back_days: evidence window ending at `now`, days.

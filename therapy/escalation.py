@@ -1,4 +1,4 @@
-"""Escalation to a clinician at once (DESIGN 4): never acted on automatically.
+"""Escalation to a clinician at once (docs/clinical-rules.md): never acted on automatically.
 
 - Crisis: SBP >= 180 mmHg or DBP >= 120 mmHg, confirmed by two estimates within 30 min of each
   other; the patient is told to seek care.

@@ -9,13 +9,21 @@ import structlog
 from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import Count, Q
 
-from clinops import metrics
-from clinops.audit import SYSTEM, audit_record
-from monitoring.model_health import autonomy_suspensions_in_force
-from monitoring.bp_mean_interval import MeanErrorModel
-from monitoring.bp_mean_interval import from_metrics as mean_error_model_of
-from monitoring.models import (AlertSeverity, BPEstimate, BPModelVersion, Calibration, EstimateDayTotals, OperatorAlert,
-                               SignalWindow, WindowStatus)
+from clinops.base import metrics
+from clinops.base.audit import SYSTEM, audit_record
+from monitoring.bp.mean_interval import MeanErrorModel
+from monitoring.bp.mean_interval import from_metrics as mean_error_model_of
+from monitoring.health.model_health import autonomy_suspensions_in_force
+from monitoring.models import (
+    AlertSeverity,
+    BPEstimate,
+    BPModelVersion,
+    Calibration,
+    EstimateDayTotals,
+    OperatorAlert,
+    SignalWindow,
+    WindowStatus,
+)
 from patients.models import Patient
 from therapy import plans
 from therapy.domain import Escalation, EscalationKind, EstimateDay, EstimateEvidence, PatientState, ProposalKind
@@ -23,8 +31,14 @@ from therapy.escalation import CRISIS_DBP_MMHG, CRISIS_SBP_MMHG, LOW_SBP_MMHG, c
 from therapy.evidence import CLOCK_TOLERANCE
 from therapy.models import Alert, LatestEvaluation, PlanVersion, Suggestion, SuggestionKind, SuggestionStatus
 from therapy.routing import route
-from therapy.selectors import (adherence_of, cuff_readings_between, plan_current, regimen_started_at, reports_since,
-                               wearable_agreement_of)
+from therapy.selectors import (
+    adherence_of,
+    cuff_readings_between,
+    plan_current,
+    regimen_started_at,
+    reports_since,
+    wearable_agreement_of,
+)
 from therapy.services import plan_rung_move
 from therapy.titration import propose_step
 

@@ -21,8 +21,8 @@ import enum
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 from statistics import fmean, stdev
+from typing import Protocol
 
 from scipy.stats import t as student_t
 
@@ -293,7 +293,7 @@ def trust_problems(agreement: WearableAgreement, bounds: TrustBounds) -> list[st
 
 
 class MeanErrorModel(Protocol):
-    """What the wearable's interval of the mean needs of the active model (monitoring/bp_mean_interval.py):
+    """What the wearable's interval of the mean needs of the active model (monitoring/bp/mean_interval.py):
     the 90 % half-width (mmHg) of the mean of n estimates, from an error shared by all estimates of
     one calibration plus a per-window error. Without one, the mean's interval is taken as wide as
     one window's (every error shared), never narrower than the truth."""

@@ -1,4 +1,4 @@
-"""Routing (DESIGN 4): does a proposal go to the patient automatically, or to a clinician?
+"""Routing (docs/clinical-rules.md): does a proposal go to the patient automatically, or to a clinician?
 
 Pure: values in, a `RoutingDecision` out; `now` is passed in. Units: mmHg, days, shares 0..1.
 
@@ -29,8 +29,8 @@ from therapy.domain import (
     Direction,
     Escalation,
     EstimateEvidence,
-    Exclusion,
     EvidenceSummary,
+    Exclusion,
     Proposal,
     ProposalKind,
     Route,

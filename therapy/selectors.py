@@ -9,19 +9,37 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
+from monitoring.bp import registry
+from monitoring.bp.mean_interval import from_metrics
+from monitoring.models import AgreementPair as AgreementPairRow
+from monitoring.models import CuffReading
 from patients.models import CuffModel, Device, Patient
 from patients.selectors import patients_visible_to
 from therapy import plans
 from therapy.adherence import Adherence, DoseLogEntry, adherence_over_look_back
-from monitoring.models import AgreementPair as AgreementPairRow
-from monitoring.models import CuffReading
 from therapy.domain import EscalationKind, SideEffectReport, Symptom, SymptomReport
-from therapy.plan_advice import ActiveModel
-from therapy.evidence import (AgreementPair, CuffEvidence, CuffSeries, WearableAgreement, cuff_series, trust_problems,
-                              wearable_agreement)
-from therapy.triage import Triage, TriageInput, triage_of
-from therapy.models import RELEASED_STATUSES, Alert, DoseLog, PlanVersion, ReportKind, Suggestion, SuggestionStatus
+from therapy.evidence import (
+    AgreementPair,
+    CuffEvidence,
+    CuffSeries,
+    WearableAgreement,
+    cuff_series,
+    trust_problems,
+    wearable_agreement,
+)
+from therapy.models import (
+    RELEASED_STATUSES,
+    Alert,
+    DoseLog,
+    LatestEvaluation,
+    PlanVersion,
+    ReportKind,
+    Suggestion,
+    SuggestionStatus,
+)
 from therapy.models import SymptomReport as SymptomReportRow
+from therapy.plan_advice import ActiveModel
+from therapy.triage import Triage, TriageInput, triage_of
 
 
 def plan_current(patient: Patient) -> PlanVersion | None:
@@ -209,8 +227,6 @@ def home_evidence_of(patient: Patient, plan: PlanVersion, *, now: dt.datetime) -
 
 def active_model_for_advice() -> ActiveModel | None:
     """The active BP model as the plan editor's warnings need it (None: no model is active)."""
-    from monitoring import registry
-    from monitoring.bp_mean_interval import from_metrics
 
     model = registry.model_active()
     if model is None:
@@ -297,7 +313,6 @@ def overdue_for(user, *, now: dt.datetime | None = None) -> dict[str, list[Overd
 def patients_due_for_evaluation(*, evaluated_before: dt.datetime, limit: int) -> list[int]:
     """Ids of up to `limit` patients with a plan who were never evaluated, then of those whose latest
     evaluation is older than `evaluated_before`, oldest first."""
-    from therapy.models import LatestEvaluation
 
     never = list(Patient.objects.filter(latest_evaluation__isnull=True)
                  .filter(Exists(PlanVersion.objects.filter(patient=OuterRef("pk"))))
@@ -309,7 +324,6 @@ def patients_due_for_evaluation(*, evaluated_before: dt.datetime, limit: int) ->
 
 def evaluations_overdue(*, evaluated_before: dt.datetime) -> int:
     """How many patients with a plan were last evaluated before `evaluated_before` (or never)."""
-    from therapy.models import LatestEvaluation
 
     never = (Patient.objects.filter(latest_evaluation__isnull=True)
              .filter(Exists(PlanVersion.objects.filter(patient=OuterRef("pk")))).count())

@@ -5,18 +5,33 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.forms.models import model_to_dict
 from django.utils import timezone
 
-from clinops.audit import SYSTEM, audit_record
-from clinops.errors import ApplicationError, clean_text
-from clinops.permissions import is_in_patients_care_team
-from clinops.tasks import enqueue_on_commit
+from clinops.base.audit import SYSTEM, audit_record
+from clinops.base.errors import ApplicationError, clean_text
+from clinops.base.tasks import enqueue_on_commit, task_named
 from patients.models import Patient, User
+from patients.permissions import is_in_patients_care_team
 from therapy import plans
-from therapy.domain import LADDER_TEMPLATES, EscalationKind
-from therapy.models import PlanVersion
+from therapy.adherence import scheduled_doses
+from therapy.domain import LADDER_TEMPLATES, EscalationKind, Symptom
+from therapy.models import (
+    RELEASED_STATUSES,
+    Alert,
+    DoseLog,
+    EscalationAction,
+    EscalationStep,
+    PlanVersion,
+    ReportKind,
+    Suggestion,
+    SuggestionKind,
+    SuggestionStatus,
+    SymptomReport,
+)
+from therapy.selectors import plan_current, regimen_started_at
 
 # A clinician's reason or note for a plan version or a decision (characters).
 MAX_REASON_LENGTH = 2000
@@ -30,6 +45,13 @@ PLAN_FIELDS = (
     "series_days", "series_discard_first_day", "series_min_readings", "series_min_days",
     "agreement_period_days", "agreement_min_pairs", "agreement_max_bias_mmhg", "agreement_max_sd_mmhg",
 )
+
+# A patient's symptom report asks for an evaluation now (a red flag raises an alert for the care
+# team): it goes to the window workers' queue, at their CPU priority, not behind the therapy
+# queue's bursts of debounced evaluations and the daily run.
+REPORT_EVALUATION_QUEUE = settings.CELERY_TASK_DEFAULT_QUEUE
+# therapy.tasks.evaluate_patient, sent by name: the tasks module imports this one.
+EVALUATE_PATIENT = "therapy.tasks.evaluate_patient"
 
 
 def _require_care_team_clinician(actor: Any, patient: Patient) -> None:
@@ -74,16 +96,15 @@ def _next_version(*, actor: Any, patient: Patient, reason: str, settings: dict[s
     if actor is not SYSTEM:
         # A plan set or changed by a clinician (a new target, a decision's rung) is evaluated now,
         # not at the daily run; an automatic release is itself the evaluation's outcome.
-        from therapy.tasks import evaluate_patient
 
-        enqueue_on_commit(evaluate_patient, patient.pk)
+        enqueue_on_commit(task_named(EVALUATE_PATIENT), patient.pk)
     return plan
 
 
 @transaction.atomic
 def plan_create(*, actor: Any, patient: Patient, template: str, reason: str, **settings: Any) -> PlanVersion:
     """A patient's first plan (or a fresh start) from a ladder template, e.g. "ace-ccb-thiazide";
-    other settings default to DESIGN section 4 (target 135/85, nothing automatic)."""
+    other settings default to docs/clinical-rules.md (target 135/85, nothing automatic)."""
     _require_care_team_clinician(actor, patient)
     if template not in LADDER_TEMPLATES:
         raise ApplicationError("Unknown ladder template.", extra={"fields": {"template": [f"one of {sorted(LADDER_TEMPLATES)}"]}})
@@ -116,8 +137,6 @@ def plan_change(*, actor: Any, patient: Patient, reason: str, **changes: Any) ->
 # --- Clinician decisions and patient acknowledgement --------------------------------------------
 
 def _pending_for_decision(*, actor: Any, suggestion_id: int):
-    from therapy.models import Suggestion, SuggestionStatus
-
     suggestion = Suggestion.objects.select_for_update().select_related("patient", "plan_version").get(pk=suggestion_id)
     _require_care_team_clinician(actor, suggestion.patient)
     if suggestion.status != SuggestionStatus.PENDING_REVIEW:
@@ -137,7 +156,6 @@ def plan_rung_move(*, actor: Any, patient: Patient, to_rung: int, reason: str) -
 
 def _close_alerts(*, actor: User, suggestion) -> None:
     """A decided escalation closes the alerts that pointed at it."""
-    from therapy.models import Alert
 
     for alert in Alert.objects.select_for_update().filter(suggestion=suggestion, closed_at__isnull=True):
         alert.closed_at, alert.closed_by = timezone.now(), actor
@@ -156,7 +174,6 @@ def _decided(suggestion, *, actor: User, reason: str) -> None:
 @transaction.atomic
 def suggestion_approve(*, actor: Any, suggestion_id: int, note: str = ""):
     """Approve the proposed step as it stands: it is released to the patient and the rung moves."""
-    from therapy.models import SuggestionKind, SuggestionStatus
 
     note = clean_text("note", note, max_length=MAX_REASON_LENGTH)
     suggestion = _pending_for_decision(actor=actor, suggestion_id=suggestion_id)
@@ -177,7 +194,6 @@ def suggestion_approve(*, actor: Any, suggestion_id: int, note: str = ""):
 @transaction.atomic
 def suggestion_modify(*, actor: Any, suggestion_id: int, to_rung: int, reason: str):
     """Release another rung than proposed (at most one rung from the current one), with a reason."""
-    from therapy.models import SuggestionStatus
 
     reason = clean_text("reason", reason, max_length=MAX_REASON_LENGTH, required=True, what="Say why the step is modified.")
     suggestion = _pending_for_decision(actor=actor, suggestion_id=suggestion_id)
@@ -204,7 +220,6 @@ def suggestion_modify(*, actor: Any, suggestion_id: int, to_rung: int, reason: s
 @transaction.atomic
 def suggestion_reject(*, actor: Any, suggestion_id: int, reason: str):
     """Reject the suggestion with a reason; nothing reaches the patient."""
-    from therapy.models import SuggestionStatus
 
     reason = clean_text("reason", reason, max_length=MAX_REASON_LENGTH, required=True,
                         what="Say why the suggestion is rejected.")
@@ -224,7 +239,6 @@ def escalation_act(*, actor: Any, suggestion_id: int, step: str, note: str, to_r
     "advised" keep it in the queue (the patient may still need to be seen); "resolved" closes it
     and its alerts, keeping the current rung or moving one rung (`to_rung`) as a modified decision.
     Returns the escalation."""
-    from therapy.models import EscalationAction, EscalationStep, SuggestionKind
 
     note = clean_text("note", note, max_length=MAX_REASON_LENGTH, required=True, what="Say what was said or done.")
     if step not in EscalationStep.values:
@@ -246,7 +260,6 @@ def escalation_act(*, actor: Any, suggestion_id: int, step: str, note: str, to_r
 @transaction.atomic
 def suggestion_acknowledge(*, actor: Any, suggestion_id: int):
     """The patient confirms they have seen a released change (their own only)."""
-    from therapy.models import RELEASED_STATUSES, Suggestion, SuggestionStatus
 
     suggestion = Suggestion.objects.select_for_update().select_related("patient").get(pk=suggestion_id)
     if not (isinstance(actor, User) and suggestion.patient.user_id == actor.pk):
@@ -280,9 +293,6 @@ def dose_log_record(*, actor: Any, patient: Patient, day: dt.date, drug: str, sl
     """Log one scheduled dose of the current regimen (drug, day, intake slot 1..3) as taken or
     missed. Returns (log, created). The first answer stands: the same answer again is accepted and
     changes nothing, a contradicting one is refused (409)."""
-    from therapy.adherence import scheduled_doses
-    from therapy.models import DoseLog
-    from therapy.selectors import plan_current, regimen_started_at
 
     _require_patient_or_care_team(actor, patient)
     Patient.objects.select_for_update(no_key=True).filter(pk=patient.pk).first()
@@ -321,9 +331,6 @@ def symptom_report_record(*, actor: Any, patient: Patient, kind: str, symptom: s
     """Store a symptom (from the list; "other symptom" needs a description) or a side effect (a
     description, optionally the drug). The patient is evaluated at once after the commit: a red
     flag, a low-pressure symptom or a side effect becomes an urgent item for the care team."""
-    from therapy.domain import Symptom
-    from therapy.models import ReportKind, SymptomReport
-    from therapy.tasks import REPORT_EVALUATION_QUEUE, evaluate_patient
 
     _require_patient_or_care_team(actor, patient)
     detail = clean_text("detail", detail, max_length=SymptomReport._meta.get_field("detail").max_length)
@@ -346,7 +353,7 @@ def symptom_report_record(*, actor: Any, patient: Patient, kind: str, symptom: s
                                           reported_by=actor)
     audit_record(actor=actor, action="symptom.report", target=report, patient=patient,
                  detail={"kind": kind, "symptom": symptom})
-    enqueue_on_commit(evaluate_patient, patient.pk, queue=REPORT_EVALUATION_QUEUE)
+    enqueue_on_commit(task_named(EVALUATE_PATIENT), patient.pk, queue=REPORT_EVALUATION_QUEUE)
     return report
 
 
@@ -358,7 +365,6 @@ MAX_SNOOZE_DAYS = 7
 def alert_snooze(*, actor: Any, alert_id: int, reason: str, days: float, now: dt.datetime | None = None):
     """Take an open alert out of the queue and the counter for `days` (0 < days <= 7), with a
     reason (care team only). It comes back when the time is up, or at once if the patient worsens."""
-    from therapy.models import Alert
 
     alert = Alert.objects.select_for_update().select_related("patient").get(pk=alert_id)
     _require_care_team_clinician(actor, alert.patient)

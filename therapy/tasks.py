@@ -16,6 +16,8 @@ from redis.exceptions import RedisError
 
 from therapy.evaluation import patient_therapy_evaluate
 from therapy.models import PlanVersion, SymptomReport
+from therapy.selectors import patients_due_for_evaluation
+from therapy.services import REPORT_EVALUATION_QUEUE
 
 log = structlog.get_logger(__name__)
 
@@ -23,10 +25,6 @@ log = structlog.get_logger(__name__)
 REPORT_SWEEP_LOOK_BACK = dt.timedelta(days=1)
 
 
-# A patient's symptom report asks for an evaluation now (a red flag raises an alert for the care
-# team): it goes to the window workers' queue, at their CPU priority, not behind the therapy
-# queue's bursts of debounced evaluations and the daily run.
-REPORT_EVALUATION_QUEUE = settings.CELERY_TASK_DEFAULT_QUEUE
 
 # Titration decides on a week's mean, so it is re-decided once a day per patient (the due sweep
 # below, spread over the day) and on the events that change the question (a cuff reading, a
@@ -93,7 +91,6 @@ def evaluate_due_patients() -> int:
     """Every minute: patients with a plan whose latest evaluation is older than
     THERAPY_EVALUATION_INTERVAL_S (a day by default), or who have none, oldest first, are evaluated
     (data can go stale, and titration waits for this run). Returns how many were sent."""
-    from therapy.selectors import patients_due_for_evaluation
 
     now = timezone.now()
     interval_s = settings.THERAPY_EVALUATION_INTERVAL_S
@@ -117,3 +114,8 @@ def sweep_unevaluated_reports() -> int:
     for patient_id in patient_ids:
         evaluate_patient.apply_async(args=[patient_id], queue=REPORT_EVALUATION_QUEUE)
     return len(patient_ids)
+
+
+# The stored pipeline, agreement and population reports live beside their queries; importing them
+# here registers their tasks with the worker (Celery discovers `tasks` modules only).
+from therapy import reports  # noqa: E402, F401

@@ -1,4 +1,4 @@
-"""Titration (DESIGN 4): from the recent estimates, propose one step on the ladder, or hold.
+"""Titration (docs/clinical-rules.md): from the recent estimates, propose one step on the ladder, or hold.
 
 Pure: values in, a `Proposal` out; `now` is passed in. Units: mmHg, days, shares 0..1.
 

@@ -24,10 +24,20 @@ for path in (str(ROOT), str(BENCH)):
         sys.path.insert(0, path)
 
 import psutil  # noqa: E402
+from ingest import (  # noqa: E402,F401
+    PYTHON,
+    CpuMeter,
+    load_average,
+    postgres_processes,
+    process_tree,
+    production_env,
+    run_checked,
+    start_gunicorn,
+    stop_on_signals,
+    wait_healthy,
+)
 
 from clinops.localservices import die_with_parent, free_port, start_redis, stop, temporary_postgres  # noqa: E402,F401
-from ingest import (PYTHON, CpuMeter, load_average, postgres_processes, process_tree, run_checked,  # noqa: E402,F401
-                    production_env, start_gunicorn, stop_on_signals, wait_healthy)
 
 # The benchmarks' celery workers and beat log at this level (BENCH_CELERY_LOG_LEVEL=INFO logs every
 # task received and its run time: what a soak's backlog is diagnosed from, with --keep).
@@ -175,13 +185,14 @@ import redis
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from clinops.audit import SYSTEM
-from monitoring import services
-from monitoring.devicesim import window_payload
+from clinops.base.audit import SYSTEM
+from monitoring.bp import cuff_calibration, estimation
+from monitoring.ingest import intake
+from monitoring.ingest.devicesim import window_payload
 from monitoring.models import Calibration, CuffReading, SignalWindow, WindowAnalysis
-from monitoring.recordings import iter_windows, load_challenge2015, with_pleth_delay_removed
-from monitoring.serializers import WindowInput
-from monitoring.training import bp_model_ensure_active
+from monitoring.signals.recordings import iter_windows, load_challenge2015, with_pleth_delay_removed
+from monitoring.ingest.serializers import WindowInput
+from monitoring.bp.training import bp_model_ensure_active
 from patients import services as people
 from patients.models import CareTeam, ConsentStatus, Device, DeviceAPIKey, Patient, Profession, Sex
 
@@ -223,11 +234,11 @@ def one_through_services(i):
     body = WindowInput(data=window_payload(window, sequence=0, recorded_at=at), context={"device": device})
     body.is_valid(raise_exception=True)
     v = body.validated_data
-    stored, _ = services.window_receive(device=device, upload=services.WindowUpload(
+    stored, _ = intake.window_receive(device=device, upload=intake.WindowUpload(
         sequence=0, recorded_at=v["recorded_at"], duration_s=v["duration_s"], encoding=v["encoding"], channels=v["channels"]))
-    assert services.window_process(window_id=stored.pk).usable
+    assert intake.window_process(window_id=stored.pk).usable
     sbp, dbp = cuff_of(i)
-    services.cuff_reading_record(actor=device, patient=patient, measured_at=at, sbp_mmhg=sbp, dbp_mmhg=dbp, source="device")
+    cuff_calibration.cuff_reading_record(actor=device, patient=patient, measured_at=at, sbp_mmhg=sbp, dbp_mmhg=dbp, source="device")
     out["keys"].append(key)
     out["patients"].append(patient.pk)
     if i in crisis:
@@ -304,7 +315,7 @@ t_patients = t_estimates = time.monotonic()
 calibration_windows = list(SignalWindow.objects.filter(patient_id__in=out["patients"]).order_by("id")
                            .values_list("id", flat=True))
 for k in range(0, len(calibration_windows), 1000):
-    services.windows_estimate(window_ids=calibration_windows[k:k + 1000])
+    estimation.windows_estimate(window_ids=calibration_windows[k:k + 1000])
 print(f"clinic: {len(calibration_windows)} calibration windows estimated in {time.monotonic() - t_estimates:.1f} s",
       file=sys.stderr)
 t_evaluations = time.monotonic()
@@ -383,7 +394,12 @@ class WindowSource:
 
     @classmethod
     def load(cls, n_records: int = 5) -> WindowSource:
-        from monitoring.recordings import challenge2015_records, iter_windows, load_challenge2015, with_pleth_delay_removed
+        from monitoring.signals.recordings import (
+            challenge2015_records,
+            iter_windows,
+            load_challenge2015,
+            with_pleth_delay_removed,
+        )
 
         recordings = ROOT / "data" / "recordings"
         names = challenge2015_records(recordings)[:n_records]
@@ -393,7 +409,7 @@ class WindowSource:
         return cls(records=names, windows=windows)
 
     def payload(self, k: int, *, sequence: int, recorded_at) -> dict:
-        from monitoring.devicesim import window_payload
+        from monitoring.ingest.devicesim import window_payload
 
         return window_payload(self.windows[k % len(self.windows)], sequence=sequence, recorded_at=recorded_at)
 

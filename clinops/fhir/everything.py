@@ -24,9 +24,9 @@ from django.db.models import F, Q
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.resource import Resource
 
+from clinops.base.models import AuditEvent
 from clinops.fhir import resources as fhir
-from clinops.models import AuditEvent
-from monitoring import registry
+from monitoring.bp import registry
 from monitoring.models import BPEstimate, BPModelVersion, CuffReading
 from patients.models import Clinician, Device, Patient
 from therapy import plans

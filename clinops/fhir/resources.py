@@ -30,7 +30,7 @@ from fhir.resources.R4B.practitioner import Practitioner
 from fhir.resources.R4B.provenance import Provenance
 from fhir.resources.R4B.resource import Resource
 
-from clinops.models import AuditEvent
+from clinops.base.models import AuditEvent
 from monitoring.models import BPEstimate, BPModelVersion, CuffReading, CuffSource, SignalWindow, WindowAnalysis
 from patients.models import Clinician, Device, Patient
 from therapy.domain import Frequency, Rung

@@ -15,11 +15,11 @@ from rest_framework.authentication import SessionAuthentication
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from clinops.errors import ApplicationError
+from clinops.base.errors import ApplicationError
 from clinops.fhir import everything
 from clinops.fhir.resources import operation_outcome
-from clinops.permissions import DeviceAPIKeyAuthentication, IsPerson
 from patients.models import Role
+from patients.permissions import DeviceAPIKeyAuthentication, IsPerson
 from patients.selectors import patients_visible_to
 
 FHIR_JSON = "application/fhir+json"

@@ -41,10 +41,12 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_totp",
     "axes",
     "csp",
-    "clinops",
+    "clinops.base",
     "patients",
-    "therapy",
     "monitoring",
+    "therapy",
+    # The outer layer (web app, portal, FHIR, demo): its templates, static files and commands.
+    "clinops",
 ]
 
 MIDDLEWARE = [
@@ -243,7 +245,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(minutes=1),
         "options": {"expires": 55},
     },
-    # Model health (monitoring/model_health.py): stored reports, operator alerts, autonomy narrowing.
+    # Model health (monitoring/health/model_health.py): stored reports, operator alerts, autonomy narrowing.
     "compute-accuracy-reports": {
         "task": "monitoring.tasks.compute_accuracy_reports",
         "schedule": timedelta(hours=1),
@@ -273,7 +275,7 @@ THERAPY_EVALUATION_INTERVAL_S = env_int("THERAPY_EVALUATION_INTERVAL_S", 86_400)
 # Raw ECG+PPG windows (~31 KiB each, ~9.75 MiB per patient per day) keep their signal this many days;
 # then monitoring.tasks.purge_raw_windows drops the bytes (~550 KiB per patient per day stay: rows,
 # SHA-256, analyses, estimates), except for the windows a suggestion rests on, kept for good
-# (monitoring/retention.py); a plan looking back further moves the cut-off back with it.
+# (monitoring/ingest/retention.py); a plan looking back further moves the cut-off back with it.
 RAW_WINDOW_RETENTION_DAYS = env_int("RAW_WINDOW_RETENTION_DAYS", 30)
 if RAW_WINDOW_RETENTION_DAYS < 1:
     raise ImproperlyConfigured("RAW_WINDOW_RETENTION_DAYS must be at least 1 (days).")
@@ -284,9 +286,9 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["clinops.permissions.IsDeviceOrPerson"],
+    "DEFAULT_PERMISSION_CLASSES": ["patients.permissions.IsDeviceOrPerson"],
     "DEFAULT_PARSER_CLASSES": [
-        "clinops.parsers.JSONParser",
+        "clinops.base.parsers.JSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
@@ -295,9 +297,9 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "clinops.pagination.Pagination",
+    "DEFAULT_PAGINATION_CLASS": "clinops.base.pagination.Pagination",
     "PAGE_SIZE": 50,
-    "EXCEPTION_HANDLER": "clinops.errors.api_exception_handler",
+    "EXCEPTION_HANDLER": "clinops.base.errors.api_exception_handler",
     "DEFAULT_THROTTLE_RATES": {"device_upload": env_str("DEVICE_UPLOAD_RATE", "120/min")},
 }
 # Largest device upload body (bytes), before and after gzip: a 100-window batch of compact
@@ -315,7 +317,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": (BASE_DIR / "clinops" / "api_description.md").read_text(),
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
-    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "clinops.schema.declare_error_responses"],
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "clinops.base.schema.declare_error_responses"],
     # Swagger UI and ReDoc served from the sidecar package: the docs work offline, no CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -326,7 +328,7 @@ SPECTACULAR_SETTINGS = {
 # sends) and, in a worker, task_id and task (clinops/celery_app.py).
 LOGGING = configure_logging(json=env_bool("LOG_JSON", False), level=env_str("LOG_LEVEL", "INFO"))
 
-# --- Metrics (Prometheus; clinops/metrics.py) -----------------------------------------------------
+# --- Metrics (Prometheus; clinops/base/metrics.py) -----------------------------------------------------
 # The bearer token a scraper must send to /metrics; without one the endpoint answers 404.
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 # One directory per machine shared by its gunicorn and Celery processes, each writing its counters

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from django import template
 
+from therapy.categories import CATEGORY_ADVICE, bp_category
+
 register = template.Library()
 
 
@@ -61,7 +63,6 @@ def audit_words(action: str) -> str:
 @register.inclusion_tag("web/_bp_category.html")
 def bp_category_badge(sbp_mmhg, dbp_mmhg):
     """A measured pressure's ACC/AHA 2017 category as a coloured badge with words."""
-    from therapy.categories import CATEGORY_ADVICE, bp_category
 
     category = bp_category(sbp_mmhg, dbp_mmhg)
     return {"category": category, "words": CATEGORY_ADVICE.get(category, ""),

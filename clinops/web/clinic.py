@@ -12,25 +12,28 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from clinops.errors import ApplicationError
-from clinops.models import AuditEvent
+from clinops.base.errors import ApplicationError
+from clinops.base.models import AuditEvent
 from clinops.web.access import clinician_required
-from clinops.web.forms import PlanForm, PatientListFilter
-from monitoring.models import Calibration
-from monitoring.models import ReportKind as MonitoringReportKind
+from clinops.web.forms import PatientListFilter, PlanForm
+from monitoring.models import Calibration, MonitoringReportKind
 from monitoring.selectors import bp_trend, latest_reports
 from patients.models import CareTeam
 from patients.selectors import patients_visible_to
 from therapy import plans, services
-from therapy.models import Suggestion, SuggestionKind, SuggestionStatus, SymptomReport
 from therapy.domain import LADDER_TEMPLATES
+from therapy.models import PlanVersion, Suggestion, SuggestionKind, SuggestionStatus, SymptomReport
 from therapy.plan_advice import plan_warnings
 from therapy.selectors import (
-    alerts_open_for,
+    OVERDUE_NO_CUFF_DAYS,
+    OVERDUE_NO_READING_DAYS,
+    OVERDUE_UNACKNOWLEDGED_DAYS,
     active_model_for_advice,
+    alerts_open_for,
     automatic_releases,
     autonomy_counts,
     home_evidence_of,
+    overdue_for,
     patients_with_triage,
     plan_current,
     review_queue_for,
@@ -178,7 +181,6 @@ def patient_list(request: HttpRequest) -> HttpResponse:
 @clinician_required
 def overdue(request: HttpRequest) -> HttpResponse:
     """Follow-up: the care teams' patients overdue for a reading, a cuff reading or an acknowledgement."""
-    from therapy.selectors import OVERDUE_NO_CUFF_DAYS, OVERDUE_NO_READING_DAYS, OVERDUE_UNACKNOWLEDGED_DAYS, overdue_for
 
     lists = overdue_for(request.user)
     sections = [
@@ -259,7 +261,6 @@ def plan_edit(request: HttpRequest, patient_id: int) -> HttpResponse:
 
 def _plan_warnings(form: PlanForm, plan) -> list[str]:
     """What the bounds shown mean with the active model (those posted, else the saved plan's)."""
-    from therapy.models import PlanVersion
 
     if form.is_bound and form.is_valid():
         draft = PlanVersion(**{**_plan_defaults(), **form.plan_settings()})
@@ -274,8 +275,6 @@ def _plan_warnings(form: PlanForm, plan) -> list[str]:
 
 
 def _plan_defaults() -> dict:
-    from therapy.models import PlanVersion
-
     values = {f.name: f.get_default() for f in PlanVersion._meta.get_fields()
               if f.name in PlanForm.base_fields and hasattr(f, "get_default")}
     values["min_usable_window_share"] = round(values["min_usable_window_share"] * 100)

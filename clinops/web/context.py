@@ -4,12 +4,12 @@ from __future__ import annotations
 from django.http import HttpRequest
 
 from patients.models import Role
+from therapy.selectors import alerts_open_for
 
 
 def alert_counter(request: HttpRequest) -> dict:
     user = getattr(request, "user", None)
     if not (user and user.is_authenticated and getattr(user, "role", None) in (Role.CLINICIAN, Role.ADMIN)):
         return {}
-    from therapy.selectors import alerts_open_for
 
     return {"open_alert_count": alerts_open_for(user, include_snoozed=False).count()}

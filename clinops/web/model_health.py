@@ -12,16 +12,16 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from clinops.errors import ApplicationError
+from clinops.base.errors import ApplicationError
 from clinops.web.access import clinician_required
-from monitoring import registry
-from monitoring.model_health import autonomy_suspension_lift
-from monitoring.models import AutonomySuspension, OperatorAlert, ReportKind
+from monitoring.bp import registry
+from monitoring.health.model_health import autonomy_suspension_lift
+from monitoring.models import AutonomySuspension, MonitoringReportKind, OperatorAlert
 from monitoring.selectors import latest_reports
-from therapy.models import Suggestion
 from patients.models import Role
 from patients.selectors import patients_visible_to
 from patients.services import is_clinical_lead
+from therapy.models import Suggestion
 
 
 def _weekly_mae_chart(accuracy_reports) -> dict:
@@ -63,8 +63,8 @@ def _seen_by(reports: list, view: Callable[[dict[str, Any]], dict[str, Any]]) ->
 @require_GET
 @clinician_required
 def model_health(request: HttpRequest) -> HttpResponse:
-    accuracy = latest_reports(ReportKind.ACCURACY)
-    population = latest_reports(ReportKind.POPULATION)
+    accuracy = latest_reports(MonitoringReportKind.ACCURACY)
+    population = latest_reports(MonitoringReportKind.POPULATION)
     alerts = OperatorAlert.objects.filter(resolved_at__isnull=True).order_by("severity", "-raised_at")
     patient_ids = suggestion_ids = None
     if request.user.role == Role.CLINICIAN:
@@ -86,10 +86,10 @@ def model_health(request: HttpRequest) -> HttpResponse:
         "may_lift": request.user.is_clinops_admin or is_clinical_lead(request.user),
         "accuracy": accuracy,
         "chart": _weekly_mae_chart(accuracy),
-        "subgroups": latest_reports(ReportKind.SUBGROUPS),
-        "drift": latest_reports(ReportKind.DRIFT),
-        "pipeline": _seen_by(latest_reports(ReportKind.PIPELINE), lambda p: pipeline_seen_by(p, patient_ids)),
-        "agreement": _seen_by(latest_reports(ReportKind.AGREEMENT), lambda p: agreement_seen_by(p, suggestion_ids)),
+        "subgroups": latest_reports(MonitoringReportKind.SUBGROUPS),
+        "drift": latest_reports(MonitoringReportKind.DRIFT),
+        "pipeline": _seen_by(latest_reports(MonitoringReportKind.PIPELINE), lambda p: pipeline_seen_by(p, patient_ids)),
+        "agreement": _seen_by(latest_reports(MonitoringReportKind.AGREEMENT), lambda p: agreement_seen_by(p, suggestion_ids)),
         "population": population,
     }
     return render(request, "web/clinic/model_health.html", context)

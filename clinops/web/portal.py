@@ -11,22 +11,21 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from clinops.errors import ApplicationError
+from clinops.base.errors import ApplicationError
 from clinops.web.access import patient_required
-from monitoring import services as monitoring_services
+from monitoring.bp import cuff_calibration
 from monitoring.models import Arm, CuffSource, Position
-from patients.models import DeviceKind
-from therapy.escalation import CONFIRMATION_WINDOW, CRISIS_DBP_MMHG, CRISIS_SBP_MMHG
 from monitoring.selectors import bp_mean_since, bp_trend
+from patients.models import DeviceKind
 from therapy import plans, services
 from therapy.adherence import adherence_in_patient_words, scheduled_doses
 from therapy.domain import RED_FLAG_SYMPTOMS, Symptom
-from therapy.models import DEFAULT_SEEK_CARE_INSTRUCTIONS, DoseLog, EscalationAction, Suggestion, SuggestionStatus
+from therapy.escalation import CONFIRMATION_WINDOW, CRISIS_DBP_MMHG, CRISIS_SBP_MMHG
 from therapy.evidence import CuffSeries
 from therapy.explain import change_explained
-from therapy.summary import visit_summary
+from therapy.models import DEFAULT_SEEK_CARE_INSTRUCTIONS, DoseLog, EscalationAction, Suggestion, SuggestionStatus
 from therapy.selectors import adherence_of, home_evidence_of, plan_current, regimen_started_at, released_changes
-
+from therapy.summary import visit_summary
 
 
 def _in_words(mean: dict, plan, series: CuffSeries | None) -> list[str]:
@@ -258,7 +257,7 @@ def cuff_reading(request: HttpRequest) -> HttpResponse:
             errors["cuff"] = "Choose your cuff from the list."
         if not errors:
             try:
-                monitoring_services.cuff_reading_record(actor=request.user, patient=patient, source=CuffSource.PATIENT,
+                cuff_calibration.cuff_reading_record(actor=request.user, patient=patient, source=CuffSource.PATIENT,
                                                         measured_at=timezone.now(), arm=arm, position=position,
                                                         cuff=cuff, **values)
             except ApplicationError as exc:

@@ -75,8 +75,16 @@ from rest_framework.fields import empty
 from schemathesis.specs.openapi.checks import ignored_auth
 
 from tests.clinops.test_api_schemathesis import (  # noqa: F401 - callers is a fixture used here
-    EXCLUDED_CHECKS, KNOWN_IDS, RAW_SCHEMA, SEED, build_clinic, callers, error_responses_conform, is_device_only,
-    load_schema, stored_counts,
+    EXCLUDED_CHECKS,
+    KNOWN_IDS,
+    RAW_SCHEMA,
+    SEED,
+    build_clinic,
+    callers,
+    error_responses_conform,
+    is_device_only,
+    load_schema,
+    stored_counts,
 )
 
 MALFORMED_PER_OPERATION = int(os.environ.get("CLINOPS_MALFORMED_EXAMPLES", "500"))
@@ -242,8 +250,8 @@ def _window(sequence: int, recorded_at: dt.datetime) -> dict:
 
 def _bodies() -> dict[str, tuple[type[serializers.Serializer], Callable[[dict], dict]]]:
     """Per write operation: its input serializer, and a valid body (what the mutations break)."""
-    from monitoring.apis import CuffReadingInput
-    from monitoring.serializers import BatchInput, WindowInput
+    from monitoring.ingest.apis import CuffReadingInput
+    from monitoring.ingest.serializers import BatchInput, WindowInput
     from patients.apis import DeviceRevokeApi
     from therapy.apis import ApproveInput, DoseLogInput, ModifyInput, PlanInput, RejectInput, SymptomReportInput
 
@@ -498,7 +506,7 @@ def malformed_request(draw, route: Route, ctx: dict) -> Malformed:
             request.body = zipped  # DRF's JSONParser does not unzip: bytes that are not UTF-8
         request.expect = frozenset({400})
     elif kind == "batch items":
-        from monitoring.serializers import WindowInput
+        from monitoring.ingest.serializers import WindowInput
 
         window = valid["windows"][0]
         items = draw(st.lists(broken_body(WindowInput, window), min_size=1, max_size=3))
@@ -644,7 +652,7 @@ def test_every_operation_is_fuzzed_by_hand_and_every_write_has_a_valid_body():
 # --- The 5xx found here, fixed in the product ----------------------------------------------------
 
 def test_deeply_nested_json_on_a_session_route_is_a_parse_error(clinic, quiet_request_log):
-    session = Client()  # CSRF not checked: the request reaches the parser (clinops.parsers)
+    session = Client()  # CSRF not checked: the request reaches the parser (clinops.base.parsers)
     session.force_login(clinic["clinician"])
     response = session.post(f"/api/v1/suggestions/{KNOWN_IDS['suggestion_id']}/reject/", b"[" * 100_000,
                             content_type="application/json")

@@ -47,7 +47,7 @@ SEED = int(os.environ.get("CLINOPS_FUZZ_SEED", "20261123"))
 
 # Checks left out of schemathesis' default set (every other one runs: not_a_server_error,
 # status_code_conformance — every operation declares its error statuses with the Error envelope,
-# clinops.schema.declare_error_responses — and response_schema_conformance included):
+# clinops.base.schema.declare_error_responses — and response_schema_conformance included):
 # - positive_data_acceptance: a schema-valid window can still be refused with a field error
 #   (channel length = rate x duration, time in range), which the schema cannot express.
 EXCLUDED_CHECKS = [positive_data_acceptance]
@@ -165,17 +165,17 @@ def build_clinic(monkeypatch):
     """A care team with a clinician and a patient with a plan, a wearable (whose key uploads), a
     spare device (the one the revoke route may revoke), a processed window and a pending suggestion
     (a generator for a fixture; KNOWN_IDS holds their ids meanwhile)."""
-    from monitoring.apis import DeviceUploadThrottle
+    from monitoring.ingest.apis import DeviceUploadThrottle
     from monitoring.models import SignalWindow
+    from tests.therapy.conftest import store_estimates, week_of
     from therapy import services as therapy_services
     from therapy.evaluation import patient_therapy_evaluate
     from therapy.models import PlanVersion
-    from tests.therapy.conftest import store_estimates, week_of
 
     # The API's work runs for real; only the Celery sends after commit are recorded, so that no task
     # for rows this test's flush removes is left in the shared broker for a later test's worker.
     sent: list[tuple[str, tuple]] = []
-    for module in ("monitoring.services", "therapy.services"):
+    for module in ("monitoring.ingest.intake", "monitoring.bp.cuff_calibration", "therapy.services", "therapy.receivers"):
         monkeypatch.setattr(f"{module}.enqueue_on_commit", lambda task, *args, **kw: sent.append((task.name, args)))
     # The upload throttle (DEVICE_UPLOAD_RATE, 120/min per key) would answer most of a run with 429.
     # DRF copies the rates into the throttle class at import, so the `settings` fixture cannot reach them.
@@ -271,8 +271,8 @@ def test_the_live_api_conforms_to_its_schema(case, clinic, callers, live_server)
 def test_accepted_writes_conform_to_their_schema(clinic, callers, live_server):
     """Random bodies are rarely accepted (a window must hold rate x duration samples of a recent
     time), so every write is also sent once as a client would, and its 2xx answer validated."""
-    from monitoring.devicesim import window_payload
-    from monitoring.recordings import iter_windows, load_challenge2015, with_pleth_delay_removed
+    from monitoring.ingest.devicesim import window_payload
+    from monitoring.signals.recordings import iter_windows, load_challenge2015, with_pleth_delay_removed
     from therapy.adherence import scheduled_doses
     from therapy.plans import ladder_of
     from therapy.selectors import plan_current

@@ -7,12 +7,12 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from clinops.audit import audit_trail_verify, row_hash
-from clinops.models import AuditEvent
+from clinops.base.audit import audit_trail_verify, row_hash
+from clinops.base.models import AuditEvent
 from tests.factories import make_patient, make_team
 
 pytestmark = pytest.mark.django_db
-append_only = importlib.import_module("clinops.migrations.0003_audit_trail_append_only_trigger")
+append_only = importlib.import_module("clinops.base.migrations.0003_audit_trail_append_only_trigger")
 
 
 def forge(sql: str, params=()):

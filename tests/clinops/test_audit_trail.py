@@ -4,8 +4,8 @@ import datetime as dt
 import pytest
 from django.db import IntegrityError, connection, transaction
 
-from clinops.audit import SYSTEM, audit_record
-from clinops.models import ActorType, AuditEvent, AuditTrailIsAppendOnly
+from clinops.base.audit import SYSTEM, audit_record
+from clinops.base.models import ActorType, AuditEvent, AuditTrailIsAppendOnly
 from patients import services
 from patients.models import ConsentStatus, Sex
 from tests.factories import make_clinician, make_device, make_patient, make_team

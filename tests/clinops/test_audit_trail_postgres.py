@@ -2,7 +2,7 @@
 import pytest
 from django.db import DatabaseError, connection, transaction
 
-from clinops.models import AuditEvent
+from clinops.base.models import AuditEvent
 from tests.factories import make_team
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]

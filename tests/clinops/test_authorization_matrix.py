@@ -387,18 +387,18 @@ class MatrixClient(Client):
 def build_world() -> SimpleNamespace:
     from django.core.cache import cache
 
-    from clinops.audit import SYSTEM
-    from monitoring import registry
+    from clinops.base.audit import SYSTEM
+    from monitoring.bp import registry
     from monitoring.models import AutonomySuspension, SignalWindow
     from patients import services as patient_services
+    from tests.factories import make_admin, make_clinician, make_device, make_patient, make_team
+    from tests.therapy.conftest import store_estimates, week_of
     from therapy import plans
     from therapy import services as therapy_services
     from therapy.adherence import scheduled_doses
     from therapy.evaluation import patient_therapy_evaluate
     from therapy.models import Alert, PlanVersion, Suggestion, SuggestionStatus
     from therapy.selectors import plan_current
-    from tests.factories import make_admin, make_clinician, make_device, make_patient, make_team
-    from tests.therapy.conftest import store_estimates, week_of
 
     cache.clear()  # upload throttle counters of earlier runs
     now = timezone.now()
@@ -545,7 +545,7 @@ def client_for(role: str, w: SimpleNamespace) -> Client:
 
 def stored_state() -> tuple[int, int, int]:
     """What a write changes: every service writes an audit row; windows and cuff readings are data."""
-    from clinops.models import AuditEvent
+    from clinops.base.models import AuditEvent
     from monitoring.models import CuffReading, SignalWindow
 
     return AuditEvent.objects.count(), SignalWindow.objects.count(), CuffReading.objects.count()

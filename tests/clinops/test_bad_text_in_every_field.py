@@ -11,18 +11,25 @@ sends each of their fields broken the same way, as a browser would post them.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import pytest
 from django.db import transaction
 from django.test import Client
 
 from tests.clinops.test_api_malformed_requests import (  # noqa: F401 - clinic and raw_context are fixtures
-    BODIES, ROUTES, Malformed, Route, _json, clients, clinic, raw_context, send,
+    BODIES,
+    ROUTES,
+    Malformed,
+    Route,
+    _json,
+    clients,
+    clinic,
+    raw_context,
+    send,
 )
 from tests.clinops.test_api_schemathesis import KNOWN_IDS, stored_counts
 
@@ -234,16 +241,16 @@ def ward(db, monkeypatch):
 
     from django.utils import timezone
 
-    from monitoring import registry
+    from monitoring.bp import registry
     from monitoring.models import AutonomySuspension
+    from tests.factories import make_clinician, make_device, make_patient, make_team
+    from tests.therapy.conftest import store_estimates, week_of
     from therapy import services
     from therapy.evaluation import patient_therapy_evaluate
     from therapy.models import PlanVersion
-    from tests.factories import make_clinician, make_device, make_patient, make_team
-    from tests.therapy.conftest import store_estimates, week_of
 
     # Celery sends after commit are left out: nothing here commits, and no worker is needed.
-    for module in ("monitoring.services", "therapy.services"):
+    for module in ("monitoring.ingest.intake", "monitoring.bp.cuff_calibration", "therapy.services", "therapy.receivers"):
         monkeypatch.setattr(f"{module}.enqueue_on_commit", lambda *args, **kwargs: None)
     now = timezone.now()
     team = make_team()

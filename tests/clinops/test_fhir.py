@@ -14,13 +14,13 @@ from rest_framework.test import APIClient
 
 from clinops.fhir import everything
 from clinops.fhir.resources import DECISION_REASON_URL, PREDICTION_INTERVAL_URL, estimate_method_text
-from monitoring import services as monitoring_services
+from monitoring.bp import cuff_calibration
 from monitoring.models import BPEstimate, CuffReading
+from tests.factories import make_admin, make_clinician, make_device, make_patient, make_team
+from tests.therapy.conftest import NOW, clinic, estimates, plan, store_estimates, trusted_wearable, week_of  # noqa: F401 (fixtures)
 from therapy import services
 from therapy.evaluation import patient_therapy_evaluate
 from therapy.models import SuggestionStatus
-from tests.factories import make_admin, make_clinician, make_device, make_patient, make_team
-from tests.therapy.conftest import NOW, clinic, estimates, plan, store_estimates, trusted_wearable, week_of  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.django_db
 
@@ -74,7 +74,7 @@ def record(clinic, plan, estimates):
     assert (first.status, pending.status) == (SuggestionStatus.PENDING_REVIEW, SuggestionStatus.PENDING_REVIEW)
     assert (pending.from_rung, pending.to_rung) == (1, 2)
     cuff, key = make_device(patient)
-    reading = monitoring_services.cuff_reading_record(actor=cuff, patient=patient, sbp_mmhg=146, dbp_mmhg=91,
+    reading = cuff_calibration.cuff_reading_record(actor=cuff, patient=patient, sbp_mmhg=146, dbp_mmhg=91,
                                                       measured_at=NOW - dt.timedelta(hours=1), source="device")
     first.refresh_from_db()
     return {**clinic, "approved": first, "pending": pending, "cuff": cuff, "cuff_key": key, "reading": reading}

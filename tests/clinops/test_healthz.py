@@ -4,7 +4,7 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from clinops.models import WorkerHeartbeat
+from clinops.base.models import WorkerHeartbeat
 
 pytestmark = pytest.mark.django_db
 

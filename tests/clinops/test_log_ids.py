@@ -15,8 +15,14 @@ from celery import Celery
 from rest_framework.test import APIClient
 
 from monitoring.tasks import process_window
-from tests.clinops.test_metrics import (_spare_redis_db, calibrated_wearer, estimated, machine,  # noqa: F401 - fixtures
-                                        one_minute_ago_payload, upload_window)
+from tests.clinops.test_metrics import (  # noqa: F401 - fixtures
+    _spare_redis_db,
+    calibrated_wearer,
+    estimated,
+    machine,
+    one_minute_ago_payload,
+    upload_window,
+)
 from tests.conftest import wait_for
 from tests.factories import make_device, make_patient, make_team
 from tests.monitoring.conftest import make_payload, real_windows  # noqa: F401 - fixtures

@@ -26,11 +26,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
-from clinops.audit import SYSTEM
-from monitoring import registry
+from clinops.base.audit import SYSTEM
+from monitoring.bp import registry
 from monitoring.models import BPEstimate, SignalWindow
-from therapy.evaluation import patient_therapy_evaluate
-from therapy.models import PlanVersion
 from tests.clinops.test_production_settings import manage
 from tests.conftest import wait_for
 from tests.factories import make_device, make_patient, make_team
@@ -38,6 +36,8 @@ from tests.monitoring.conftest import make_payload, real_windows  # noqa: F401 -
 from tests.monitoring.test_bp_registry import register
 from tests.therapy.conftest import NOW, clinic, estimates, plan, week_of  # noqa: F401 - fixtures
 from tests.workers import Worker, database_url_of_test_db
+from therapy.evaluation import patient_therapy_evaluate
+from therapy.models import PlanVersion
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = secrets.token_urlsafe(32)

@@ -9,7 +9,6 @@ import urllib.request
 from pathlib import Path
 
 import psutil
-import pytest
 
 from clinops.localservices import free_port
 from tests.conftest import wait_for

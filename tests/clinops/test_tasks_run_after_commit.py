@@ -4,8 +4,8 @@ import uuid
 import pytest
 from django.db import connection, transaction
 
-from clinops.models import WorkerHeartbeat
-from clinops.tasks import enqueue_on_commit, worker_heartbeat
+from clinops.base.models import WorkerHeartbeat
+from clinops.base.tasks import enqueue_on_commit, worker_heartbeat
 from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

@@ -4,8 +4,8 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from monitoring.devicesim import window_payload
-from monitoring.recordings import iter_windows, load_challenge2015, with_pleth_delay_removed
+from monitoring.ingest.devicesim import window_payload
+from monitoring.signals.recordings import iter_windows, load_challenge2015, with_pleth_delay_removed
 
 
 @pytest.fixture(scope="session")
@@ -33,18 +33,18 @@ def make_payload(real_windows):
 @pytest.fixture
 def processed_window_at(device, make_payload):
     """Store and process (in this process, no worker) a real window of `device` recorded at `when`."""
-    from monitoring import services
-    from monitoring.serializers import WindowInput
+    from monitoring.ingest import intake
+    from monitoring.ingest.serializers import WindowInput
 
     def make(when: dt.datetime, index: int = 0):
         body = make_payload(index, sequence=int(when.timestamp()), recorded_at=when.isoformat())
         fields = WindowInput(data=body, context={"device": device})
         fields.is_valid(raise_exception=True)
         v = fields.validated_data
-        window, _ = services.window_receive(device=device, upload=services.WindowUpload(
+        window, _ = intake.window_receive(device=device, upload=intake.WindowUpload(
             sequence=v["sequence"], recorded_at=v["recorded_at"], duration_s=v["duration_s"],
             encoding=v["encoding"], channels=v["channels"]))
-        assert services.window_process(window_id=window.pk).usable
+        assert intake.window_process(window_id=window.pk).usable
         window.refresh_from_db()
         return window
 

@@ -6,7 +6,7 @@ import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
 
-from monitoring import registry
+from monitoring.bp import registry
 from monitoring.models import BPModelVersion
 
 pytestmark = pytest.mark.django_db

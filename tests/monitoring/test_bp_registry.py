@@ -5,10 +5,10 @@ from sklearn.linear_model import Ridge
 from sklearn.multioutput import MultiOutputRegressor
 from sklearn.pipeline import Pipeline
 
-from clinops.audit import SYSTEM
-from clinops.errors import ApplicationError
-from clinops.models import AuditEvent
-from monitoring import bp, registry
+from clinops.base.audit import SYSTEM
+from clinops.base.errors import ApplicationError
+from clinops.base.models import AuditEvent
+from monitoring.bp import feature_deltas, learning, registry
 from monitoring.models import BPModelVersion, ModelStatus
 from tests.factories import make_clinician
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.django_db
 
 def report(model_mae: float, *, carry_forward_mae: float = 5.0, population_mae: float = 15.0,
            me: float = 0.5, sd: float = 6.0, coverage: float = 90.0) -> dict:
-    """An evaluation report as monitoring.bp.evaluate writes it (only the numbers the gates read)."""
+    """An evaluation report as monitoring.bp.accuracy.evaluate writes it (only the numbers the gates read)."""
     per_target = {
         "model": {"mae_mmhg": model_mae, "mean_error_mmhg": me, "sd_error_mmhg": sd, "coverage_pct": coverage},
         "carry_forward": {"mae_mmhg": carry_forward_mae},
@@ -28,17 +28,17 @@ def report(model_mae: float, *, carry_forward_mae: float = 5.0, population_mae: 
 
 def fitted(kind: str) -> bytes:
     rng = np.random.default_rng(0)
-    X, y = rng.normal(size=(40, len(bp.FEATURES))), rng.normal(size=(40, 2))
-    estimator = (next(iter(bp.carry_forward_estimator().values())) if kind == "baseline"
+    X, y = rng.normal(size=(40, len(feature_deltas.FEATURES))), rng.normal(size=(40, 2))
+    estimator = (next(iter(learning.carry_forward_estimator().values())) if kind == "baseline"
                  else MultiOutputRegressor(Pipeline([("regress", Ridge())])))
-    return bp.estimator_to_bytes(estimator.fit(X, y))
+    return learning.estimator_to_bytes(estimator.fit(X, y))
 
 
 def register(version: str, *, test_mae: float, kind: str = "learned", **validation) -> BPModelVersion:
     return registry.model_version_register(
         actor=SYSTEM, version=version, artifact=fitted(kind), trained_by="test", code_version="abc",
-        data_fingerprint={"sha256": "f" * 64}, features=list(bp.FEATURES),
-        hyperparameters={"estimator": bp.CARRY_FORWARD if kind == "baseline" else "ridge"},
+        data_fingerprint={"sha256": "f" * 64}, features=list(feature_deltas.FEATURES),
+        hyperparameters={"estimator": learning.CARRY_FORWARD if kind == "baseline" else "ridge"},
         metrics={"test": report(test_mae), "validation": report(test_mae, **validation)},
         interval_level=0.9, interval_sbp_mmhg=12.0, interval_dbp_mmhg=8.0,
     )
@@ -101,7 +101,7 @@ def test_a_tampered_model_file_is_refused():
 def test_a_verified_model_loads_and_predicts():
     model = register("fine", test_mae=4.0)
     estimator = registry.model_load(model)
-    assert estimator.predict(np.zeros((1, len(bp.FEATURES)))).shape == (1, 2)
+    assert estimator.predict(np.zeros((1, len(feature_deltas.FEATURES)))).shape == (1, 2)
 
 
 def test_shadow_mode_is_audited_and_never_applies_to_the_active_model():
@@ -134,7 +134,7 @@ def test_a_model_without_a_finite_interval_cannot_be_registered():
     with pytest.raises(ApplicationError, match="finite"):
         registry.model_version_register(
             actor=SYSTEM, version="no-interval", artifact=fitted("learned"), trained_by="test", code_version="",
-            data_fingerprint={}, features=list(bp.FEATURES), hyperparameters={}, metrics={},
+            data_fingerprint={}, features=list(feature_deltas.FEATURES), hyperparameters={}, metrics={},
             interval_level=0.9, interval_sbp_mmhg=float("inf"), interval_dbp_mmhg=8.0,
         )
 

@@ -8,9 +8,9 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from clinops.audit import SYSTEM
-from clinops.models import AuditEvent
-from monitoring import services
+from clinops.base.audit import SYSTEM
+from clinops.base.models import AuditEvent
+from monitoring.bp import cuff_calibration, estimation
 from monitoring.models import Calibration, CuffReading
 from patients import services as services_patients
 from tests.factories import make_clinician, make_device, make_patient, make_team
@@ -81,7 +81,7 @@ def test_a_reading_calibrates_against_usable_windows_within_10_minutes(patient, 
     near = [processed_window_at(T0 - dt.timedelta(minutes=5), 0), processed_window_at(T0 + dt.timedelta(minutes=4), 1)]
     processed_window_at(T0 - dt.timedelta(minutes=15), 2)
     processed_window_at(T0 + dt.timedelta(minutes=11), 3)
-    reading = services.cuff_reading_record(actor=SYSTEM, patient=patient, measured_at=T0, sbp_mmhg=140, dbp_mmhg=85, source="clinician")
+    reading = cuff_calibration.cuff_reading_record(actor=SYSTEM, patient=patient, measured_at=T0, sbp_mmhg=140, dbp_mmhg=85, source="clinician")
     calibration = Calibration.objects.get(cuff_reading=reading)
     assert set(calibration.windows.all()) == set(near)
     pats = [w.analyses.get().features["pat_foot_ms_median"] for w in near]
@@ -90,10 +90,10 @@ def test_a_reading_calibrates_against_usable_windows_within_10_minutes(patient, 
 
 
 def test_a_reading_without_windows_waits_and_calibrates_when_a_window_arrives(patient, processed_window_at):
-    reading = services.cuff_reading_record(actor=SYSTEM, patient=patient, measured_at=T0, sbp_mmhg=140, dbp_mmhg=85, source="patient")
+    reading = cuff_calibration.cuff_reading_record(actor=SYSTEM, patient=patient, measured_at=T0, sbp_mmhg=140, dbp_mmhg=85, source="patient")
     assert not Calibration.objects.exists()
     window = processed_window_at(T0 + dt.timedelta(minutes=2))
-    assert [c.cuff_reading for c in services.calibrations_touching(windows=[window])] == [reading]
+    assert [c.cuff_reading for c in cuff_calibration.calibrations_touching(windows=[window])] == [reading]
     assert list(Calibration.objects.get().windows.all()) == [window]
 
 
@@ -118,13 +118,13 @@ def test_no_cuff_reading_is_accepted_without_consent(patient, status):
 
 
 def test_a_calibration_used_by_an_estimate_no_longer_changes(patient, processed_window_at):
-    from monitoring import registry
+    from monitoring.bp import registry
     from tests.monitoring.test_bp_registry import register
 
     registry.model_version_promote(actor=SYSTEM, model=register("cf", test_mae=5.0, kind="baseline"))
     first = processed_window_at(T0 - dt.timedelta(minutes=5), 0)
-    reading = services.cuff_reading_record(actor=SYSTEM, patient=patient, measured_at=T0, sbp_mmhg=140, dbp_mmhg=85, source="clinician")
-    [estimate] = services.window_estimate(window_id=first.pk)
+    reading = cuff_calibration.cuff_reading_record(actor=SYSTEM, patient=patient, measured_at=T0, sbp_mmhg=140, dbp_mmhg=85, source="clinician")
+    [estimate] = estimation.window_estimate(window_id=first.pk)
     features = dict(reading.calibration.features)
     processed_window_at(T0 + dt.timedelta(minutes=5), 1)
     calibration = Calibration.objects.get(cuff_reading=reading)
@@ -134,21 +134,21 @@ def test_a_calibration_used_by_an_estimate_no_longer_changes(patient, processed_
 
 def test_windows_processed_before_their_calibration_are_estimated_once_it_exists(
         patient, processed_window_at, django_capture_on_commit_callbacks):
-    from monitoring import registry
+    from monitoring.bp import registry
     from tests.monitoring.test_bp_registry import register
 
     registry.model_version_promote(actor=SYSTEM, model=register("cf", test_mae=5.0, kind="baseline"))
     near = processed_window_at(T0 + dt.timedelta(minutes=2), 0)
     later = processed_window_at(T0 + dt.timedelta(minutes=30), 1)
     before = processed_window_at(T0 - dt.timedelta(minutes=30), 2)
-    assert services.window_estimate(window_id=later.pk) == []  # no calibration, no estimate
+    assert estimation.window_estimate(window_id=later.pk) == []  # no calibration, no estimate
     with django_capture_on_commit_callbacks() as sent:
-        services.cuff_reading_record(actor=SYSTEM, patient=patient, measured_at=T0, sbp_mmhg=140, dbp_mmhg=85,
+        cuff_calibration.cuff_reading_record(actor=SYSTEM, patient=patient, measured_at=T0, sbp_mmhg=140, dbp_mmhg=85,
                                      source="clinician")
     queued = [window_id for c in sent if c.__qualname__ == "send monitoring.tasks.estimate_windows"
               for window_id in inspect.getclosurevars(c).nonlocals["args"][0]]
     # The calibration cannot serve a window recorded before it (more than the pairing time).
     assert queued == [near.pk, later.pk]
     for window_id in queued:
-        services.window_estimate(window_id=window_id)
+        estimation.window_estimate(window_id=window_id)
     assert [len(w.estimates.all()) for w in (near, later, before)] == [1, 1, 0]

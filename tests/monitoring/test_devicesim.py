@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from django.conf import settings
 
-from monitoring.devicesim import window_payload
-from monitoring.encoding import Channel, decode_compact
-from monitoring.recordings import iter_windows, load_challenge2015, with_pleth_delay_removed
-from monitoring.signals import analyse_window
-from patients.demo import PATIENTS
+from clinops.demo.clinic import PATIENTS
+from monitoring.ingest.devicesim import window_payload
+from monitoring.ingest.encoding import Channel, decode_compact
+from monitoring.signals.pipeline import analyse_window
+from monitoring.signals.recordings import iter_windows, load_challenge2015, with_pleth_delay_removed
 
 
 @pytest.mark.parametrize("record", [p[-1] for p in PATIENTS])

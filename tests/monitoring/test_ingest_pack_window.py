@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from monitoring.encoding import Channel, _plain_arrays, pack_window, unpack_window
+from monitoring.ingest.encoding import Channel, _plain_arrays, pack_window, unpack_window
 
 samples = st.one_of(arrays(np.dtype("<i2"), st.integers(0, 9000)),
                     arrays(np.dtype("<f4"), st.integers(0, 9000), elements=st.floats(-1e6, 1e6, width=32)))

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rest_framework import serializers
 
-from monitoring.serializers import WindowInput
+from monitoring.ingest.serializers import WindowInput
 
 ODD_VALUES = [None, True, False, 0, -1, 1.5, 1e300, 2**64, "", " ", "x", "12", "250", "NaN", "2026-11-23T10:00:00",
               "2026-11-23T10:00:00Z", "2026-11-23T12:99:00Z", [], {}, [1, 2], {"a": 1}, "AAAA", "AAA=", "\x00", "int16",

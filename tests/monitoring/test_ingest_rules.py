@@ -4,7 +4,7 @@ import datetime as dt
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitoring.ingest import channel_length_problem, recorded_at_problem
+from monitoring.ingest.rules import channel_length_problem, recorded_at_problem
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 

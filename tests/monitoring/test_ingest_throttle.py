@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rest_framework.throttling import SimpleRateThrottle
 
-from clinops.permissions import DevicePrincipal
-from monitoring import apis
-from monitoring.apis import DeviceUploadThrottle
+from monitoring.ingest import apis
+from monitoring.ingest.apis import DeviceUploadThrottle
+from patients.permissions import DevicePrincipal
 
 _device_ids = itertools.count(10_000_000)
 

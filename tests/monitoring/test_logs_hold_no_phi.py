@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
-from monitoring import services
+from monitoring.bp import estimation
 from monitoring.models import WindowAnalysis
 
 pytestmark = pytest.mark.django_db
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.django_db
 def test_the_log_lines_of_a_processed_window_hold_ids_not_names_or_values(caplog, device, processed_window_at, real_windows):
     caplog.set_level(logging.DEBUG)
     window = processed_window_at(timezone.now())
-    services.window_estimate(window_id=window.pk)
+    estimation.window_estimate(window_id=window.pk)
     lines = [f"{r.getMessage()} {r.msg!r}" for r in caplog.records]
     text = "\n".join(lines)
     assert f"'window_id': {window.pk}" in text, text  # the lines are there, and they say which window

@@ -1,4 +1,4 @@
-"""The interval of the mean of n BP estimates (monitoring/bp_mean_interval.py): the error
+"""The interval of the mean of n BP estimates (monitoring/bp/mean_interval.py): the error
 components are recovered from synthetic errors whose true values are known, the half-width shrinks
 with n toward the shared part and never below it, bad inputs are refused, the registry entry reads
 back, and training on the shipped recordings stores it for both registered versions."""
@@ -13,8 +13,8 @@ from django.conf import settings
 from sklearn.linear_model import Ridge
 from sklearn.multioutput import MultiOutputRegressor
 
-from monitoring import bp
-from monitoring import bp_mean_interval as mi
+from monitoring.bp import arterial_reference, feature_deltas, learning, protocol
+from monitoring.bp import mean_interval as mi
 
 Z_90 = 1.6449
 
@@ -216,19 +216,19 @@ def test_a_missing_or_non_finite_entry_reads_as_none(metrics):
 # ---------------------------------------------------------------------------------------------
 
 
-def tiny_dataset(shift: float = 0.0) -> bp.BPDataset:
+def tiny_dataset(shift: float = 0.0) -> protocol.BPDataset:
     """Six records of five windows; record r5's reference SBP is shifted by `shift` mmHg."""
     rng = np.random.default_rng(3)
     samples = []
     for r in range(6):
-        calibration = bp.Calibration(120.0, 80.0, {**{name: 0.0 for name in bp.FEATURES}, "ppg_amplitude_median": 1.0})
+        calibration = feature_deltas.Calibration(120.0, 80.0, {**{name: 0.0 for name in feature_deltas.FEATURES}, "ppg_amplitude_median": 1.0})
         for i in range(5):
-            features = {name: float(rng.normal()) for name in bp.FEATURES}
+            features = {name: float(rng.normal()) for name in feature_deltas.FEATURES}
             features["ppg_amplitude_median"] = math.exp(features["ppg_amplitude_median"])  # enters as a log ratio
             sbp = 120.0 - 5.0 * features["pat_foot_ms_median"] + rng.normal() + (shift if r == 5 else 0.0)
-            reference = bp.ReferenceBP(sbp, 80.0 + rng.normal(), 20)
-            samples.append(bp.WindowSample(f"r{r}", 60.0 + 30 * i, reference, calibration, features))
-    return bp.BPDataset(samples=tuple(samples), outcomes=())
+            reference = arterial_reference.ReferenceBP(sbp, 80.0 + rng.normal(), 20)
+            samples.append(protocol.WindowSample(f"r{r}", 60.0 + 30 * i, reference, calibration, features))
+    return protocol.BPDataset(samples=tuple(samples), outcomes=())
 
 
 def ridge() -> MultiOutputRegressor:
@@ -248,7 +248,7 @@ def test_a_record_is_predicted_by_a_model_that_never_saw_it():
     # a record outside `trained_on` is predicted by the given estimator as it is
     fitted = ridge().fit(plain.X(), plain.y())
     as_is = mi.out_of_record_errors(fitted, plain, trained_on=())
-    expected = bp.predict_bp(fitted, plain.X(), plain.calibration_bp()) - plain.reference_bp()
+    expected = learning.predict_bp(fitted, plain.X(), plain.calibration_bp()) - plain.reference_bp()
     assert as_is.error_mmhg == pytest.approx(expected)
     grouped = mi.out_of_record_errors(fitted, plain, trained_on=records, n_folds=3)
     assert grouped.error_mmhg.shape == (30, 2) and np.isfinite(grouped.error_mmhg).all()
@@ -262,8 +262,8 @@ def test_a_record_is_predicted_by_a_model_that_never_saw_it():
 
 @pytest.mark.django_db
 def test_training_on_the_shipped_recordings_stores_the_interval_of_the_mean_for_both_versions():
-    from clinops.audit import SYSTEM
-    from monitoring.training import bp_models_train
+    from clinops.base.audit import SYSTEM
+    from monitoring.bp.training import bp_models_train
 
     run = bp_models_train(actor=SYSTEM, data_dir=settings.RECORDINGS_DIR / "challenge2015", trained_by="test")
     for version in (run.learned, run.baseline):

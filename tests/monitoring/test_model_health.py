@@ -9,10 +9,11 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from clinops.audit import SYSTEM
-from clinops.errors import ApplicationError
-from clinops.models import AuditEvent
-from monitoring import bp, model_health, quality, registry, signals
+from clinops.base.audit import SYSTEM
+from clinops.base.errors import ApplicationError
+from clinops.base.models import AuditEvent
+from monitoring.bp import feature_deltas, protocol, registry
+from monitoring.health import model_health, quality
 from monitoring.models import (
     AutonomySuspension,
     Calibration,
@@ -23,6 +24,7 @@ from monitoring.models import (
     WindowAnalysis,
     WindowStatus,
 )
+from monitoring.signals import pipeline
 from tests.factories import make_clinician, make_device, make_patient, make_team
 from tests.monitoring.test_bp_registry import register
 
@@ -30,7 +32,7 @@ from tests.monitoring.test_bp_registry import register
 @pytest.fixture(scope="module")
 def real_features():
     """Beat features of every evaluated window of the shipped challenge2015 records, shuffled."""
-    dataset = bp.load_dataset(settings.RECORDINGS_DIR / "challenge2015")
+    dataset = protocol.load_dataset(settings.RECORDINGS_DIR / "challenge2015")
     features = [dict(s.features) for s in dataset.samples]
     random.Random(7).shuffle(features)
     return features
@@ -42,7 +44,7 @@ def test_drift_stays_quiet_on_the_same_real_distribution(real_features):
     half = len(real_features) // 2
     reference = quality.feature_reference(real_features[:half])
     drifts = quality.drift_report(reference, real_features[half:])
-    assert len(drifts) == len(bp.FEATURES) and all(d.n_current >= quality.MIN_DRIFT_WINDOWS for d in drifts)
+    assert len(drifts) == len(feature_deltas.FEATURES) and all(d.n_current >= quality.MIN_DRIFT_WINDOWS for d in drifts)
     assert [d.feature for d in drifts if d.severity] == [], [d.describe() for d in drifts]
 
 
@@ -102,7 +104,7 @@ def analysed_window(device, *, sequence: int, at: dt.datetime, features: dict, f
         device=device, patient=device.patient, sequence=sequence, recorded_at=at, duration_s=30, ecg_fs=250, ppg_fs=250,
         encoding="compact", raw=b"", raw_sha256="", raw_bytes=0, firmware=firmware, enqueued_at=at,
         status=WindowStatus.PROCESSED)
-    return WindowAnalysis.objects.create(window=window, pipeline_version=signals.PIPELINE_VERSION, usable=True,
+    return WindowAnalysis.objects.create(window=window, pipeline_version=pipeline.PIPELINE_VERSION, usable=True,
                                          processing_ms=1.0, features=features)
 
 
@@ -115,11 +117,11 @@ def drifting_clinic(db):
     patient = make_patient(team=team)
     device, _ = make_device(patient)
     now = timezone.now()
-    features = {name: 200.0 for name in bp.FEATURES}
+    features = {name: 200.0 for name in feature_deltas.FEATURES}
     first = CuffReading.objects.create(patient=patient, measured_at=now - dt.timedelta(days=10), sbp_mmhg=130,
                                        dbp_mmhg=80, source="patient")
     Calibration.objects.create(patient=patient, cuff_reading=first, calibrated_at=first.measured_at, features=features,
-                               pipeline_version=signals.PIPELINE_VERSION)
+                               pipeline_version=pipeline.PIPELINE_VERSION)
     second = CuffReading.objects.create(patient=patient, measured_at=now - dt.timedelta(days=1), sbp_mmhg=145,
                                         dbp_mmhg=88, source="patient")
     for i in range(12):
@@ -148,9 +150,9 @@ def test_poor_production_accuracy_raises_an_alert_and_suspends_automatic_release
 
 
 def test_a_suspension_routes_every_step_to_review_until_a_clinical_lead_lifts_it(drifting_clinic):
+    from tests.therapy.conftest import store_estimates, week_of
     from therapy import services
     from therapy.evaluation import patient_therapy_evaluate
-    from tests.therapy.conftest import store_estimates, week_of
 
     model_health.accuracy_reports_compute()
     patient, clinician = drifting_clinic["patient"], drifting_clinic["clinician"]
@@ -233,7 +235,7 @@ def test_the_model_health_page_shows_reports_alerts_and_lets_a_clinical_lead_lif
 
 
 def test_pipeline_and_agreement_thresholds_raise_operator_alerts(db):
-    from monitoring.models import ReportKind
+    from monitoring.models import MonitoringReportKind
 
     pipeline = {"judged": 100, "rejected_pct": 55.0, "period_hours": 24, "silent_devices": [{"device_id": 1}],
                 "silent_after_hours": 48, "latency_ms": {"p95": 1200.0}, "queue": {"oldest_waiting_minutes": 40.0},
@@ -249,7 +251,7 @@ def test_pipeline_and_agreement_thresholds_raise_operator_alerts(db):
                                        "time_to_decision_hours": {"p95": 10.0}})[0].signal == "agreement.override_pct"
     assert quality.agreement_findings({"reviewed": 3, "override_pct_steps_only": 100.0}) == []  # too few to judge
     now = timezone.now()
-    report = MonitoringReport.objects.create(kind=ReportKind.PIPELINE, scope="all", period_start=now, period_end=now,
+    report = MonitoringReport.objects.create(kind=MonitoringReportKind.PIPELINE, scope="all", period_start=now, period_end=now,
                                              payload=pipeline)
     model_health.operational_alerts_sync(report)
     assert OperatorAlert.objects.filter(resolved_at=None).count() == 4
@@ -257,9 +259,9 @@ def test_pipeline_and_agreement_thresholds_raise_operator_alerts(db):
 
 
 def test_cuff_paired_windows_and_decisions_become_a_versioned_training_set_train_bp_model_uses(drifting_clinic):
-    from monitoring import feedback
-    from monitoring.feedback import training_samples_of, training_set_build
-    from monitoring.training import bp_models_train
+    from monitoring.bp.training import bp_models_train, training_samples_of
+    from therapy import feedback
+    from therapy.feedback import training_set_build
 
     now = timezone.now()
     training_set = training_set_build(actor=SYSTEM, created_by="test", since=now - dt.timedelta(days=56), until=now)
@@ -273,7 +275,7 @@ def test_cuff_paired_windows_and_decisions_become_a_versioned_training_set_train
                           production_set=training_set)
     training = run.learned.metrics["training"]
     assert training["production_set"] == {"version": training_set.version, "sha256": training_set.sha256, "n_samples": 12}
-    assert set(training["feature_reference"]) == set(bp.FEATURES)
+    assert set(training["feature_reference"]) == set(feature_deltas.FEATURES)
     # The same gates judge it: validation and test are the shipped records' alone.
     assert run.test_report["dataset"] == run.baseline.metrics["test"]["dataset"]
     assert run.test_report["sbp"]["model"]["n_windows"] == run.baseline.metrics["test"]["sbp"]["model"]["n_windows"]

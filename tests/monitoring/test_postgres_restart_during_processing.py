@@ -7,8 +7,17 @@ import time
 import pytest
 
 from tests.conftest import wait_for
-from tests.faults import (assert_each_processed_exactly_once, calibrated_wearers, outcome, postgres_restart, real_windows,
-                          start_worker, upload_backlog, upload_batch, wait_until_settled)
+from tests.faults import (
+    assert_each_processed_exactly_once,
+    calibrated_wearers,
+    outcome,
+    postgres_restart,
+    real_windows,
+    start_worker,
+    upload_backlog,
+    upload_batch,
+    wait_until_settled,
+)
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 

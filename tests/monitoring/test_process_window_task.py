@@ -2,7 +2,7 @@
 import pytest
 from django.db import OperationalError
 
-from monitoring import services
+from monitoring.ingest import intake
 from monitoring.models import SignalWindow, WindowStatus
 from monitoring.tasks import process_window
 from tests.factories import make_device, make_patient
@@ -12,7 +12,7 @@ pytestmark = pytest.mark.django_db
 
 def test_a_transient_database_error_is_retried_until_the_window_is_processed(monkeypatch):
     calls = []
-    real = services.window_process
+    real = intake.window_process
 
     def flaky(*, window_id):
         calls.append(window_id)
@@ -20,7 +20,7 @@ def test_a_transient_database_error_is_retried_until_the_window_is_processed(mon
             raise OperationalError("the database went away")
         return real(window_id=window_id)
 
-    monkeypatch.setattr(services, "window_process", flaky)
+    monkeypatch.setattr(intake, "window_process", flaky)
     result = process_window.apply(args=[12345])
     assert result.successful(), result.traceback
     assert calls == [12345, 12345, 12345]
@@ -33,7 +33,7 @@ def test_the_retry_policy_is_declared_for_transient_errors_only():
 
 
 def test_a_window_whose_bytes_are_corrupt_is_marked_failed_with_the_reason():
-    from monitoring.encoding import sha256_hex
+    from monitoring.ingest.encoding import sha256_hex
 
     device, _ = make_device(make_patient())
     window = SignalWindow.objects.create(
@@ -41,18 +41,18 @@ def test_a_window_whose_bytes_are_corrupt_is_marked_failed_with_the_reason():
         ecg_fs=250, ppg_fs=250, encoding="compact", raw=b"not an npz", raw_sha256=sha256_hex(b"not an npz"),
         raw_bytes=10, firmware="1", enqueued_at="2026-11-23T10:00:00Z",
     )
-    assert services.window_process(window_id=window.pk) is None
+    assert intake.window_process(window_id=window.pk) is None
     window.refresh_from_db()
     assert window.status == WindowStatus.FAILED and window.failure
     # A second run changes nothing.
     failure = window.failure
-    assert services.window_process(window_id=window.pk) is None
+    assert intake.window_process(window_id=window.pk) is None
     window.refresh_from_db()
     assert (window.status, window.failure) == (WindowStatus.FAILED, failure)
 
 
 def test_a_window_that_is_gone_is_ignored():
-    assert services.window_process(window_id=987654) is None
+    assert intake.window_process(window_id=987654) is None
 
 
 def test_a_broker_error_while_a_crisis_estimate_asks_for_its_evaluation_is_retried_and_spares_the_others(monkeypatch):

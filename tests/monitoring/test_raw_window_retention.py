@@ -10,15 +10,17 @@ from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from clinops.models import AuditEvent
-from monitoring import retention, services, tasks
-from monitoring.encoding import sha256_hex
+from clinops.base.models import AuditEvent
+from monitoring import tasks
+from monitoring.ingest import intake, retention
+from monitoring.ingest.encoding import sha256_hex
 from monitoring.models import BPEstimate, SignalWindow, WindowAnalysis, WindowStatus
-from monitoring.signals import PIPELINE_VERSION
-from therapy.evaluation import patient_therapy_evaluate
-from therapy.models import Suggestion, SuggestionKind, SuggestionStatus
+from monitoring.signals.pipeline import PIPELINE_VERSION
 from tests.factories import make_admin
 from tests.therapy.conftest import NOW, clinic, plan, store_estimates, week_of  # noqa: F401 - fixtures
+from therapy import retention as therapy_retention
+from therapy.evaluation import patient_therapy_evaluate
+from therapy.models import Suggestion, SuggestionKind, SuggestionStatus
 
 pytestmark = pytest.mark.django_db
 
@@ -134,8 +136,8 @@ def test_only_the_suggestions_that_could_rest_on_the_windows_are_read(clinic, pl
                 from_regimen="-", to_regimen="-", evidence={}, estimate_ids=[-marker], policy_version="test",
                 auto_release=False, status=SuggestionStatus.REJECTED)
     read = []
-    real = retention.referenced_estimate_ids
-    monkeypatch.setattr(retention, "referenced_estimate_ids", lambda ids, escalations: read.append(ids) or real(ids, escalations))
+    real = therapy_retention.referenced_estimate_ids
+    monkeypatch.setattr(therapy_retention, "referenced_estimate_ids", lambda ids, escalations: read.append(ids) or real(ids, escalations))
 
     assert purge().purged == 1
     assert read == [[-2]]
@@ -188,8 +190,8 @@ def test_reprocessing_a_purged_window_records_why_and_changes_nothing_else(clini
     purge()
 
     # e.g. a new pipeline version asked to re-run old windows
-    assert services.window_process(window_id=window.pk) is None
-    assert services.windows_process(window_ids=[window.pk]) == {}
+    assert intake.window_process(window_id=window.pk) is None
+    assert intake.windows_process(window_ids=[window.pk]) == {}
 
     stored = SignalWindow.objects.get(pk=window.pk)
     assert stored.failure == f"raw signal purged on {NOW:%Y-%m-%d}: cannot be analysed by {PIPELINE_VERSION}"
@@ -200,7 +202,7 @@ def test_reprocessing_a_purged_window_records_why_and_changes_nothing_else(clini
 def test_a_purged_window_with_its_analysis_is_answered_as_before(clinic):
     window = window_at(clinic, days_ago=40)
     purge()
-    analysis = services.window_process(window_id=window.pk)
+    analysis = intake.window_process(window_id=window.pk)
     assert analysis is not None and analysis.pipeline_version == PIPELINE_VERSION
     assert SignalWindow.objects.get(pk=window.pk).failure == ""
 

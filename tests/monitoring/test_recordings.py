@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from django.conf import settings
 
-from monitoring.recordings import challenge2015_records, iter_windows, load_challenge2015
+from monitoring.signals.recordings import challenge2015_records, iter_windows, load_challenge2015
 
 RECORDINGS = Path(settings.RECORDINGS_DIR)
 

@@ -12,8 +12,17 @@ from django.utils import timezone
 from monitoring.models import SignalWindow, WindowStatus
 from monitoring.tasks import sweep_unprocessed_windows
 from tests.conftest import wait_for
-from tests.faults import (assert_each_processed_exactly_once, calibrated_wearers, outcome, real_windows, redis_start,
-                          redis_stop, start_worker, wait_until_settled, upload_batch)
+from tests.faults import (
+    assert_each_processed_exactly_once,
+    calibrated_wearers,
+    outcome,
+    real_windows,
+    redis_start,
+    redis_stop,
+    start_worker,
+    upload_batch,
+    wait_until_settled,
+)
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 

@@ -8,15 +8,15 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from clinops.audit import SYSTEM
-from monitoring import registry
+from clinops.base.audit import SYSTEM
+from monitoring.bp import registry
 from monitoring.models import BPEstimate, SignalWindow, WindowStatus
-from therapy import services as therapy_services
-from therapy.models import LatestEvaluation
 from tests.conftest import wait_for
 from tests.factories import make_clinician, make_device, make_patient, make_team
 from tests.monitoring.conftest import make_payload, real_windows  # noqa: F401 - fixtures
 from tests.monitoring.test_bp_registry import register
+from therapy import services as therapy_services
+from therapy.models import LatestEvaluation
 
 # fresh_cache: an evaluation mark left by an earlier test for a reused patient id would hold an evaluation back.
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_cache")]

@@ -1,4 +1,4 @@
-"""The pure ECG + PPG pipeline (monitoring.signals) on real recordings.
+"""The pure ECG + PPG pipeline (monitoring.signals.pipeline) on real recordings.
 
 Data: challenge2015 (60 ICU records, ECG lead II + finger PLETH + ABP, all 250 Hz) and the
 mixed-rate wfdb-samples records. No database is used.
@@ -23,17 +23,12 @@ import numpy as np
 import pytest
 import wfdb
 from django.conf import settings
-from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from scipy.signal import butter, resample_poly, sosfiltfilt
 
-from monitoring.recordings import (
-    CHALLENGE2015_PLETH_DELAY_S,
-    Recording,
-    challenge2015_records,
-    iter_windows,
-    load_challenge2015,
-)
-from monitoring.signals import (
+from monitoring.signals.pipeline import (
     PIPELINE_VERSION,
     QualityReason,
     WindowAnalysis,
@@ -41,6 +36,13 @@ from monitoring.signals import (
     detect_ppg_beats,
     detect_r_peaks,
     matched_event_count,
+)
+from monitoring.signals.recordings import (
+    CHALLENGE2015_PLETH_DELAY_S,
+    Recording,
+    challenge2015_records,
+    iter_windows,
+    load_challenge2015,
 )
 
 RECORDINGS = Path(settings.RECORDINGS_DIR)

@@ -1,4 +1,4 @@
-"""Evidence for the quality-gate thresholds of monitoring.signals, on the real challenge2015 data.
+"""Evidence for the quality-gate thresholds of monitoring.signals.pipeline, on the real challenge2015 data.
 
 Each 30-s window of the 60 records (first 300 s, before the alarm) is judged by witnesses that do
 not use the gate's own template correlation:
@@ -7,7 +7,7 @@ not use the gate's own template correlation:
 - PPG confirmed: the band-passed finger PPG tracks the band-passed arterial pressure, shifted by
   the monitor's PLETH latency (peak cross-correlation >= 0.8 at lags 0.7-1.25 s).
 
-Chosen thresholds (monitoring/signals.py) and what they give here:
+Chosen thresholds (monitoring/signals/pipeline.py) and what they give here:
 - mean beat-to-template correlation: ECG >= 0.80 (QRS, -60..+100 ms, detrended), PPG >= 0.85
   (-50..+300 ms from the diastolic minimum). Confirmed windows sit at median 0.99 and their 1st
   percentile at 0.87 (PPG) / 0.76 (ECG); windows reviewed as noisy sit at 0.2-0.8.
@@ -30,9 +30,9 @@ import pytest
 from django.conf import settings
 from scipy.signal import butter, sosfiltfilt
 
-from monitoring.recordings import CHALLENGE2015_PLETH_DELAY_S as PLETH_DELAY_S  # measured in test_signals.py
-from monitoring.recordings import challenge2015_records, iter_windows, load_challenge2015
-from monitoring.signals import QualityReason, analyse_window, detect_ppg_beats
+from monitoring.signals.pipeline import QualityReason, analyse_window, detect_ppg_beats
+from monitoring.signals.recordings import CHALLENGE2015_PLETH_DELAY_S as PLETH_DELAY_S  # measured in test_signals.py
+from monitoring.signals.recordings import challenge2015_records, iter_windows, load_challenge2015
 
 RECORDINGS = Path(settings.RECORDINGS_DIR)
 FS = 250.0

@@ -7,9 +7,10 @@ import pytest
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
-from monitoring import services, tasks
+from monitoring import tasks
+from monitoring.ingest import intake
 from monitoring.models import SignalWindow, WindowAnalysis, WindowStatus
-from monitoring.signals import PIPELINE_VERSION
+from monitoring.signals.pipeline import PIPELINE_VERSION
 from tests.therapy.conftest import clinic, store_estimates  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.django_db, pytest.mark.both_databases]  # the time arithmetic, on both
@@ -58,16 +59,16 @@ def test_a_large_backlog_is_resent_in_batches_each_window_once(clinic, monkeypat
     patient, device = clinic["patient"], clinic["device"]
     store_estimates(patient, device, [(30, 140, 88)])
     waiting = [received_window(patient, device, sent_minutes_ago=20, sequence=1000 + k).pk
-               for k in range(tasks.WINDOWS_PER_TASK + 30)]
+               for k in range(intake.WINDOWS_PER_TASK + 30)]
     unestimated = [processed_window(patient, device, minutes_ago=11, sequence=2000 + k).pk
-                   for k in range(tasks.WINDOWS_PER_TASK + 5)]
+                   for k in range(intake.WINDOWS_PER_TASK + 5)]
     processing, estimating = [], []
     monkeypatch.setattr(tasks.process_windows, "delay", lambda window_ids: processing.append(window_ids))
     monkeypatch.setattr(tasks.estimate_windows, "delay", lambda window_ids: estimating.append(window_ids))
 
     assert tasks.sweep_unprocessed_windows() == len(waiting) + len(unestimated)
-    assert [len(batch) for batch in processing] == [tasks.WINDOWS_PER_TASK, 30]
-    assert [len(batch) for batch in estimating] == [tasks.WINDOWS_PER_TASK, 5]
+    assert [len(batch) for batch in processing] == [intake.WINDOWS_PER_TASK, 30]
+    assert [len(batch) for batch in estimating] == [intake.WINDOWS_PER_TASK, 5]
     assert sorted(sum(processing, [])) == sorted(waiting) and sorted(sum(estimating, [])) == sorted(unestimated)
     assert tasks.sweep_unprocessed_windows() == 0  # claimed: not again within 10 min
 
@@ -80,14 +81,14 @@ def test_a_window_is_claimed_once_whoever_asks(clinic):
     now = timezone.now()
     ids = [processed.pk, sent_lately.pk, due.pk]
 
-    assert services.windows_claim_for_resend(window_ids=ids, now=now) == [due.pk]
-    assert services.windows_claim_for_resend(window_ids=ids, now=now) == []  # claimed a moment ago (by this or another sweeper)
+    assert intake.windows_claim_for_resend(window_ids=ids, now=now) == [due.pk]
+    assert intake.windows_claim_for_resend(window_ids=ids, now=now) == []  # claimed a moment ago (by this or another sweeper)
     assert SignalWindow.objects.get(pk=due.pk).enqueued_at == now
-    assert services.windows_claim_for_resend(window_ids=ids, now=now, status=WindowStatus.PROCESSED) == [processed.pk]
+    assert intake.windows_claim_for_resend(window_ids=ids, now=now, status=WindowStatus.PROCESSED) == [processed.pk]
     # Ten minutes on, it may be claimed again.
-    assert services.windows_claim_for_resend(window_ids=ids, now=now + dt.timedelta(minutes=10, seconds=1)) \
+    assert intake.windows_claim_for_resend(window_ids=ids, now=now + dt.timedelta(minutes=10, seconds=1)) \
         == [sent_lately.pk, due.pk]
-    assert services.windows_claim_for_resend(window_ids=[], now=now) == []
+    assert intake.windows_claim_for_resend(window_ids=[], now=now) == []
 
 
 def test_a_batch_the_broker_refuses_is_not_held_back(clinic, monkeypatch):

@@ -8,8 +8,9 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from clinops.audit import SYSTEM
-from monitoring import registry, services
+from clinops.base.audit import SYSTEM
+from monitoring.bp import cuff_calibration, estimation, registry
+from monitoring.ingest import intake
 from monitoring.models import BPEstimate, SignalWindow, WindowAnalysis, WindowStatus
 from tests.monitoring.test_bp_registry import register
 
@@ -53,7 +54,7 @@ def test_a_mixed_batch_answers_each_window_in_order_and_queues_one_task_for_the_
     assert sorted(SignalWindow.objects.values_list("sequence", flat=True)) == [10, 11, 13]
     # One task for the batch, carrying the ids of the windows it stored (never the data).
     [callback] = sent
-    queued = inspect.getclosurevars(callback).nonlocals  # clinops.tasks.enqueue_on_commit's closure
+    queued = inspect.getclosurevars(callback).nonlocals  # clinops.base.tasks.enqueue_on_commit's closure
     assert queued["task"].name == "monitoring.tasks.process_windows"
     assert queued["args"] == ([results[0]["id"], results[3]["id"]],)
 
@@ -110,12 +111,12 @@ def test_the_rejected_window_of_a_batch_stores_nothing_and_the_same_batch_again_
 
 def test_a_processed_batch_gets_one_analysis_and_one_estimate_per_window_and_a_rerun_changes_nothing(
         device, patient, make_payload, processed_window_at):
-    from monitoring.serializers import WindowInput
+    from monitoring.ingest.serializers import WindowInput
 
     registry.model_version_promote(actor=SYSTEM, model=register("carry-forward", test_mae=5.0, kind="baseline"))
     start = timezone.now().replace(microsecond=0) - dt.timedelta(hours=2)
     processed_window_at(start, 0)
-    services.cuff_reading_record(actor=SYSTEM, patient=patient, measured_at=start, sbp_mmhg=142, dbp_mmhg=88,
+    cuff_calibration.cuff_reading_record(actor=SYSTEM, patient=patient, measured_at=start, sbp_mmhg=142, dbp_mmhg=88,
                                  source="clinician")
     uploads = []
     for i in range(1, 7):
@@ -123,15 +124,15 @@ def test_a_processed_batch_gets_one_analysis_and_one_estimate_per_window_and_a_r
                              context={"device": device})
         fields.is_valid(raise_exception=True)
         v = fields.validated_data
-        uploads.append(services.WindowUpload(sequence=v["sequence"], recorded_at=v["recorded_at"],
+        uploads.append(intake.WindowUpload(sequence=v["sequence"], recorded_at=v["recorded_at"],
                                              duration_s=v["duration_s"], encoding=v["encoding"], channels=v["channels"]))
-    ids = [w.pk for w, created in services.windows_receive(device=device, uploads=uploads)]
+    ids = [w.pk for w, created in intake.windows_receive(device=device, uploads=uploads)]
 
-    analyses = services.windows_process(window_ids=ids)
+    analyses = intake.windows_process(window_ids=ids)
     assert sorted(analyses) == sorted(ids)
     usable = [i for i, a in analyses.items() if a.usable]
     assert usable
-    estimates = services.windows_estimate(window_ids=usable, analyses=analyses)
+    estimates = estimation.windows_estimate(window_ids=usable, analyses=analyses)
     assert all(len(estimates[i]) == 1 for i in usable)
     assert {(e.sbp_mmhg, e.dbp_mmhg) for rows in estimates.values() for e in rows} == {(142.0, 88.0)}
     # Windows 5 and 10 min after the reading are part of its calibration; the rest are not.
@@ -142,8 +143,8 @@ def test_a_processed_batch_gets_one_analysis_and_one_estimate_per_window_and_a_r
 
     # A redelivered batch (or one window of it alone) changes nothing.
     rows = (WindowAnalysis.objects.count(), BPEstimate.objects.count())
-    again = services.windows_process(window_ids=ids)
+    again = intake.windows_process(window_ids=ids)
     assert {i: a.pk for i, a in again.items()} == {i: a.pk for i, a in analyses.items()}
-    assert services.windows_estimate(window_ids=usable, analyses=again) == estimates
-    assert services.window_estimate(window_id=usable[0]) == estimates[usable[0]]
+    assert estimation.windows_estimate(window_ids=usable, analyses=again) == estimates
+    assert estimation.window_estimate(window_id=usable[0]) == estimates[usable[0]]
     assert (WindowAnalysis.objects.count(), BPEstimate.objects.count()) == rows

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from monitoring.encoding import Channel, _plain_arrays, pack_window, unpack_window
+from monitoring.ingest.encoding import Channel, _plain_arrays, pack_window, unpack_window
 
 
 def _np_load(blob: bytes) -> dict[str, np.ndarray]:

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from rest_framework.test import APIClient
 
-from clinops.tasks import enqueue_on_commit
-from monitoring.encoding import encode_compact
+from clinops.base.tasks import enqueue_on_commit
+from monitoring.ingest.encoding import encode_compact
 from monitoring.models import SignalWindow, WindowAnalysis, WindowStatus
-from monitoring.signals import PIPELINE_VERSION
+from monitoring.signals.pipeline import PIPELINE_VERSION
 from monitoring.tasks import process_window
 from tests.conftest import wait_for
 from tests.factories import make_clinician, make_device, make_patient, make_team
@@ -101,8 +101,8 @@ def test_a_real_mixed_rate_window_ecg_500_hz_ppg_125_hz_goes_through_api_and_wor
     from django.conf import settings
     from django.utils import timezone
 
-    from monitoring.devicesim import window_payload
-    from monitoring.recordings import RecordingWindow
+    from monitoring.ingest.devicesim import window_payload
+    from monitoring.signals.recordings import RecordingWindow
 
     record = wfdb.rdrecord(str(settings.RECORDINGS_DIR / "wfdb-samples" / "multi-segment" / "041s" / "041s"), smooth_frames=False)
     rates = [record.fs * spf for spf in record.samps_per_frame]
@@ -144,8 +144,8 @@ def test_a_window_whose_task_was_lost_is_swept_up_and_processed(celery_worker, d
 
 
 def test_cuff_reading_then_windows_give_calibrated_estimates_in_the_worker(celery_worker, make_payload):
-    from clinops.audit import SYSTEM
-    from monitoring import registry
+    from clinops.base.audit import SYSTEM
+    from monitoring.bp import registry
     from monitoring.models import BPEstimate
     from tests.monitoring.test_bp_registry import register
 
@@ -160,7 +160,8 @@ def test_cuff_reading_then_windows_give_calibrated_estimates_in_the_worker(celer
     uploads = [upload(device, make_payload(i, sequence=i + 1)).json() for i in range(3)]
     for body in uploads:
         wait_for(lambda body=body: processed(device, body["status_url"]), timeout_s=60)
-    estimates = wait_for(lambda: list(BPEstimate.objects.filter(patient=patient)) if BPEstimate.objects.filter(patient=patient).count() == 3 else None, timeout_s=60)
+    estimates = wait_for(lambda: list(BPEstimate.objects.filter(patient=patient))
+                         if BPEstimate.objects.filter(patient=patient).count() == 3 else None, timeout_s=60)
     assert {(e.sbp_mmhg, e.dbp_mmhg) for e in estimates} == {(131.0, 79.0)}
     assert {e.window_id for e in estimates} == {b["id"] for b in uploads}
     assert all(e.calibration.cuff_reading.source == "device" for e in estimates)

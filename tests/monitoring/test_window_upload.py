@@ -11,9 +11,9 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from clinops.audit import SYSTEM
-from monitoring.apis import DeviceUploadThrottle
-from monitoring.encoding import unpack_window
+from clinops.base.audit import SYSTEM
+from monitoring.ingest.apis import DeviceUploadThrottle
+from monitoring.ingest.encoding import unpack_window
 from monitoring.models import SignalWindow, WindowStatus
 from patients import services
 from tests.factories import make_clinician, make_device, make_patient, make_team

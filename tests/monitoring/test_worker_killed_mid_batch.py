@@ -18,8 +18,17 @@ from django.utils import timezone
 
 from monitoring.tasks import sweep_unprocessed_windows
 from tests.conftest import wait_for
-from tests.faults import (Outcome, assert_each_processed_exactly_once, calibrated_wearers, outcome, real_windows,
-                          start_worker, upload_backlog, upload_batch, wait_until_settled)
+from tests.faults import (
+    Outcome,
+    assert_each_processed_exactly_once,
+    calibrated_wearers,
+    outcome,
+    real_windows,
+    start_worker,
+    upload_backlog,
+    upload_batch,
+    wait_until_settled,
+)
 from tests.workers import database_url_of_test_db
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]

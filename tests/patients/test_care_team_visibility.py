@@ -82,7 +82,7 @@ def test_a_patient_may_not_change_their_own_record(clinic):
 
 
 def test_clinician_loses_access_when_removed_from_the_team(clinic, client_for):
-    from clinops.audit import SYSTEM
+    from clinops.base.audit import SYSTEM
     from patients import services
 
     team = clinic["patient_a"].care_teams.get()

@@ -6,7 +6,7 @@ import pytest
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from clinops.models import AuditEvent
+from clinops.base.models import AuditEvent
 from patients.models import CareTeam, Clinician, CuffModel, Device, DeviceKind, Patient, Role, User
 
 pytestmark = pytest.mark.django_db
@@ -63,7 +63,7 @@ def test_seeding_twice_keeps_one_clinic_and_rotates_the_device_keys(tmp_path):
 def test_every_demo_device_replays_a_shipped_recording(tmp_path):
     from django.conf import settings
 
-    from monitoring.recordings import challenge2015_records
+    from monitoring.signals.recordings import challenge2015_records
 
     keys_file = tmp_path / "keys.json"
     call_command("seed_demo", keys_file=str(keys_file), history=False)

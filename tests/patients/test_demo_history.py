@@ -8,13 +8,21 @@ from django.core.management import call_command
 from django.db.models import Max, Min
 from django.utils import timezone
 
-from clinops.audit import audit_trail_verify
-from clinops.models import AuditEvent
-from clinops.tasks import enqueue_on_commit, tasks_not_sent
+from clinops.base.audit import audit_trail_verify
+from clinops.base.models import AuditEvent
+from clinops.base.tasks import enqueue_on_commit, tasks_not_sent
 from monitoring.models import AgreementPair, BPEstimate, Calibration, CuffReading, SignalWindow, WindowStatus
 from patients.models import CuffModel, Patient
-from therapy.models import (Alert, DoseLog, LatestEvaluation, PlanVersion, Suggestion, SuggestionKind, SuggestionStatus,
-                            SymptomReport)
+from therapy.models import (
+    Alert,
+    DoseLog,
+    LatestEvaluation,
+    PlanVersion,
+    Suggestion,
+    SuggestionKind,
+    SuggestionStatus,
+    SymptomReport,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -115,7 +123,7 @@ def test_tasks_not_sent_keeps_enqueue_on_commit_from_sending(django_capture_on_c
 
 
 def test_demo_devices_take_turns_when_streaming():
-    from monitoring.devicesim import staggered_offsets
+    from monitoring.ingest.devicesim import staggered_offsets
 
     assert staggered_offsets(6, 300.0) == [0.0, 50.0, 100.0, 150.0, 200.0, 250.0]
     with pytest.raises(ValueError):

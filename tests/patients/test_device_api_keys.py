@@ -3,10 +3,10 @@ import pytest
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from clinops.audit import SYSTEM
-from clinops.permissions import device_may_write_for
+from clinops.base.audit import SYSTEM
 from patients import services
 from patients.models import DeviceAPIKey
+from patients.permissions import device_may_write_for
 from tests.factories import make_clinician, make_device, make_patient, make_team
 
 pytestmark = pytest.mark.django_db
@@ -89,7 +89,7 @@ def test_a_device_key_does_not_open_the_clinical_api(api_client):
 
 
 def test_care_team_clinician_revokes_a_device_and_it_is_audited(client_for):
-    from clinops.models import AuditEvent
+    from clinops.base.models import AuditEvent
 
     team = make_team()
     clinician = make_clinician(team=team)

@@ -3,12 +3,11 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from clinops.audit import SYSTEM
-
+from clinops.base.audit import SYSTEM
 from monitoring.models import BPEstimate, Calibration, CuffReading, SignalWindow, WindowAnalysis, WindowStatus
+from tests.factories import make_clinician, make_device, make_patient, make_team
 from therapy import plans, services
 from therapy.models import PlanVersion
-from tests.factories import make_clinician, make_device, make_patient, make_team
 
 NOW = timezone.now().replace(microsecond=0)
 
@@ -58,7 +57,7 @@ def store_estimates(patient, device, values, *, flags=(), halfwidth=8.0, now=Non
     """Stored estimates of the active model for `patient` (calibrated 8 days before `now` against a
     140/88 cuff reading): values = [(hours ago, sbp, dbp)], each with interval ±halfwidth mmHg, added
     to the day totals as the pipeline does (day_totals=False: the estimates alone)."""
-    from monitoring import registry, services
+    from monitoring.bp import estimation, registry
     from tests.monitoring.test_bp_registry import register
 
     now = now or NOW
@@ -85,7 +84,7 @@ def store_estimates(patient, device, values, *, flags=(), halfwidth=8.0, now=Non
             calibration_age_days=(at - calibration.calibrated_at).days, flags=list(flags),
         )
         if day_totals:  # as the pipeline keeps them: evaluations then read whole quiet days as sums
-            services.estimate_day_totals_add([estimate])
+            estimation.estimate_day_totals_add([estimate])
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from therapy.evaluation import patient_therapy_evaluate
-from therapy.models import Alert, DoseLog, Suggestion, SuggestionStatus
 from tests.factories import make_clinician, make_patient, make_team
 from tests.therapy.conftest import week_of
+from therapy.evaluation import patient_therapy_evaluate
+from therapy.models import Alert, DoseLog, Suggestion, SuggestionStatus
 
 pytestmark = pytest.mark.django_db
 YESTERDAY = (timezone.localdate() - dt.timedelta(days=1)).isoformat()

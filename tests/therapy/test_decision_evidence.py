@@ -4,18 +4,18 @@ import datetime as dt
 
 import pytest
 
-from clinops.audit import SYSTEM
-from clinops.errors import ApplicationError
-from clinops.models import AuditEvent
-from monitoring import services as monitoring_services
+from clinops.base.audit import SYSTEM
+from clinops.base.errors import ApplicationError
+from clinops.base.models import AuditEvent
+from monitoring.bp import cuff_calibration
 from monitoring.models import AgreementPair, CuffSource
 from patients import services as patient_services
 from patients.models import CuffModel, DeviceKind
+from tests.factories import make_admin, make_patient
+from tests.therapy.conftest import NOW, store_agreement, store_estimates, week_of
 from therapy.evaluation import patient_therapy_evaluate
 from therapy.models import LatestEvaluation, SuggestionStatus
 from therapy.selectors import plan_current
-from tests.factories import make_admin, make_patient
-from tests.therapy.conftest import NOW, store_agreement, store_estimates, week_of
 
 pytestmark = pytest.mark.django_db
 
@@ -49,7 +49,7 @@ def home_series(clinic, cuff, *, sbp=148.0, dbp=92.0, days=range(1, 7), validate
         assert at.date() < (NOW - dt.timedelta(days=6)).date(), "NOW is the last second of a UTC day"
         times.append((at, sbp + 12, dbp + 5))
     for at, s, d in times:
-        monitoring_services.cuff_reading_record(actor=patient.user, patient=patient, measured_at=at, sbp_mmhg=s,
+        cuff_calibration.cuff_reading_record(actor=patient.user, patient=patient, measured_at=at, sbp_mmhg=s,
                                                 dbp_mmhg=d, source=CuffSource.PATIENT, arm="left", position="sitting",
                                                 pulse_bpm=68, cuff=cuff if validated_cuff else None)
     return times
@@ -136,7 +136,7 @@ def test_a_confirmed_crisis_on_the_cuff_is_an_urgent_escalation(clinic, plan, cu
     plan(auto_step_up=True, max_auto_rung=3)
     patient = clinic["patient"]
     for minutes_ago, sbp, dbp in ((6, 192, 124), (4, 188, 121)):
-        monitoring_services.cuff_reading_record(actor=patient.user, patient=patient, source=CuffSource.PATIENT,
+        cuff_calibration.cuff_reading_record(actor=patient.user, patient=patient, source=CuffSource.PATIENT,
                                                 measured_at=NOW - dt.timedelta(minutes=minutes_ago), sbp_mmhg=sbp,
                                                 dbp_mmhg=dbp, cuff=cuff)
     suggestion = evaluate(clinic)
@@ -153,7 +153,7 @@ def test_a_cuff_reading_tests_the_wearable_estimates_of_the_minutes_before_it(cl
     reading_at = NOW - dt.timedelta(hours=2)
     store_estimates(patient, device, [(2 + 8 / 60, 150, 95), (2 + 3 / 60, 146, 93), (2 - 5 / 60, 120, 70),
                                       (2 + 30 / 60, 100, 60)])
-    reading = monitoring_services.cuff_reading_record(actor=patient.user, patient=patient, measured_at=reading_at,
+    reading = cuff_calibration.cuff_reading_record(actor=patient.user, patient=patient, measured_at=reading_at,
                                                       sbp_mmhg=140, dbp_mmhg=90, source=CuffSource.PATIENT)
     pair = AgreementPair.objects.get(cuff_reading=reading)
     assert (pair.n_estimates, pair.estimate_sbp_mmhg, pair.estimate_dbp_mmhg) == (2, 148.0, 94.0)
@@ -174,7 +174,7 @@ def test_only_an_administrator_marks_a_cuff_validated_naming_the_evidence_and_it
 def test_a_reading_naming_another_patients_cuff_is_refused(clinic, cuff):
     other = make_patient()
     with pytest.raises(ApplicationError) as refused:
-        monitoring_services.cuff_reading_record(actor=SYSTEM, patient=other, measured_at=NOW, sbp_mmhg=130, dbp_mmhg=80,
+        cuff_calibration.cuff_reading_record(actor=SYSTEM, patient=other, measured_at=NOW, sbp_mmhg=130, dbp_mmhg=80,
                                                 source=CuffSource.CLINICIAN, cuff=cuff)
     assert refused.value.extra["fields"]["cuff"] == ["is not one of this patient's registered cuffs"]
 
@@ -204,7 +204,7 @@ def test_a_wearable_relaying_a_reading_names_no_cuff_and_its_reading_is_not_vali
 
 
 def test_the_population_report_counts_steps_released_automatically_and_reviewed(clinic, plan, cuff, doses):
-    from monitoring import reports
+    from therapy import reports
 
     plan(auto_step_up=True, max_auto_rung=3)
     home_series(clinic, cuff)
@@ -221,12 +221,12 @@ def test_a_crisis_cuff_reading_asks_for_an_evaluation_now_and_another_once_the_w
 
     patient = clinic["patient"]
     with django_capture_on_commit_callbacks() as sent:
-        monitoring_services.cuff_reading_record(actor=patient.user, patient=patient, source=CuffSource.PATIENT,
+        cuff_calibration.cuff_reading_record(actor=patient.user, patient=patient, source=CuffSource.PATIENT,
                                                 measured_at=NOW, sbp_mmhg=194, dbp_mmhg=118, cuff=cuff)
     options = [inspect.getclosurevars(callback).nonlocals["options"] for callback in sent]
     assert [o.get("countdown") for o in options] == [None, 330.0]
     with django_capture_on_commit_callbacks() as sent:
-        monitoring_services.cuff_reading_record(actor=patient.user, patient=patient, source=CuffSource.PATIENT,
+        cuff_calibration.cuff_reading_record(actor=patient.user, patient=patient, source=CuffSource.PATIENT,
                                                 measured_at=NOW - dt.timedelta(hours=1), sbp_mmhg=140, dbp_mmhg=88,
                                                 cuff=cuff)
     assert len(sent) == 1  # an ordinary reading: one evaluation, now

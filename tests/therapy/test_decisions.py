@@ -2,14 +2,14 @@
 rung moves only when a change is approved or released."""
 import pytest
 
-from clinops.errors import ApplicationError
-from clinops.models import AuditEvent
+from clinops.base.errors import ApplicationError
+from clinops.base.models import AuditEvent
+from tests.factories import make_clinician, make_team
+from tests.therapy.conftest import NOW, week_of
 from therapy import services
 from therapy.evaluation import patient_therapy_evaluate
 from therapy.models import SuggestionStatus
 from therapy.selectors import plan_current
-from tests.factories import make_clinician, make_team
-from tests.therapy.conftest import NOW, week_of
 
 pytestmark = pytest.mark.django_db
 

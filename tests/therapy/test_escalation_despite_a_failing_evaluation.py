@@ -7,10 +7,10 @@ import datetime as dt
 import pytest
 
 from monitoring.models import OperatorAlert
+from tests.therapy.conftest import NOW, week_of
 from therapy import evaluation, services
 from therapy.evaluation import patient_therapy_evaluate
 from therapy.models import Alert, LatestEvaluation, PlanVersion, SuggestionStatus
-from tests.therapy.conftest import NOW, week_of
 
 pytestmark = pytest.mark.django_db
 

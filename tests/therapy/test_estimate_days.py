@@ -13,14 +13,14 @@ from django.db import connection, connections
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitoring import services as monitoring_services
+from monitoring.bp import estimation
 from monitoring.models import BPEstimate, EstimateDayTotals
+from tests.therapy.conftest import NOW, store_estimates, week_of
 from therapy import evaluation
 from therapy.domain import EstimateDay, EstimateEvidence, PlanRules
 from therapy.evaluation import patient_therapy_evaluate
 from therapy.models import LatestEvaluation, Suggestion
 from therapy.titration import days_in_look_back, summarise
-from tests.therapy.conftest import NOW, store_estimates, week_of
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 3, 10, 15, 30, tzinfo=UTC)
@@ -203,7 +203,7 @@ def test_two_workers_adding_to_one_day_lose_no_estimate(clinic):
     def add(part):
         try:
             for e in part:
-                monitoring_services.estimate_day_totals_add([e])
+                estimation.estimate_day_totals_add([e])
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
         finally:

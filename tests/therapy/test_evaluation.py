@@ -1,18 +1,17 @@
 """Evaluating a patient: the pure rules over stored estimates, one suggestion at a time, audited."""
 import datetime as dt
 import threading
-import time
 
 import pytest
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from clinops.models import AuditEvent
-from therapy.evaluation import patient_therapy_evaluate
+from clinops.base.models import AuditEvent
 from patients.models import Patient
-from therapy import evaluation
-from therapy.models import PlanVersion, Suggestion, SuggestionStatus
 from tests.therapy.conftest import NOW, store_estimates, week_of
+from therapy import evaluation
+from therapy.evaluation import patient_therapy_evaluate
+from therapy.models import PlanVersion, Suggestion, SuggestionStatus
 
 pytestmark = pytest.mark.django_db
 

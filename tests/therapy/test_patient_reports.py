@@ -5,14 +5,14 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from clinops.errors import ApplicationError
-from clinops.models import AuditEvent
+from clinops.base.errors import ApplicationError
+from clinops.base.models import AuditEvent
+from tests.factories import make_clinician, make_patient, make_team
+from tests.therapy.conftest import NOW, week_of
 from therapy import services
 from therapy.evaluation import patient_therapy_evaluate
 from therapy.models import Alert, LatestEvaluation, Suggestion, SuggestionStatus
 from therapy.selectors import plan_current
-from tests.factories import make_clinician, make_patient, make_team
-from tests.therapy.conftest import NOW, week_of
 
 pytestmark = pytest.mark.django_db
 YESTERDAY = timezone.localdate(NOW) - dt.timedelta(days=1)
@@ -212,7 +212,8 @@ def test_a_report_is_evaluated_on_the_window_workers_queue_not_behind_the_deboun
     plan()
     sent = []
     # The broker is the edge: what would be published, and where to.
-    monkeypatch.setattr(tasks.evaluate_patient, "apply_async", lambda *args, **options: sent.append(options))
+    monkeypatch.setattr(tasks.evaluate_patient, "apply_async",
+                        lambda args=None, kwargs=None, **options: sent.append({"args": tuple(args), "kwargs": kwargs, **options}))
     with django_capture_on_commit_callbacks(execute=True):
         report(clinic, "chest pain")
     assert sent == [{"args": (clinic["patient"].pk,), "kwargs": {}, "queue": "celery"}]

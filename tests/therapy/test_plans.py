@@ -1,13 +1,13 @@
 """Plans: set from a template by the care team, changed only as new versions, each with its reason."""
 import pytest
 
-from clinops.errors import ApplicationError
-from clinops.models import AuditEvent
+from clinops.base.errors import ApplicationError
+from clinops.base.models import AuditEvent
+from tests.factories import make_admin, make_clinician, make_team
 from therapy import plans, services
 from therapy.domain import Direction, ExclusionKind
 from therapy.models import PlanVersion
 from therapy.selectors import plan_current
-from tests.factories import make_admin, make_clinician, make_patient, make_team
 
 pytestmark = pytest.mark.django_db
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from hypothesis import event, given, settings, strategies as st
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from therapy.domain import (
     ACE_CCB_THIAZIDE,

@@ -11,17 +11,17 @@ from django.conf import settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from clinops.audit import SYSTEM
-from clinops.models import WorkerHeartbeat
-from monitoring import registry
+from clinops.base.audit import SYSTEM
+from clinops.base.models import WorkerHeartbeat
+from monitoring.bp import registry
 from monitoring.models import BPEstimate
-from therapy import services
-from therapy.models import Alert, LatestEvaluation, Suggestion
 from tests.conftest import wait_for
 from tests.factories import make_clinician, make_device, make_patient, make_team
 from tests.monitoring.conftest import make_payload, real_windows  # noqa: F401 - fixtures
 from tests.monitoring.test_bp_registry import register
 from tests.workers import Worker, database_url_of_test_db
+from therapy import services
+from therapy.models import Alert, LatestEvaluation, Suggestion
 
 # fresh_cache: an evaluation mark left by an earlier test for a reused patient id would hold the evaluation back.
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_cache")]

@@ -3,9 +3,7 @@ team with their evidence and bounds, the patient page's wearable trust, the plan
 and the patient's reason in words."""
 import pytest
 
-from monitoring import registry
-from therapy.evaluation import patient_therapy_evaluate
-from therapy.models import SuggestionStatus
+from monitoring.bp import registry
 from tests.factories import make_clinician, make_team
 from tests.therapy.conftest import (  # noqa: F401 - fixtures
     AGREEING,
@@ -17,8 +15,9 @@ from tests.therapy.conftest import (  # noqa: F401 - fixtures
     store_agreement,
     week_of,
 )
-
 from tests.web.test_pages import logged_in
+from therapy.evaluation import patient_therapy_evaluate
+from therapy.models import SuggestionStatus
 
 pytestmark = pytest.mark.django_db
 
@@ -65,9 +64,9 @@ def test_the_patient_reads_why_their_medicine_changed(clinic, released):
 
 def test_the_plan_editor_warns_when_the_baseline_model_can_never_release(clinic, plan):  # noqa: F811
     plan(auto_step_up=True)
+    from clinops.base.audit import SYSTEM
     from monitoring.models import BPModelVersion
     from tests.monitoring.test_bp_registry import register
-    from clinops.audit import SYSTEM
 
     baseline = register("baseline", test_mae=6.0)
     BPModelVersion.objects.filter(pk=baseline.pk).update(hyperparameters={"estimator": "carry_forward_baseline"})

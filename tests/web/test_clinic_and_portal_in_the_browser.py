@@ -9,14 +9,14 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from clinops.models import AuditEvent
-from therapy import services
-from therapy.evaluation import patient_therapy_evaluate
-from therapy.models import PlanVersion, Suggestion, SuggestionStatus
+from clinops.base.models import AuditEvent
 from tests.conftest import wait_for
 from tests.factories import make_clinician, make_device, make_patient, make_team
 from tests.therapy.conftest import store_estimates, week_of
 from tests.web.helpers import save_screenshots
+from therapy import services
+from therapy.evaluation import patient_therapy_evaluate
+from therapy.models import PlanVersion, Suggestion, SuggestionStatus
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

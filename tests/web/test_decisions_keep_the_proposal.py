@@ -4,10 +4,10 @@ why, and an in-place decision refreshes the queue's and the header's counters.""
 import pytest
 from django.utils import timezone
 
+from tests.therapy.conftest import clinic, estimates, plan, week_of  # noqa: F401 - fixtures
+from tests.web.test_pages import logged_in as signed_in
 from therapy.evaluation import patient_therapy_evaluate
 from therapy.models import SuggestionStatus
-from tests.web.test_pages import logged_in as signed_in
-from tests.therapy.conftest import clinic, estimates, plan, week_of  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db
 

@@ -7,8 +7,8 @@ from django.core.management import call_command
 from playwright.sync_api import Page, expect
 
 from patients.models import CareTeam
-from therapy.models import Suggestion
 from tests.web.helpers import DESKTOP, PHONE, save_screenshots
+from therapy.models import Suggestion
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 PASSWORD = "clinops-demo"

@@ -8,15 +8,15 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from clinops.errors import ApplicationError
-from clinops.models import AuditEvent
+from clinops.base.errors import ApplicationError
+from clinops.base.models import AuditEvent
 from patients.models import Patient
+from tests.therapy.conftest import clinic, estimates, plan, week_of  # noqa: F401 - fixtures
+from tests.web.test_pages import logged_in as signed_in
 from therapy import services
 from therapy.evaluation import patient_therapy_evaluate
 from therapy.models import Alert, EscalationAction, Suggestion, SuggestionStatus
 from therapy.selectors import plan_current, review_queue_for
-from tests.web.test_pages import logged_in as signed_in
-from tests.therapy.conftest import clinic, estimates, plan, week_of  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db
 

@@ -5,10 +5,10 @@ refused NUL and over-long text with a DataError, a 500, losing the patient's rep
 already stored changes."""
 import pytest
 
-from therapy.evaluation import patient_therapy_evaluate
-from therapy.models import Alert, Suggestion, SuggestionStatus, SymptomReport
 from tests.therapy.conftest import NOW, clinic, estimates, plan, week_of  # noqa: F401 - fixtures
 from tests.web.test_pages import logged_in
+from therapy.evaluation import patient_therapy_evaluate
+from therapy.models import Alert, Suggestion, SuggestionStatus, SymptomReport
 
 pytestmark = [pytest.mark.django_db, pytest.mark.both_databases]
 

@@ -7,14 +7,13 @@ import datetime as dt
 import pytest
 from django.test import Client
 
-from monitoring import reports
-from monitoring.models import MonitoringReport, OperatorAlert, ReportKind
+from monitoring.models import MonitoringReport, MonitoringReportKind, OperatorAlert
 from patients.models import Device
-from therapy import services
-from therapy.models import PlanVersion
-from therapy.evaluation import patient_therapy_evaluate
 from tests.factories import make_admin, make_clinician, make_device, make_patient, make_team
 from tests.therapy.conftest import NOW, store_estimates, week_of
+from therapy import reports, services
+from therapy.evaluation import patient_therapy_evaluate
+from therapy.models import PlanVersion
 
 pytestmark = pytest.mark.django_db
 
@@ -54,9 +53,9 @@ def test_every_report_kind_renders_and_each_clinician_sees_only_their_teams_part
     reports.report_pipeline()
     reports.report_agreement()
     reports.report_population()
-    assert {ReportKind.PIPELINE, ReportKind.AGREEMENT, ReportKind.POPULATION} <= set(
+    assert {MonitoringReportKind.PIPELINE, MonitoringReportKind.AGREEMENT, MonitoringReportKind.POPULATION} <= set(
         MonitoringReport.objects.values_list("kind", flat=True))
-    pipeline = MonitoringReport.objects.get(kind=ReportKind.PIPELINE)
+    pipeline = MonitoringReport.objects.get(kind=MonitoringReportKind.PIPELINE)
     assert {d["serial"] for d in pipeline.payload["silent_devices"]} >= {first_device.serial, second_device.serial}
 
     seen_by_first, seen_by_second = page_as(first), page_as(second)
@@ -70,7 +69,7 @@ def test_every_report_kind_renders_and_each_clinician_sees_only_their_teams_part
 
 
 def test_the_page_names_the_model_in_use_and_says_what_the_baseline_is(db):
-    from monitoring import registry
+    from monitoring.bp import registry
     from tests.monitoring.test_bp_registry import register
 
     model = registry.model_version_promote(actor=make_admin(), model=register("m", test_mae=4.0))

@@ -6,11 +6,11 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from tests.factories import make_clinician, make_patient, make_team
+from tests.therapy.conftest import clinic, estimates, plan, week_of  # noqa: F401 - fixtures
 from therapy import services
 from therapy.evaluation import patient_therapy_evaluate
 from therapy.models import Suggestion, SuggestionStatus
-from tests.factories import make_clinician, make_patient, make_team
-from tests.therapy.conftest import clinic, estimates, plan, week_of  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db
 

@@ -20,17 +20,18 @@ from django.urls import reverse
 from django.utils import timezone
 from playwright.sync_api import Browser, Page
 
-from monitoring import registry, reports, tasks as monitoring_tasks
-from monitoring.models import AutonomySuspension, MonitoringReport, ReportKind
+from monitoring import tasks as monitoring_tasks
+from monitoring.bp import registry
+from monitoring.models import AutonomySuspension, MonitoringReport, MonitoringReportKind
 from patients.models import CareTeam, Patient, User
-from therapy import evaluation, services
-from therapy.domain import Symptom
-from therapy.evaluation import patient_therapy_evaluate
-from therapy.models import PlanVersion, Suggestion, SuggestionStatus, SymptomReport
 from tests import factories
 from tests.factories import make_device, make_patient
 from tests.therapy.conftest import store_estimates, week_of
 from tests.web.helpers import DESKTOP, PHONE, SCREENSHOT_DIR
+from therapy import evaluation, reports, services
+from therapy.domain import Symptom
+from therapy.evaluation import patient_therapy_evaluate
+from therapy.models import PlanVersion, Suggestion, SuggestionStatus, SymptomReport
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -102,7 +103,7 @@ def _every_state_and_report(monkeypatch) -> None:
 
     present = set(Suggestion.objects.values_list("status", flat=True))
     assert present == set(SuggestionStatus.values), f"missing states: {set(SuggestionStatus.values) - present}"
-    assert set(MonitoringReport.objects.values_list("kind", flat=True)) == set(ReportKind.values)
+    assert set(MonitoringReport.objects.values_list("kind", flat=True)) == set(MonitoringReportKind.values)
     assert {s.value for s in Symptom} <= set(SymptomReport.objects.values_list("symptom", flat=True))
     assert any(e["kind"] == "evaluation failing" for s in Suggestion.objects.all() for e in s.escalations or [])
 

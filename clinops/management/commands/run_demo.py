@@ -63,7 +63,8 @@ class Command(BaseCommand):
             python = sys.executable
             env = dict(os.environ)
             var = settings.VAR_DIR
-            children.append(("web", subprocess.Popen([python, "manage.py", "runserver", addr, "--noreload"], env=env, preexec_fn=localservices.die_with_parent, process_group=0)))
+            children.append(("web", subprocess.Popen([python, "manage.py", "runserver", addr, "--noreload"], env=env,
+                                                     preexec_fn=localservices.die_with_parent, process_group=0)))
             children.append(("worker", subprocess.Popen(
                 [python, "-m", "celery", "-A", "clinops", "worker", "--loglevel", "INFO",
                  "--concurrency", str(workers), "-n", "demo@%h"], env=env, preexec_fn=localservices.die_with_parent, process_group=0)))

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from monitoring import bp, registry
+from monitoring.bp import accuracy, protocol, registry
+from monitoring.bp.training import trained_model_of
 from monitoring.models import BPModelVersion
-from monitoring.recordings import CHALLENGE2015_PLETH_DELAY_S
-from monitoring.training import trained_model_of
+from monitoring.signals.recordings import CHALLENGE2015_PLETH_DELAY_S
 
 
 class Command(BaseCommand):
@@ -30,14 +30,14 @@ class Command(BaseCommand):
         if version is None:
             raise CommandError(f"No model version {model!r}." if model else "No active model: name one with --model.")
         folder = Path(data)
-        names = Path(records).read_text().split() if records else bp.record_names(folder)
+        names = Path(records).read_text().split() if records else protocol.record_names(folder)
         if not names:
             raise CommandError(f"No records found in {folder}.")
         started = time.perf_counter()
-        dataset = bp.load_dataset(folder, names, pleth_delay_s=pleth_delay_s)
-        report = bp.evaluate(trained_model_of(version), dataset)
+        dataset = protocol.load_dataset(folder, names, pleth_delay_s=pleth_delay_s)
+        report = accuracy.evaluate(trained_model_of(version), dataset)
         report["model_version"] = version.version
         report["elapsed_s"] = round(time.perf_counter() - started, 2)
         Path(json_out).write_text(json.dumps(report, indent=2))
-        self.stdout.write(bp.format_report(report))
+        self.stdout.write(accuracy.format_report(report))
         self.stdout.write(f"\n{version.version} on {len(names)} records in {report['elapsed_s']} s; report written to {json_out}")

@@ -3,9 +3,9 @@ previous active model, or turn shadow mode on or off. Every step is audited."""
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from clinops.audit import SYSTEM
-from clinops.errors import ApplicationError
-from monitoring import registry
+from clinops.base.audit import SYSTEM
+from clinops.base.errors import ApplicationError
+from monitoring.bp import registry
 from monitoring.models import BPModelVersion
 
 

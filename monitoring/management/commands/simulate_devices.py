@@ -25,9 +25,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from monitoring import bp
-from monitoring.devicesim import gzip_json, staggered_offsets, window_payload
-from monitoring.recordings import iter_windows, load_challenge2015, with_pleth_delay_removed
+from monitoring.bp import arterial_reference, protocol
+from monitoring.ingest.devicesim import gzip_json, staggered_offsets, window_payload
+from monitoring.signals.recordings import iter_windows, load_challenge2015, with_pleth_delay_removed
 
 
 def _interrupt(*_) -> None:
@@ -133,12 +133,12 @@ class Command(BaseCommand):
         references = [
             ref for w in windows
             # challenge2015 records every channel at one rate, so the ABP rate is the ECG rate.
-            if bp.is_calibration_window(w.start_s) and (ref := bp.reference_bp(w.abp, w.ecg_fs)) is not None
+            if protocol.is_calibration_window(w.start_s) and (ref := arterial_reference.reference_bp(w.abp, w.ecg_fs)) is not None
         ]
         if not references:
             return None
         return {
-            "measured_at": (start + dt.timedelta(seconds=bp.CALIBRATION_END_S / 2)).isoformat(),
+            "measured_at": (start + dt.timedelta(seconds=protocol.CALIBRATION_END_S / 2)).isoformat(),
             "sbp_mmhg": round(sum(r.sbp_mmhg for r in references) / len(references), 1),
             "dbp_mmhg": round(sum(r.dbp_mmhg for r in references) / len(references), 1),
         }

@@ -5,9 +5,10 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from clinops.audit import SYSTEM
-from monitoring import bp
-from monitoring.training import bp_models_train
+from clinops.base.audit import SYSTEM
+from monitoring.bp import accuracy
+from monitoring.bp.training import bp_models_train
+from monitoring.models import TrainingSet
 
 
 class Command(BaseCommand):
@@ -23,7 +24,6 @@ class Command(BaseCommand):
     def handle(self, *args, data: str, production_set: str | None = None, **options):
         from django.core.management.base import CommandError
 
-        from monitoring.models import TrainingSet
 
         extra = None
         if production_set:
@@ -41,7 +41,7 @@ class Command(BaseCommand):
 
         run = bp_models_train(actor=SYSTEM, data_dir=Path(data), trained_by="manage.py train_bp_model", progress=progress,
                               production_set=extra)
-        self.stdout.write("\nTest split (records never seen in training):\n" + bp.format_report(run.test_report))
+        self.stdout.write("\nTest split (records never seen in training):\n" + accuracy.format_report(run.test_report))
         for model, (passed, reasons) in ((run.learned, run.learned_gates), (run.baseline, run.baseline_gates)):
             verdict = "passes its promotion gates" if passed else "does NOT pass its promotion gates:\n    - " + "\n    - ".join(reasons)
             self.stdout.write(f"\n{model.version}: {verdict}")

@@ -1,0 +1,51 @@
+"""Monitoring hands new evidence up to therapy, and asks it which raw windows to keep, through the
+handlers therapy registers as it loads (monitoring may not import therapy). Both fail closed: with
+no handler, a new estimate or cuff reading is an error, not a skipped escalation, and the purge
+drops nothing."""
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.utils import timezone
+
+from monitoring import handoff, tasks
+from monitoring.bp import cuff_calibration
+from monitoring.ingest import retention
+from monitoring.models import CuffReading
+from tests.factories import make_patient
+from tests.monitoring.test_raw_window_retention import BLOB, window_at
+from tests.therapy.conftest import NOW, clinic  # noqa: F401 - fixture
+from therapy.receivers import TherapyHearsOfNewEvidence
+from therapy.retention import SuggestionsKeepTheirWindows
+
+pytestmark = pytest.mark.django_db
+
+
+def test_therapy_is_the_registered_handler_and_keeper_once_the_apps_are_loaded():
+    assert isinstance(handoff.new_evidence_handler(), TherapyHearsOfNewEvidence)
+    assert isinstance(retention._the_keeper(), SuggestionsKeepTheirWindows)
+
+
+@pytest.fixture
+def nobody_registered(monkeypatch):
+    monkeypatch.setattr(handoff, "_HANDLERS", [])
+    monkeypatch.setattr(retention, "_KEEPERS", [])
+
+
+def test_new_estimates_with_no_handler_fail_the_task_instead_of_skipping_escalation(nobody_registered):
+    with pytest.raises(ImproperlyConfigured):
+        tasks._check_escalations({1: [object()]})
+
+
+def test_a_cuff_reading_with_no_handler_is_refused_and_not_stored(nobody_registered):
+    patient = make_patient()
+    with pytest.raises(ImproperlyConfigured):
+        cuff_calibration.cuff_reading_record(actor="system", patient=patient, measured_at=timezone.now(),
+                                             sbp_mmhg=185.0, dbp_mmhg=95.0, source="manual")
+    assert not CuffReading.objects.filter(patient=patient).exists()
+
+
+def test_the_purge_with_no_keeper_drops_no_raw_signal(clinic, nobody_registered):
+    window = window_at(clinic, days_ago=90)
+    with pytest.raises(ImproperlyConfigured):
+        retention.raw_windows_purge(now=NOW, retention_days=30)
+    window.refresh_from_db()
+    assert bytes(window.raw) == BLOB and window.raw_purged_at is None
