@@ -642,6 +642,97 @@ def _match_beats(r_s: np.ndarray, foot_s: np.ndarray) -> tuple[np.ndarray, np.nd
     return ok[last_claim], feet[last_claim]
 
 
+def _heart_rate_issues(rr_s: np.ndarray, n_r_peaks: int) -> list[QualityIssue]:
+    """A median rate outside HEART_RATE_MIN_BPM..HEART_RATE_MAX_BPM means the R-peaks found are not
+    the heart's beats (RR intervals in s)."""
+    median_hr = 60.0 / float(np.median(rr_s)) if rr_s.size else math.nan
+    if rr_s.size and not HEART_RATE_MIN_BPM <= median_hr <= HEART_RATE_MAX_BPM:
+        return [QualityIssue(
+            QualityReason.IMPLAUSIBLE_HEART_RATE, "ecg",
+            f"median heart rate {median_hr:.0f} bpm from {n_r_peaks} R-peaks "
+            f"(plausible {HEART_RATE_MIN_BPM:.0f}-{HEART_RATE_MAX_BPM:.0f} bpm)",
+        )]
+    return []
+
+
+def _too_few_beats_issues(matched: int, n_r_peaks: int, n_pulses: int) -> list[QualityIssue]:
+    """Features need enough beats, and beats that stand for the window's pulses."""
+    if matched < MIN_MATCHED_BEATS:
+        return [QualityIssue(
+            QualityReason.TOO_FEW_BEATS, "both",
+            f"{matched} R-peaks matched to a PPG foot {PAT_MIN_MS:.0f}-{PAT_MAX_MS:.0f} ms later "
+            f"({n_r_peaks} R-peaks, {n_pulses} PPG pulses; need {MIN_MATCHED_BEATS})",
+        )]
+    if matched < MIN_MATCHED_PULSE_SHARE * n_pulses:
+        # Every pulse needs a heartbeat (the reverse need not hold: a premature beat may give no
+        # pulse), so many unmatched pulses mean missed R-peaks or PPG artefact, and the matched
+        # beats would be a biased sample.
+        return [QualityIssue(
+            QualityReason.TOO_FEW_BEATS, "both",
+            f"only {matched} of {n_pulses} PPG pulses matched to an R-peak {PAT_MIN_MS:.0f}-{PAT_MAX_MS:.0f} ms "
+            f"before (need {MIN_MATCHED_PULSE_SHARE:.0%})",
+        )]
+    return []
+
+
+def _beat_shape_issues(
+    ecg_clean: np.ndarray, ecg_fs: float, r_peaks: np.ndarray, ppg_clean: np.ndarray, ppg_fs: float,
+    pulses: _PpgBeats,
+) -> list[QualityIssue]:
+    """Beats of one heart look alike; beats unlike their median template are artefact (rates in Hz)."""
+    # Templates are short enough to hold one beat even at high rates: QRS from 60 ms before to
+    # 100 ms after the R-peak; the PPG upstroke and systolic peak, 50 ms before to 300 ms after
+    # the diastolic minimum.
+    ecg_r = _mean_template_correlation(
+        ecg_clean, r_peaks, round(_ECG_TEMPLATE_S[0] * ecg_fs), round(_ECG_TEMPLATE_S[1] * ecg_fs), detrend=True,
+    )
+    ppg_r = _mean_template_correlation(
+        ppg_clean, pulses.minimum, round(_PPG_TEMPLATE_S[0] * ppg_fs), round(_PPG_TEMPLATE_S[1] * ppg_fs),
+        detrend=False,
+    )
+    issues: list[QualityIssue] = []
+    for channel, r in (("ecg", ecg_r), ("ppg", ppg_r)):
+        limit = TEMPLATE_CORRELATION_MIN[channel]
+        if math.isfinite(r) and r < limit:
+            issues.append(QualityIssue(
+                QualityReason.LOW_TEMPLATE_CORRELATION, channel,
+                f"{channel.upper()} beats correlate {r:.2f} with their median template on average (need {limit:.2f})",
+            ))
+    return issues
+
+
+def _matched_beat_features(
+    r_s: np.ndarray, rr_s: np.ndarray, r_index: np.ndarray, foot_index: np.ndarray,
+    foot_s: np.ndarray, upslope_s: np.ndarray, pulses: _PpgBeats, ppg_fs: float,
+) -> BeatFeatures:
+    """Features of each R-peak matched to a PPG foot; times in s on the ECG's clock, PPG rate in Hz."""
+    # RR ending at each beat; the first R-peak borrows the following interval.
+    rr_before = np.concatenate((rr_s[:1], rr_s)) if rr_s.size else np.full(r_s.size, np.nan)
+    with np.errstate(divide="ignore"):
+        heart_rate = 60.0 / rr_before[r_index]
+    r_t = r_s[r_index]
+    return BeatFeatures(
+        r_peak_s=r_t,
+        pat_foot_ms=(foot_s[foot_index] - r_t) * 1000.0,
+        pat_upslope_ms=(upslope_s[foot_index] - r_t) * 1000.0,
+        heart_rate_bpm=heart_rate,
+        ppg_amplitude=pulses.amplitude[foot_index],
+        rise_time_ms=(pulses.peak[foot_index] - pulses.foot[foot_index]) * (1000.0 / ppg_fs),
+        pulse_width_ms=pulses.width[foot_index] * (1000.0 / ppg_fs),
+    )
+
+
+def _window_features(beats: BeatFeatures, matched: int) -> WindowFeatures | None:
+    """Median and IQR of each beat feature; None below MIN_FEATURE_BEATS beats, too few for a spread."""
+    if matched < MIN_FEATURE_BEATS:
+        return None
+    medians, iqrs = _quartiles(np.vstack([getattr(beats, name) for name in _FEATURE_NAMES]))
+    aggregates: dict[str, float] = {}
+    for name, median, iqr in zip(_FEATURE_NAMES, medians.tolist(), iqrs.tolist()):
+        aggregates[f"{name}_median"], aggregates[f"{name}_iqr"] = median, iqr
+    return WindowFeatures(beat_count=matched, **aggregates)
+
+
 def analyse_window(
     ecg: np.ndarray, ecg_fs: float, ppg: np.ndarray, ppg_fs: float, *, ppg_delay_s: float = 0.0,
 ) -> WindowAnalysis:
@@ -675,76 +766,20 @@ def analyse_window(
 
     r_s = r_peaks / ecg_fs
     rr_s = np.diff(r_s)
-    median_hr = 60.0 / float(np.median(rr_s)) if rr_s.size else math.nan
-    if rr_s.size and not HEART_RATE_MIN_BPM <= median_hr <= HEART_RATE_MAX_BPM:
-        issues.append(QualityIssue(
-            QualityReason.IMPLAUSIBLE_HEART_RATE, "ecg",
-            f"median heart rate {median_hr:.0f} bpm from {r_peaks.size} R-peaks "
-            f"(plausible {HEART_RATE_MIN_BPM:.0f}-{HEART_RATE_MAX_BPM:.0f} bpm)",
-        ))
+    issues += _heart_rate_issues(rr_s, r_peaks.size)
 
     foot_s = pulses.foot / ppg_fs - ppg_delay_s
     upslope_s = pulses.upslope / ppg_fs - ppg_delay_s
     r_index, foot_index = _match_beats(r_s, foot_s)
     matched = int(r_index.size)
-    n_pulses = int(pulses.foot.size)
-    if matched < MIN_MATCHED_BEATS:
-        issues.append(QualityIssue(
-            QualityReason.TOO_FEW_BEATS, "both",
-            f"{matched} R-peaks matched to a PPG foot {PAT_MIN_MS:.0f}-{PAT_MAX_MS:.0f} ms later "
-            f"({r_peaks.size} R-peaks, {n_pulses} PPG pulses; need {MIN_MATCHED_BEATS})",
-        ))
-    elif matched < MIN_MATCHED_PULSE_SHARE * n_pulses:
-        # Every pulse needs a heartbeat (the reverse need not hold: a premature beat may give no
-        # pulse), so many unmatched pulses mean missed R-peaks or PPG artefact, and the matched
-        # beats would be a biased sample.
-        issues.append(QualityIssue(
-            QualityReason.TOO_FEW_BEATS, "both",
-            f"only {matched} of {n_pulses} PPG pulses matched to an R-peak {PAT_MIN_MS:.0f}-{PAT_MAX_MS:.0f} ms "
-            f"before (need {MIN_MATCHED_PULSE_SHARE:.0%})",
-        ))
-
-    # Templates are short enough to hold one beat even at high rates: QRS from 60 ms before to
-    # 100 ms after the R-peak; the PPG upstroke and systolic peak, 50 ms before to 300 ms after
-    # the diastolic minimum.
-    ecg_r = _mean_template_correlation(
-        ecg_clean, r_peaks, round(_ECG_TEMPLATE_S[0] * ecg_fs), round(_ECG_TEMPLATE_S[1] * ecg_fs), detrend=True,
-    )
-    ppg_r = _mean_template_correlation(
-        ppg_clean, pulses.minimum, round(_PPG_TEMPLATE_S[0] * ppg_fs), round(_PPG_TEMPLATE_S[1] * ppg_fs),
-        detrend=False,
-    )
-    for channel, r in (("ecg", ecg_r), ("ppg", ppg_r)):
-        limit = TEMPLATE_CORRELATION_MIN[channel]
-        if math.isfinite(r) and r < limit:
-            issues.append(QualityIssue(
-                QualityReason.LOW_TEMPLATE_CORRELATION, channel,
-                f"{channel.upper()} beats correlate {r:.2f} with their median template on average (need {limit:.2f})",
-            ))
+    issues += _too_few_beats_issues(matched, r_peaks.size, int(pulses.foot.size))
+    issues += _beat_shape_issues(ecg_clean, ecg_fs, r_peaks, ppg_clean, ppg_fs, pulses)
 
     beats: BeatFeatures | None = None
     features: WindowFeatures | None = None
     if matched:
-        # RR ending at each beat; the first R-peak borrows the following interval.
-        rr_before = np.concatenate((rr_s[:1], rr_s)) if rr_s.size else np.full(r_s.size, np.nan)
-        with np.errstate(divide="ignore"):
-            heart_rate = 60.0 / rr_before[r_index]
-        r_t = r_s[r_index]
-        beats = BeatFeatures(
-            r_peak_s=r_t,
-            pat_foot_ms=(foot_s[foot_index] - r_t) * 1000.0,
-            pat_upslope_ms=(upslope_s[foot_index] - r_t) * 1000.0,
-            heart_rate_bpm=heart_rate,
-            ppg_amplitude=pulses.amplitude[foot_index],
-            rise_time_ms=(pulses.peak[foot_index] - pulses.foot[foot_index]) * (1000.0 / ppg_fs),
-            pulse_width_ms=pulses.width[foot_index] * (1000.0 / ppg_fs),
-        )
-        if matched >= MIN_FEATURE_BEATS:
-            medians, iqrs = _quartiles(np.vstack([getattr(beats, name) for name in _FEATURE_NAMES]))
-            aggregates: dict[str, float] = {}
-            for name, median, iqr in zip(_FEATURE_NAMES, medians.tolist(), iqrs.tolist()):
-                aggregates[f"{name}_median"], aggregates[f"{name}_iqr"] = median, iqr
-            features = WindowFeatures(beat_count=matched, **aggregates)
+        beats = _matched_beat_features(r_s, rr_s, r_index, foot_index, foot_s, upslope_s, pulses, ppg_fs)
+        features = _window_features(beats, matched)
 
     return WindowAnalysis(
         usable=not issues,
