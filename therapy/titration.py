@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
 from math import fsum
 
 from therapy.domain import (
@@ -215,7 +216,6 @@ def propose_step(
         raise ValueError(f"current rung {state.current_rung} is not on ladder {ladder.name!r} (0..{ladder.top})")
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    current = state.current_rung
     window = evidence_window(estimates, now=now, look_back_days=plan.look_back_days)
     days = days_in_look_back(estimate_days, now=now, look_back_days=plan.look_back_days)
     evidence = summarise(window, rules=plan, usable_window_share=usable_window_share, cuff_readings=cuff_readings,
@@ -223,58 +223,90 @@ def propose_step(
     # Low and crisis checks see every reading, cuff readings beside the wearable's estimates.
     readings = [*window, *(EstimateEvidence.from_cuff(r) for r in cuff_readings
                            if now - dt.timedelta(days=plan.look_back_days) < r.measured_at <= now + CLOCK_TOLERANCE)]
+    make = _ProposalMaker(ladder=ladder, current=state.current_rung, evidence=evidence, now=now)
+    mean = describe_mean(evidence, plan)
 
-    def make(kind: ProposalKind, to: int, *reasons: str) -> Proposal:
+    # In this order: symptoms of low blood pressure, enough data, too low, above target.
+    proposal = _step_for_low_symptoms(plan, state, now=now, mean=mean, make=make)
+    if proposal is not None:
+        return proposal
+    missing = [] if evidence.sufficient else _insufficiency(evidence, plan)
+    if missing:
+        return make(ProposalKind.HOLD, state.current_rung, *missing)
+    assert evidence.mean_sbp_mmhg is not None and evidence.mean_dbp_mmhg is not None
+    proposal = _step_down_when_too_low(plan, state.current_rung, mean_sbp_mmhg=evidence.mean_sbp_mmhg, mean=mean,
+                                       make=make)
+    if proposal is not None:
+        return proposal
+    return _step_when_above_target(plan, ladder, state, readings, mean_sbp_mmhg=evidence.mean_sbp_mmhg,
+                                   mean_dbp_mmhg=evidence.mean_dbp_mmhg, now=now, mean=mean, make=make)
+
+
+@dataclass(frozen=True)
+class _ProposalMaker:
+    """A proposal from the current rung to `to` for the reasons given, carrying the evidence."""
+
+    ladder: Ladder
+    current: int
+    evidence: EvidenceSummary
+    now: dt.datetime
+
+    def __call__(self, kind: ProposalKind, to: int, *reasons: str) -> Proposal:
         return Proposal(
-            kind=kind, from_rung=current, to_rung=to,
-            from_regimen=ladder.describe(current), to_regimen=ladder.describe(to),
-            evidence=evidence, reasons=tuple(reasons), evaluated_at=now,
+            kind=kind, from_rung=self.current, to_rung=to,
+            from_regimen=self.ladder.describe(self.current), to_regimen=self.ladder.describe(to),
+            evidence=self.evidence, reasons=tuple(reasons), evaluated_at=self.now,
         )
 
-    mean = describe_mean(evidence, plan)
-    target = f"target below {plan.target_sbp_mmhg:g}/{plan.target_dbp_mmhg:g} mmHg"
 
-    # 1. Symptoms of low blood pressure.
+def _step_for_low_symptoms(plan: PlanRules, state: PatientState, *, now: dt.datetime, mean: str,
+                           make: _ProposalMaker) -> Proposal | None:
+    """Symptoms of low blood pressure in the look-back: one rung down, or a clinician on the lowest."""
+    current = state.current_rung
     start = now - dt.timedelta(days=plan.look_back_days)
     low_symptoms = [
         s for s in state.symptoms if s.symptom in HYPOTENSION_SYMPTOMS and start < s.reported_at <= now
     ]
-    if low_symptoms:
-        said = ", ".join(s.describe() for s in low_symptoms)
-        if current == 0:
-            return make(
-                ProposalKind.ESCALATE, current,
-                f"symptoms of low blood pressure reported ({said}) on the lowest rung: a clinician decides ({mean})",
-            )
+    if not low_symptoms:
+        return None
+    said = ", ".join(s.describe() for s in low_symptoms)
+    if current == 0:
         return make(
-            ProposalKind.STEP_DOWN, current - 1,
-            f"step down one rung: symptoms of low blood pressure reported ({said}); {mean}",
+            ProposalKind.ESCALATE, current,
+            f"symptoms of low blood pressure reported ({said}) on the lowest rung: a clinician decides ({mean})",
         )
+    return make(
+        ProposalKind.STEP_DOWN, current - 1,
+        f"step down one rung: symptoms of low blood pressure reported ({said}); {mean}",
+    )
 
-    # 2. Data sufficiency.
-    missing = [] if evidence.sufficient else _insufficiency(evidence, plan)
-    if missing:
-        return make(ProposalKind.HOLD, current, *missing)
-    assert evidence.mean_sbp_mmhg is not None and evidence.mean_dbp_mmhg is not None
 
-    # 3. Too low.
-    if evidence.mean_sbp_mmhg < plan.step_down_sbp_mmhg:
-        if current == 0:
-            return make(
-                ProposalKind.HOLD, current,
-                f"{mean}: SBP below {plan.step_down_sbp_mmhg:g} mmHg on the lowest rung; "
-                "a clinician may consider stopping treatment",
-            )
+def _step_down_when_too_low(plan: PlanRules, current: int, *, mean_sbp_mmhg: float, mean: str,
+                            make: _ProposalMaker) -> Proposal | None:
+    """Mean SBP (mmHg) below the plan's step-down level: one rung down, or a hold on the lowest."""
+    if not mean_sbp_mmhg < plan.step_down_sbp_mmhg:  # as written, so that NaN is never "too low"
+        return None
+    if current == 0:
         return make(
-            ProposalKind.STEP_DOWN, current - 1,
-            f"step down one rung: {mean}, SBP below {plan.step_down_sbp_mmhg:g} mmHg",
+            ProposalKind.HOLD, current,
+            f"{mean}: SBP below {plan.step_down_sbp_mmhg:g} mmHg on the lowest rung; "
+            "a clinician may consider stopping treatment",
         )
+    return make(
+        ProposalKind.STEP_DOWN, current - 1,
+        f"step down one rung: {mean}, SBP below {plan.step_down_sbp_mmhg:g} mmHg",
+    )
 
-    # 4. Above target.
-    above = evidence.mean_sbp_mmhg >= plan.target_sbp_mmhg or evidence.mean_dbp_mmhg >= plan.target_dbp_mmhg
-    if not above:
+
+def _step_when_above_target(plan: PlanRules, ladder: Ladder, state: PatientState, readings: list[EstimateEvidence],
+                            *, mean_sbp_mmhg: float, mean_dbp_mmhg: float, now: dt.datetime, mean: str,
+                            make: _ProposalMaker) -> Proposal:
+    """At target: hold. Above it (SBP or DBP, mmHg): hold for a confirmed low reading or a change made
+    too recently, a clinician on the top rung, else one rung up."""
+    current = state.current_rung
+    target = f"target below {plan.target_sbp_mmhg:g}/{plan.target_dbp_mmhg:g} mmHg"
+    if not (mean_sbp_mmhg >= plan.target_sbp_mmhg or mean_dbp_mmhg >= plan.target_dbp_mmhg):
         return make(ProposalKind.HOLD, current, f"at target: {mean}, {target}")
-
     low = confirmed_pair(readings, is_low_reading)
     if low is not None:
         return make(
