@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.cache import patch_cache_control
 
 from clinops.base import metrics
-from clinops.views import not_found
+from clinops.views import OWN_PAGE_FLAG, not_found
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # A caller's (or the proxy's) own id is kept when it is a plain token of reasonable length (a uuid,
@@ -68,7 +68,7 @@ def own_not_found_page(get_response: Callable[[HttpRequest], HttpResponse]) -> C
 
     def middleware(request: HttpRequest) -> HttpResponse:
         response = get_response(request)
-        if (settings.DEBUG and response.status_code == 404 and not getattr(response, "clinops_page", False)
+        if (settings.DEBUG and response.status_code == 404 and not getattr(response, OWN_PAGE_FLAG, False)
                 and response.get("Content-Type", "").startswith("text/html")):
             return not_found(request)
         return response

@@ -59,6 +59,11 @@ def _heartbeat_check(check: str, beat: WorkerHeartbeat | None) -> dict[str, obje
             f"{check}_last_beat_age_s": round(age, 1)}
 
 
+# Marks Django's own 404 page so that clinops.middleware.own_not_found_page leaves it be: a flag set
+# on the response object, which its class does not declare, hence set and read by name.
+OWN_PAGE_FLAG = "clinops_page"
+
+
 def not_found(request: HttpRequest, exception=None):
     """404 for an unknown URL: the API's error envelope under /api/, a FHIR OperationOutcome under
     /fhir/ (what a FHIR client parses, e.g. for `Patient/abc/$everything`), Django's page elsewhere."""
@@ -67,7 +72,7 @@ def not_found(request: HttpRequest, exception=None):
     if request.path.startswith("/fhir/"):
         return fhir_response(operation_outcome("Not found.", code="not-found"), status=404)
     response = page_not_found(request, exception)
-    response.clinops_page = True  # clinops.middleware.own_not_found_page leaves it be
+    setattr(response, OWN_PAGE_FLAG, True)
     return response
 
 

@@ -19,7 +19,10 @@ class WindowAnalysisInline(admin.TabularInline):
     model = WindowAnalysis
     extra = 0
     can_delete = False
-    fields = ["pipeline_version", "usable", "reasons", "beat_count", "heart_rate_bpm", "pat_foot_ms", "processing_ms", "created_at"]
+    # A tuple: both options name it, and to the type checker a list of names is not a list of
+    # `fields` groups, while a tuple of names is both.
+    fields = ("pipeline_version", "usable", "reasons", "beat_count", "heart_rate_bpm", "pat_foot_ms", "processing_ms",
+              "created_at")
     readonly_fields = fields
 
 

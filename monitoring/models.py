@@ -98,6 +98,9 @@ class WindowAnalysis(models.Model):
     pat_foot_ms = models.FloatField(null=True, blank=True, help_text="Median pulse arrival time to PPG foot (ms).")
     processing_ms = models.FloatField(help_text="Wall time of decode + analysis (ms).")
     created_at = models.DateTimeField(auto_now_add=True)
+    # Not a field: True on the analyses windows_process has just made, whose estimates none can
+    # have yet and whose verdicts this worker counts; an analysis read back, or another worker's, is not.
+    created_now: bool = False
 
     class Meta:
         constraints = [

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from django.conf import settings
 from django.db.models import Avg, Count, Exists, F, Max, OuterRef, Q, QuerySet, Subquery
@@ -92,7 +92,24 @@ def shadow_comparison(model: BPModelVersion) -> dict[str, float | int | None]:
     return {"n": paired.count(), "sbp_mean_diff_mmhg": summary["sbp"], "dbp_mean_diff_mmhg": summary["dbp"]}
 
 
-def bp_trend(patient: Any, *, since: dt.datetime) -> dict[str, list]:
+class BPTrend(TypedDict):
+    """bp_trend's chart: `t` (epoch s) and the six pressure columns (mmHg) hold one entry per hour,
+    `cuff` one [epoch s, SBP, DBP] per cuff reading; `since`/`until` in epoch s; `tz` the clinic's zone."""
+
+    t: list[int]
+    sbp: list[float]
+    dbp: list[float]
+    sbp_low: list[float]
+    sbp_high: list[float]
+    dbp_low: list[float]
+    dbp_high: list[float]
+    cuff: list[list[float]]
+    since: int
+    until: int
+    tz: str
+
+
+def bp_trend(patient: Any, *, since: dt.datetime) -> BPTrend:
     """Hourly means of the patient's live estimates (with their interval bounds) and every cuff
     reading since `since`, as columns for the chart: times in epoch seconds, pressures in mmHg;
     `since`/`until` (epoch s) the span the chart shows whatever the data; `tz` the clinic's zone.
@@ -105,11 +122,15 @@ def bp_trend(patient: Any, *, since: dt.datetime) -> dict[str, list]:
         .order_by("hour")
     )
     cuffs = CuffReading.objects.filter(patient=patient, measured_at__gte=since).order_by("measured_at")
-    columns = {name: [round(h[name], 1) for h in hours] for name in ("sbp", "dbp", "sbp_low", "sbp_high", "dbp_low", "dbp_high")}
+
+    def hourly(name: Literal["sbp", "dbp", "sbp_low", "sbp_high", "dbp_low", "dbp_high"]) -> list[float]:
+        return [round(h[name], 1) for h in hours]
+
     return {
         # Each hour's mean at its last estimate: never drawn before a reading it averages.
         "t": [round(h["last"].timestamp()) for h in hours],
-        **columns,
+        "sbp": hourly("sbp"), "dbp": hourly("dbp"), "sbp_low": hourly("sbp_low"), "sbp_high": hourly("sbp_high"),
+        "dbp_low": hourly("dbp_low"), "dbp_high": hourly("dbp_high"),
         "cuff": [[round(t.timestamp()), s, d] for t, s, d in cuffs.values_list("measured_at", "sbp_mmhg", "dbp_mmhg")],
         "since": round(since.timestamp()),
         "until": round(timezone.now().timestamp()),

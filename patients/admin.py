@@ -14,6 +14,7 @@ from patients.models import CareTeam, Clinician, CuffModel, Device, DeviceAPIKey
 class UserAdmin(DjangoUserAdmin):
     list_display = ["username", "role", "first_name", "last_name", "is_active"]
     list_filter = ["role", "is_active"]
+    assert DjangoUserAdmin.fieldsets is not None  # Django's UserAdmin declares its fieldsets
     fieldsets = (*DjangoUserAdmin.fieldsets, ("ClinOps", {"fields": ("role",)}))
     # A role and its privileges are given when the person is created (patients/services.py,
     # audited), never edited here: a patient made superuser would read every patient's record.
@@ -98,4 +99,6 @@ class CuffModelAdmin(admin.ModelAdmin):
 
 @admin.register(DeviceAPIKey)
 class DeviceAPIKeyAdmin(ReadOnlyAdminMixin, APIKeyModelAdmin):
-    list_display = [*APIKeyModelAdmin.list_display, "device"]
+    # rest_framework_api_key does not annotate list_display, so mypy takes its 6-tuple of names for
+    # the option's type; Django's ModelAdmin takes any list or tuple of them.
+    list_display = [*APIKeyModelAdmin.list_display, "device"]  # type: ignore[assignment]

@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 
 from patients import services
 from patients.models import Device, Patient
-from patients.permissions import DeviceAPIKeyAuthentication, IsDevice, IsPerson
+from patients.permissions import DeviceAPIKeyAuthentication, IsDevice, IsPerson, calling_device
 from patients.selectors import devices_visible_to, patients_visible_to
 
 
@@ -87,4 +87,4 @@ class DeviceSelfApi(APIView):
 
     @extend_schema(responses=DeviceOutput)
     def get(self, request: Request) -> Response:
-        return Response(DeviceOutput(request.user.device).data)
+        return Response(DeviceOutput(calling_device(request)).data)

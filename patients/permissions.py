@@ -13,6 +13,7 @@ from typing import Any
 
 import rules
 from rest_framework import authentication, exceptions, permissions
+from rest_framework.request import Request
 
 from patients.models import CareTeam, Device, DeviceAPIKey, Patient, Role
 
@@ -138,6 +139,14 @@ class IsDevice(permissions.BasePermission):
 
     def has_permission(self, request: Any, view: Any) -> bool:
         return isinstance(request.user, DevicePrincipal)
+
+
+def calling_device(request: Request) -> Device:
+    """The device calling a route that IsDevice guards."""
+    caller: object = request.user  # DRF's stubs know only people (User | AnonymousUser) as users
+    # IsDevice lets a request through only when DeviceAPIKeyAuthentication made its user a device.
+    assert isinstance(caller, DevicePrincipal)
+    return caller.device
 
 
 class IsPerson(permissions.BasePermission):

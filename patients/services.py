@@ -83,7 +83,9 @@ def patient_create(
 ) -> Patient:
     """Register a patient; with a username and password they also get a portal account. `phone`:
     where the care team reaches them about an escalation."""
-    phone = clean_text("phone", phone, max_length=Patient._meta.get_field("phone").max_length)
+    phone_max_length = Patient._meta.get_field("phone").max_length
+    assert phone_max_length is not None  # Patient.phone is a CharField declared with its max_length
+    phone = clean_text("phone", phone, max_length=phone_max_length)
     if date_of_birth > timezone.localdate():
         raise ApplicationError(
             "Date of birth is in the future.", extra={"fields": {"date_of_birth": ["in the future"]}}

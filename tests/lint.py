@@ -17,6 +17,7 @@ BIN = Path(sys.executable).parent
 CHECKS = [
     ("ruff", [str(BIN / "ruff"), "check", "."]),
     ("import contracts", [str(BIN / "lint-imports")]),
+    ("mypy", [sys.executable, "-m", "mypy"]),
 ]
 
 

@@ -116,12 +116,14 @@ def adherence_in_patient_words(complete_days: Adherence, *, today_taken: int, to
         today = f"Today so far: {today_taken} of {today_due} taken."
     if complete_days.first_day is None:
         before = "This medicine is new today, so there are no earlier days to count yet."
-    elif complete_days.logged == 0:
-        days = (complete_days.last_day - complete_days.first_day).days + 1
-        before = (f"You have not logged any doses for the {days} day{'s' if days > 1 else ''} before today. "
-                  "Your care team changes a medicine only when they know you have been taking it.")
     else:
+        # adherence_over_look_back sets the first and last day together (both None before a complete day).
+        assert complete_days.last_day is not None
         days = (complete_days.last_day - complete_days.first_day).days + 1
-        before = (f"The {days} day{'s' if days > 1 else ''} before today: {complete_days.taken} of "
-                  f"{complete_days.scheduled} doses taken.")
+        if complete_days.logged == 0:
+            before = (f"You have not logged any doses for the {days} day{'s' if days > 1 else ''} before today. "
+                      "Your care team changes a medicine only when they know you have been taking it.")
+        else:
+            before = (f"The {days} day{'s' if days > 1 else ''} before today: {complete_days.taken} of "
+                      f"{complete_days.scheduled} doses taken.")
     return " ".join(part for part in (today, before) if part)

@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from clinops.base.parsers import holds_nul
-from patients.models import Role
+from patients.models import Role, User
 from patients.permissions import IsPerson
 from patients.selectors import patients_visible_to
 from therapy import plans, services
@@ -44,7 +44,7 @@ def _is_patient(request: Request) -> bool:
 class PlanOutput(serializers.ModelSerializer):
     regimen = serializers.SerializerMethodField(help_text="The current rung's regimen, in words.")
     rungs = serializers.SerializerMethodField(help_text="Every rung of the ladder in words, mildest first.")
-    created_by = serializers.StringRelatedField()
+    created_by: serializers.StringRelatedField[User] = serializers.StringRelatedField()
 
     class Meta:
         model = PlanVersion
@@ -287,7 +287,9 @@ class ScheduledDoseOutput(serializers.Serializer):
     dose_mg = serializers.FloatField()
     slot = serializers.IntegerField()
     per_day = serializers.IntegerField()
-    label = serializers.CharField()
+    # DRF's SerializerMetaclass pops declared fields off the class, so this never shadows Field.label
+    # (the serializer's own label); the stubs cannot express that.
+    label = serializers.CharField()  # type: ignore[assignment]
     taken = serializers.BooleanField(allow_null=True, help_text="null: not logged yet")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from typing import TypedDict
 
 import structlog
 from django.db import InterfaceError, OperationalError, transaction
@@ -26,7 +27,15 @@ from monitoring.models import (
 )
 from patients.models import Patient
 from therapy import plans
-from therapy.domain import Escalation, EscalationKind, EstimateDay, EstimateEvidence, PatientState, ProposalKind
+from therapy.domain import (
+    Escalation,
+    EscalationKind,
+    EstimateDay,
+    EstimateEvidence,
+    EvidenceSummary,
+    PatientState,
+    ProposalKind,
+)
 from therapy.escalation import CRISIS_DBP_MMHG, CRISIS_SBP_MMHG, LOW_SBP_MMHG, check_escalation
 from therapy.evidence import CLOCK_TOLERANCE
 from therapy.models import Alert, LatestEvaluation, PlanVersion, Suggestion, SuggestionKind, SuggestionStatus
@@ -70,9 +79,38 @@ def _quiet_days(patient: Patient, start: dt.datetime, now: dt.datetime) -> tuple
     return days, sorted({d.model_version for d in days})
 
 
-def _estimate_day(row: dict) -> EstimateDay:
-    values = {k: v for k, v in row.items() if k not in ("flags", "model_version__version")}
-    return EstimateDay(**values, flags=tuple(row["flags"] or ()), model_version=row["model_version__version"])
+class _DayTotalsRow(TypedDict):
+    """One EstimateDayTotals row as _quiet_days reads it (.values())."""
+
+    day: dt.date
+    n: int
+    sum_sbp_mmhg: float
+    sum_dbp_mmhg: float
+    sum_sq_sbp_mmhg2: float
+    sum_sq_dbp_mmhg2: float
+    min_sbp_mmhg: float
+    max_sbp_mmhg: float
+    min_dbp_mmhg: float
+    max_dbp_mmhg: float
+    sum_sbp_halfwidth_mmhg: float
+    sum_dbp_halfwidth_mmhg: float
+    min_interval_level: float
+    n_flagged: int
+    flags: list[str] | None
+    first_at: dt.datetime
+    last_at: dt.datetime
+    model_version__version: str
+
+
+def _estimate_day(row: _DayTotalsRow) -> EstimateDay:
+    return EstimateDay(
+        day=row["day"], n=row["n"], sum_sbp_mmhg=row["sum_sbp_mmhg"], sum_dbp_mmhg=row["sum_dbp_mmhg"],
+        sum_sq_sbp_mmhg2=row["sum_sq_sbp_mmhg2"], sum_sq_dbp_mmhg2=row["sum_sq_dbp_mmhg2"],
+        min_sbp_mmhg=row["min_sbp_mmhg"], max_sbp_mmhg=row["max_sbp_mmhg"], min_dbp_mmhg=row["min_dbp_mmhg"],
+        max_dbp_mmhg=row["max_dbp_mmhg"], sum_sbp_halfwidth_mmhg=row["sum_sbp_halfwidth_mmhg"],
+        sum_dbp_halfwidth_mmhg=row["sum_dbp_halfwidth_mmhg"], min_interval_level=row["min_interval_level"],
+        n_flagged=row["n_flagged"], first_at=row["first_at"], last_at=row["last_at"],
+        flags=tuple(row["flags"] or ()), model_version=row["model_version__version"])
 
 
 def _evidence(patient: Patient, plan: PlanVersion, now: dt.datetime
@@ -105,11 +143,12 @@ def _estimates_between(patient: Patient, since: dt.datetime, now: dt.datetime, *
                                      **({"recorded_at__gt": since} if after else {"recorded_at__gte": since}))
     if excluding:
         rows = rows.exclude(excluding)
-    rows = (rows.order_by("recorded_at")
-            .values_list("pk", "recorded_at", "sbp_mmhg", "dbp_mmhg", "sbp_low_mmhg", "sbp_high_mmhg", "dbp_low_mmhg",
-                         "dbp_high_mmhg", "interval_level", "flags", "model_version__version"))
-    evidence, versions = [], set()
-    for pk, recorded_at, sbp, dbp, sbp_low, sbp_high, dbp_low, dbp_high, level, flags, version in rows:
+    values = (rows.order_by("recorded_at")
+              .values_list("pk", "recorded_at", "sbp_mmhg", "dbp_mmhg", "sbp_low_mmhg", "sbp_high_mmhg", "dbp_low_mmhg",
+                           "dbp_high_mmhg", "interval_level", "flags", "model_version__version"))
+    evidence: list[EstimateEvidence] = []
+    versions: set[str] = set()
+    for pk, recorded_at, sbp, dbp, sbp_low, sbp_high, dbp_low, dbp_high, level, flags, version in values:
         evidence.append(EstimateEvidence(
             recorded_at=recorded_at, sbp_mmhg=sbp, dbp_mmhg=dbp, sbp_halfwidth_mmhg=(sbp_high - sbp_low) / 2,
             dbp_halfwidth_mmhg=(dbp_high - dbp_low) / 2, interval_level=level, flags=tuple(flags), estimate_id=pk,
@@ -219,7 +258,9 @@ def _escalate_despite_failure(*, patient_id: int, now: dt.datetime, failure: str
     and the team must see, and a critical operator alert."""
     with transaction.atomic():
         patient = Patient.objects.select_for_update(no_key=True).filter(pk=patient_id).first()
-        plan = plan_current(patient) if patient else None
+        if patient is None:
+            return None
+        plan = plan_current(patient)
         if plan is None:
             return None
         since = now - dt.timedelta(days=SAFETY_LOOK_BACK_DAYS)
@@ -308,7 +349,9 @@ def _titrate_and_route(*, patient_id: int, now: dt.datetime) -> Suggestion | Non
     SHARE on the row, which FOR UPDATE would make wait for the whole evaluation)."""
     with transaction.atomic():
         patient = Patient.objects.select_for_update(no_key=True).filter(pk=patient_id).first()
-        plan = plan_current(patient) if patient else None
+        if patient is None:
+            return None
+        plan = plan_current(patient)
         if plan is None:
             return None
         evidence, estimate_days, model_versions = _evidence(patient, plan, now)
@@ -387,7 +430,7 @@ def _titrate_and_route(*, patient_id: int, now: dt.datetime) -> Suggestion | Non
         return suggestion
 
 
-def _estimate_ids_of(evidence, patient: Patient, plan: PlanVersion, now: dt.datetime) -> list[int]:
+def _estimate_ids_of(evidence: EvidenceSummary, patient: Patient, plan: PlanVersion, now: dt.datetime) -> list[int]:
     if not evidence.summed_days:
         return list(evidence.estimate_ids)
     return _estimate_ids_between(patient, now - dt.timedelta(days=plan.look_back_days), now)

@@ -9,6 +9,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+from typing import TypedDict
 
 from django.conf import settings
 from django.db import transaction
@@ -17,6 +18,7 @@ from django.utils import timezone
 from clinops.base.audit import audit_record
 from clinops.base.models import AuditEvent
 from monitoring.bp import feature_deltas
+from monitoring.bp.feature_deltas import FeatureDict
 from monitoring.health.model_health import PAIRING
 from monitoring.models import Calibration, CuffReading, TrainingSet, WindowAnalysis
 from monitoring.signals import pipeline
@@ -25,14 +27,55 @@ from therapy.models import Suggestion
 DECISIONS = ("suggestion.approve", "suggestion.modify", "suggestion.reject")
 
 
+class _Pressure(TypedDict):
+    sbp_mmhg: float
+    dbp_mmhg: float
+
+
+class _Calibration(_Pressure):
+    features: FeatureDict
+
+
+class _Sample(TypedDict):
+    record: str
+    offset_s: float
+    features: dict[str, float | None]
+    calibration: _Calibration
+    reference: _Pressure
+    week: str
+
+
+class _Decision(TypedDict):
+    decision: str
+    reason: str
+    kind: str
+    from_rung: int
+    proposed_to_rung: int
+    to_rung: int
+    routing_reasons: list[str]
+    model_versions: list[str]
+    policy_version: str
+    record: str
+    evidence: dict[str, float | None]
+
+
+class _TrainingSetContent(TypedDict):
+    """A training set's stored content, hashed as canonical JSON."""
+
+    samples: list[_Sample]
+    decisions: list[_Decision]
+    pipeline_version: str
+    features: list[str]
+
+
 def _pseudonym(patient_id: int) -> str:
     """A stable pseudonym: the same patient maps to the same record name (keeps the by-record
     split honest) without the id leaving the database."""
     return "prod-" + hmac.new(settings.SECRET_KEY.encode(), str(patient_id).encode(), hashlib.sha256).hexdigest()[:12]
 
 
-def _samples(since: dt.datetime, until: dt.datetime) -> list[dict]:
-    samples = []
+def _samples(since: dt.datetime, until: dt.datetime) -> list[_Sample]:
+    samples: list[_Sample] = []
     for reading in CuffReading.objects.filter(measured_at__gte=since, measured_at__lt=until).order_by("measured_at"):
         previous = (Calibration.objects.filter(patient_id=reading.patient_id, calibrated_at__lt=reading.measured_at - PAIRING)
                     .select_related("cuff_reading").order_by("-calibrated_at").first())
@@ -55,10 +98,10 @@ def _samples(since: dt.datetime, until: dt.datetime) -> list[dict]:
     return samples
 
 
-def _decisions(since: dt.datetime, until: dt.datetime) -> list[dict]:
+def _decisions(since: dt.datetime, until: dt.datetime) -> list[_Decision]:
     events = AuditEvent.objects.filter(action__in=DECISIONS, at__gte=since, at__lt=until).order_by("at")
     suggestions = Suggestion.objects.in_bulk([int(e.object_id) for e in events])
-    rows = []
+    rows: list[_Decision] = []
     for event in events:
         suggestion = suggestions.get(int(event.object_id))
         if suggestion is None:
@@ -77,8 +120,9 @@ def _decisions(since: dt.datetime, until: dt.datetime) -> list[dict]:
 def training_set_build(*, actor, created_by: str, since: dt.datetime, until: dt.datetime | None = None) -> TrainingSet:
     """Build and store a new training-set version from production data in [since, until)."""
     until = until or timezone.now()
-    content = {"samples": _samples(since, until), "decisions": _decisions(since, until),
-               "pipeline_version": pipeline.PIPELINE_VERSION, "features": list(feature_deltas.FEATURES)}
+    content: _TrainingSetContent = {
+        "samples": _samples(since, until), "decisions": _decisions(since, until),
+        "pipeline_version": pipeline.PIPELINE_VERSION, "features": list(feature_deltas.FEATURES)}
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
     training_set = TrainingSet.objects.create(
         version=f"prod-{until:%Y%m%d-%H%M%S}", created_by=created_by, period_start=since, period_end=until,

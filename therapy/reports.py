@@ -15,7 +15,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from celery import shared_task
 from django.conf import settings
@@ -190,6 +190,13 @@ class PendingSuggestion:
     hours_waiting: float
 
 
+class _ModelVersioned(Protocol):
+    """Decision, CreatedSuggestion and PendingSuggestion alike: what the by-model reports split on."""
+
+    @property
+    def model_versions(self) -> tuple[str, ...]: ...
+
+
 NO_MODEL = "(none)"  # suggestions resting on no estimate (e.g. a symptom report alone)
 RECENT_OVERRIDES = 20
 
@@ -278,7 +285,7 @@ def inertia(patients: Sequence[UncontrolledPatient], *, now: dt.datetime, window
         without.append({"patient_id": p.patient_id, "days_without_change": days,
                         "since": None if start is None else start.isoformat()})
     without.sort(key=lambda row: (-(row["days_without_change"] or 0.0), row["patient_id"]))
-    days = [row["days_without_change"] for row in without if row["days_without_change"] is not None]
+    known_days = [row["days_without_change"] for row in without if row["days_without_change"] is not None]
     n, n_without = len(patients), len(without)
     return {
         "window_days": window_days,
@@ -287,7 +294,7 @@ def inertia(patients: Sequence[UncontrolledPatient], *, now: dt.datetime, window
         "with_change_pct": pct(n - n_without, n),
         "without_change": n_without,
         "inertia_pct": pct(n_without, n),
-        "days_without_change": {"median": percentile(days, 50), "max": max(days) if days else None},
+        "days_without_change": {"median": percentile(known_days, 50), "max": max(known_days) if known_days else None},
         "patients_without_change": without,
         "basis": INERTIA_BASIS,
     }
@@ -367,6 +374,10 @@ def _evaluations_overdue(*, now: dt.datetime) -> dict[str, Any]:
     return {"patients_overdue": stale["n"] + never["n"], "oldest_overdue_minutes": _minutes_waited(min(due, default=None), now)}
 
 
+# The device columns a pipeline report names a device by.
+_DeviceIdentity = Literal["serial", "model", "firmware", "patient_id"]
+
+
 def pipeline_report(*, now: dt.datetime) -> dict[str, Any]:
     """Pipeline health over the last 24 h (windows processed in it): rejected share overall, per
     device and per device model + firmware, by reason; silent devices; latency received ->
@@ -398,7 +409,8 @@ def pipeline_report(*, now: dt.datetime) -> dict[str, Any]:
     by_device = by(lambda device, firmware: device)
     by_firmware = by(lambda device, firmware: (model_of[device], firmware))
 
-    identity = ("serial", "model", "firmware", "patient_id")  # ids and serials, never names
+    # Ids and serials, never names.
+    identity: tuple[_DeviceIdentity, ...] = ("serial", "model", "firmware", "patient_id")
     device_rows = [{"device_id": device_id, **{k: devices[device_id][k] for k in identity}, **figures}
                    for device_id, figures in by_device.items()]
     device_rows.sort(key=lambda row: (-(row["rejected_pct"] or 0.0), row["device_id"]))
@@ -487,7 +499,8 @@ def agreement_reports(*, now: dt.datetime) -> dict[str, dict[str, Any]]:
     version behind a decision, a suggestion or the queue in the period."""
     decisions, created, pending = agreement_inputs(now=now)
     reports = {"all": agreement_summary(decisions, created, pending, by_model=True)}
-    versions = sorted({v for item in (*decisions, *created, *pending) for v in item.model_versions})
+    items: tuple[_ModelVersioned, ...] = (*decisions, *created, *pending)
+    versions = sorted({v for item in items for v in item.model_versions})
     for version in versions:
         reports[f"model:{version}"] = agreement_summary(
             [d for d in decisions if version in d.model_versions], [c for c in created if version in c.model_versions],

@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Iterable, Sequence
+from typing import TypeGuard
 
 from therapy.domain import (
     AutonomyBounds,
@@ -47,7 +48,7 @@ def _pct(share: float) -> str:
     return f"{100.0 * share:.0f} %"
 
 
-def _num(x: float | None) -> bool:
+def _num(x: float | None) -> TypeGuard[float]:
     return x is not None and math.isfinite(x)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Field
 from django.forms.models import model_to_dict
 from django.utils import timezone
 
@@ -52,6 +53,19 @@ PLAN_FIELDS = (
 REPORT_EVALUATION_QUEUE = settings.CELERY_TASK_DEFAULT_QUEUE
 # therapy.tasks.evaluate_patient, sent by name: the tasks module imports this one.
 EVALUATE_PATIENT = "therapy.tasks.evaluate_patient"
+
+
+def _plan_field_default(name: str) -> object:
+    field = PlanVersion._meta.get_field(name)
+    # PLAN_FIELDS name the plan's own columns, never a reverse relation (which has no default).
+    assert isinstance(field, Field)
+    return field.get_default()
+
+
+def _text_limit(max_length: int | None) -> int:
+    # Only asked of the text columns that declare a max_length in therapy.models.
+    assert max_length is not None
+    return max_length
 
 
 def _require_care_team_clinician(actor: Any, patient: Patient) -> None:
@@ -109,7 +123,7 @@ def plan_create(*, actor: Any, patient: Patient, template: str, reason: str, **s
     if template not in LADDER_TEMPLATES:
         raise ApplicationError("Unknown ladder template.", extra={"fields": {"template": [f"one of {sorted(LADDER_TEMPLATES)}"]}})
     ladder = LADDER_TEMPLATES[template]
-    defaults = {name: PlanVersion._meta.get_field(name).get_default() for name in PLAN_FIELDS}
+    defaults = {name: _plan_field_default(name) for name in PLAN_FIELDS}
     values = {**defaults, "ladder_name": ladder.name, "ladder": plans.ladder_to_json(ladder), "current_rung": 0, **settings}
     unknown = set(values) - set(PLAN_FIELDS)
     if unknown:
@@ -149,6 +163,8 @@ def plan_rung_move(*, actor: Any, patient: Patient, to_rung: int, reason: str) -
     """A released or approved change reaches the patient: the plan's rung moves, as a new version
     (by the approving clinician, or by the system for an automatic release). Callers check who may."""
     current = PlanVersion.objects.filter(patient=patient).order_by("-version").first()
+    # Every caller acts on a suggestion made on one of the patient's plan versions (which PROTECT keeps).
+    assert current is not None
     settings = {**model_to_dict(current, fields=PLAN_FIELDS), "current_rung": to_rung}
     return _next_version(actor=actor, patient=patient, reason=reason[:MAX_REASON_LENGTH], settings=settings,
                          action="plan.rung_move", changed=["current_rung"])
@@ -333,8 +349,8 @@ def symptom_report_record(*, actor: Any, patient: Patient, kind: str, symptom: s
     flag, a low-pressure symptom or a side effect becomes an urgent item for the care team."""
 
     _require_patient_or_care_team(actor, patient)
-    detail = clean_text("detail", detail, max_length=SymptomReport._meta.get_field("detail").max_length)
-    drug = clean_text("drug", drug, max_length=SymptomReport._meta.get_field("drug").max_length)
+    detail = clean_text("detail", detail, max_length=_text_limit(SymptomReport._meta.get_field("detail").max_length))
+    drug = clean_text("drug", drug, max_length=_text_limit(SymptomReport._meta.get_field("drug").max_length))
     if kind == ReportKind.SYMPTOM:
         if symptom not in {s.value for s in Symptom}:
             raise ApplicationError("Choose a symptom from the list.",
@@ -378,8 +394,8 @@ def alert_snooze(*, actor: Any, alert_id: int, reason: str, days: float, now: dt
         # No dose step can be proposed for this patient until it is fixed: that stays in sight.
         raise ApplicationError("A failing evaluation stays in the queue until it is fixed and the item resolved.",
                                status_code=409)
-    reason = clean_text("reason", reason, max_length=Alert._meta.get_field("snooze_reason").max_length, required=True,
-                        what="Say why the alert is snoozed.")
+    reason = clean_text("reason", reason, max_length=_text_limit(Alert._meta.get_field("snooze_reason").max_length),
+                        required=True, what="Say why the alert is snoozed.")
     if not 0 < days <= MAX_SNOOZE_DAYS:
         raise ApplicationError(f"An alert can be snoozed for at most {MAX_SNOOZE_DAYS} days.",
                                extra={"fields": {"days": [f"must be more than 0 and at most {MAX_SNOOZE_DAYS}"]}})

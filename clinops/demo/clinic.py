@@ -239,6 +239,11 @@ def _clock_at(at: dt.datetime | None, *, tick: bool) -> Iterator[None]:
         yield
 
 
+def _username_of(patient: Patient) -> str:
+    assert patient.user is not None  # a demo patient signs in to the portal: found by their user's name
+    return patient.user.username
+
+
 def demo_history_seed(*, until: dt.datetime | None = None, recordings_dir: Path | None = None,
                       progress: Callable[[str], None] = lambda _: None) -> DemoHistory:
     """Weeks of history for each demo patient who has none yet (no windows and no cuff readings),
@@ -257,6 +262,8 @@ def demo_history_seed(*, until: dt.datetime | None = None, recordings_dir: Path 
         if patient.windows.exists() or patient.cuff_readings.exists():
             continue  # has a history (an earlier seed, or the demo has been running): keep it
         first_plan = patient.plan_versions.order_by("version").first()
+        # demo_clinic_seed starts every demo patient's plan, as their care team's lead.
+        assert first_plan is not None and first_plan.created_by is not None
         subjects.append(HistorySubject(
             patient=patient, clinician=first_plan.created_by,
             wearable=patient.devices.get(kind=DeviceKind.WEARABLE, revoked_at__isnull=True),
@@ -264,7 +271,7 @@ def demo_history_seed(*, until: dt.datetime | None = None, recordings_dir: Path 
             course=course, windows=record_windows(recordings_dir, record),
             offset=number * HISTORY_STAGGER, started_at=first_plan.created_at,
         ))
-    history = DemoHistory(seeded=[s.patient.user.username for s in subjects], events=0, origin=None, until=until)
+    history = DemoHistory(seeded=[_username_of(s.patient) for s in subjects], events=0, origin=None, until=until)
     if subjects:
         started = min(s.started_at for s in subjects).astimezone(dt.timezone.utc)
         history.origin = started.replace(hour=0, minute=0, second=0, microsecond=0)

@@ -316,6 +316,7 @@ def _log_doses(s: HistorySubject) -> None:
     """The morning's doses of the current regimen: taken, or (one in `miss_every`) missed — logged
     as missed every other time, otherwise not logged at all (which counts as not taken)."""
     plan = plan_current(s.patient)
+    assert plan is not None  # nothing is replayed before the patient's plan started (started_at)
     today = timezone.localdate()
     every = s.course.miss_every
     for dose in scheduled_doses(plans.ladder_of(plan).rungs[plan.current_rung], today):

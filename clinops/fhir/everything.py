@@ -151,11 +151,16 @@ def _proposals(suggestions: list[Suggestion], decisions: dict[int, dict[str, Aud
         modify = decided.get("suggestion.modify")
         proposed_rung = (modify.detail or {}).get("proposed_rung", s.to_rung) if modify else s.to_rung
         proposed = _rung(s.plan_version, proposed_rung) or _rung(s.plan_version, s.to_rung)
+        # A suggestion's to_rung is on its plan version's ladder: the engine proposes from that ladder
+        # and a modify is refused off it (therapy.services.suggestion_modify).
+        assert proposed is not None
         supporting = [f"Observation/{fhir.estimate_id(i)}" for i in s.estimate_ids if i in exported_estimates]
         out.append(fhir.medication_request_proposal(s, proposed=proposed, supporting=supporting))
         if s.status in RELEASED and s.to_rung != s.from_rung:
             event = decided.get("suggestion.approve") or modify or decided.get("suggestion.auto_released")
-            orders.append((event.at if event else s.updated_at, s, _rung(s.plan_version, s.to_rung), event))
+            released_rung = _rung(s.plan_version, s.to_rung)
+            assert released_rung is not None  # to_rung is on the ladder, as above
+            orders.append((event.at if event else s.updated_at, s, released_rung, event))
     return out, orders
 
 

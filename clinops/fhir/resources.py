@@ -350,7 +350,8 @@ def _regimen_concept(regimen: Rung) -> dict[str, Any]:
     return {"text": regimen.describe()}
 
 
-_PROPOSAL_STATUS = {
+# Keyed by the stored status, a plain string (SuggestionStatus members are strings and equal theirs).
+_PROPOSAL_STATUS: dict[str, tuple[str, str | None]] = {
     SuggestionStatus.PENDING_REVIEW: ("draft", None),
     # Accepted as proposed: done as a proposal; the order (basedOn it) is what is in force.
     SuggestionStatus.AUTO_RELEASED: ("completed", None),

@@ -93,7 +93,9 @@ class PatientEverythingApi(APIView):
         )
         return fhir_response(bundle)
 
-    def handle_exception(self, exc: Exception) -> HttpResponse:
+    # DRF's dispatch finalises whatever HttpResponse the hook returns (finalize_response asks no more);
+    # the stubs type the hook by what the base class builds, a DRF Response.
+    def handle_exception(self, exc: Exception) -> HttpResponse:  # type: ignore[override]
         """The API's usual error handling (status, message), answered as a FHIR OperationOutcome."""
         response = super().handle_exception(exc)
         data = response.data if isinstance(response.data, dict) else {}

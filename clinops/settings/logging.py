@@ -4,11 +4,12 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
+from structlog.typing import Processor
 
 
 def configure_logging(*, json: bool, level: str) -> dict[str, Any]:
     """Configure structlog and return the matching LOGGING dict for Django."""
-    shared = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,

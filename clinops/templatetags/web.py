@@ -65,5 +65,7 @@ def bp_category_badge(sbp_mmhg, dbp_mmhg):
     """A measured pressure's ACC/AHA 2017 category as a coloured badge with words."""
 
     category = bp_category(sbp_mmhg, dbp_mmhg)
+    if category is None:  # no reading to put in words
+        return {"category": None, "words": "", "css": ""}
     return {"category": category, "words": CATEGORY_ADVICE.get(category, ""),
-            "css": "" if category is None else category.name.lower().replace("_", "-")}
+            "css": category.name.lower().replace("_", "-")}

@@ -9,6 +9,7 @@ import io
 from django.contrib.auth import get_user_model
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.db.models import Field
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -36,7 +37,10 @@ def username_tried(request: HttpRequest, credentials: dict | None = None) -> str
     name = source.get("username") if source else None
     if not isinstance(name, str):
         return None
-    limit = get_user_model()._meta.get_field(get_user_model().USERNAME_FIELD).max_length or 150
+    username_field = get_user_model()._meta.get_field(get_user_model().USERNAME_FIELD)
+    # USERNAME_FIELD names a column of the user model itself, never a relation pointing at it.
+    assert isinstance(username_field, Field)
+    limit = username_field.max_length or 150
     return name.replace("\x00", "")[:limit]
 
 

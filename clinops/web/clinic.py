@@ -3,18 +3,20 @@ patient page. Views are thin: a selector or a service, then a template."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
+from typing import TypedDict
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from clinops.base.errors import ApplicationError
 from clinops.base.models import AuditEvent
-from clinops.web.access import clinician_required
+from clinops.web.access import SignedInRequest, clinician_required
 from clinops.web.forms import PatientListFilter, PlanForm
 from monitoring.models import Calibration, MonitoringReportKind
 from monitoring.selectors import bp_trend, latest_reports
@@ -54,6 +56,21 @@ ESCALATION_STEPS = [
 ]
 
 
+class _QueueCard(TypedDict):
+    """What a queue card shows beside the suggestion's own fields."""
+
+    rung_choices: list[tuple[int, str]]  # (rung, label)
+    reports: list[SymptomReport]
+    escalation_steps: list[tuple[str, str, str]]  # as ESCALATION_STEPS
+
+
+def _shown_on(item: Suggestion, extras: Mapping[str, object]) -> None:
+    # The queue's templates read a card's extras off the suggestion itself (item.reports, ...):
+    # attributes of this page that the model does not declare, so they are set by name.
+    for name, value in extras.items():
+        setattr(item, name, value)
+
+
 def _for_review(items: list[Suggestion]) -> list[Suggestion]:
     """Queue items with what the card shows: the rungs a clinician may choose (the current one and
     its neighbours) and, for an escalation, the symptom reports that raised it (one query)."""
@@ -62,21 +79,25 @@ def _for_review(items: list[Suggestion]) -> list[Suggestion]:
     reports = SymptomReport.objects.in_bulk(report_ids)
     for item in items:
         ladder = plans.ladder_of(item.plan_version)
-        item.rung_choices = [(i, ladder.label(i)) for i in range(item.from_rung - 1, item.from_rung + 2)
-                             if ladder.has(i)]
-        item.reports = [reports[int(source.removeprefix("report:"))] for e in item.escalations or []
-                        for source in e.get("sources", []) if str(source).startswith("report:")
-                        and int(source.removeprefix("report:")) in reports]
-        item.reports = list(dict.fromkeys(item.reports))
-        item.escalation_steps = ESCALATION_STEPS if item.kind == SuggestionKind.ESCALATE else []
+        raised_by = [reports[int(source.removeprefix("report:"))] for e in item.escalations or []
+                     for source in e.get("sources", []) if str(source).startswith("report:")
+                     and int(source.removeprefix("report:")) in reports]
+        card: _QueueCard = {
+            "rung_choices": [(i, ladder.label(i)) for i in range(item.from_rung - 1, item.from_rung + 2)
+                             if ladder.has(i)],
+            "reports": list(dict.fromkeys(raised_by)),
+            "escalation_steps": ESCALATION_STEPS if item.kind == SuggestionKind.ESCALATE else [],
+        }
+        _shown_on(item, card)
+        # review_queue_for prefetches them (to_attr); a card shown on its own fetches them here.
         if not hasattr(item, "open_alerts"):
-            item.open_alerts = list(item.alerts.filter(closed_at=None))
+            _shown_on(item, {"open_alerts": list(item.alerts.filter(closed_at=None))})
     return items
 
 
 @require_GET
 @clinician_required
-def queue(request: HttpRequest) -> HttpResponse:
+def queue(request: SignedInRequest) -> HttpResponse:
     items = _for_review(list(review_queue_for(request.user)[:QUEUE_PAGE]))
     return render(request, "web/clinic/queue.html", {"items": items, "control": _control_rates(request.user)})
 
@@ -130,7 +151,7 @@ def _rung(post) -> int:
 
 @require_POST
 @clinician_required
-def decide(request: HttpRequest, suggestion_id: int, action: str) -> HttpResponse:
+def decide(request: SignedInRequest, suggestion_id: int, action: str) -> HttpResponse:
     """Approve, modify or reject one pending suggestion. With htmx the item is replaced in place by
     the outcome (or re-shown with the error); without, back to the queue."""
     suggestion = get_object_or_404(suggestions_visible_to(request.user), pk=suggestion_id)
@@ -161,7 +182,7 @@ PATIENTS_PAGE = 50
 
 @require_GET
 @clinician_required
-def patient_list(request: HttpRequest) -> HttpResponse:
+def patient_list(request: SignedInRequest) -> HttpResponse:
     """The care teams' patients, most urgent first: triage, search and filters, 50 a page."""
     filters = PatientListFilter(request.GET, queryset=patients_visible_to(request.user), user=request.user)
     rows = patients_with_triage(filters.qs, now=timezone.now())
@@ -179,7 +200,7 @@ def patient_list(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @clinician_required
-def overdue(request: HttpRequest) -> HttpResponse:
+def overdue(request: SignedInRequest) -> HttpResponse:
     """Follow-up: the care teams' patients overdue for a reading, a cuff reading or an acknowledgement."""
 
     lists = overdue_for(request.user)
@@ -196,7 +217,7 @@ def overdue(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @clinician_required
-def snooze(request: HttpRequest, alert_id: int) -> HttpResponse:
+def snooze(request: SignedInRequest, alert_id: int) -> HttpResponse:
     """Snooze an alert with a reason for 1-7 days; the item leaves the queue until then."""
     alert = get_object_or_404(alerts_open_for(request.user), pk=alert_id)
     try:
@@ -218,7 +239,7 @@ def snooze(request: HttpRequest, alert_id: int) -> HttpResponse:
 
 
 @clinician_required
-def plan_edit(request: HttpRequest, patient_id: int) -> HttpResponse:
+def plan_edit(request: SignedInRequest, patient_id: int) -> HttpResponse:
     """Change the plan (a new version, with a required reason), or start it from a template."""
     patient = get_object_or_404(patients_visible_to(request.user), pk=patient_id)
     plan = plan_current(patient)
@@ -284,7 +305,7 @@ def _plan_defaults() -> dict:
 
 @require_GET
 @clinician_required
-def patient_detail(request: HttpRequest, patient_id: int) -> HttpResponse:
+def patient_detail(request: SignedInRequest, patient_id: int) -> HttpResponse:
     patient = get_object_or_404(patients_visible_to(request.user), pk=patient_id)
     plan = plan_current(patient)
     now = timezone.now()
@@ -315,7 +336,7 @@ def patient_detail(request: HttpRequest, patient_id: int) -> HttpResponse:
 
 @require_GET
 @clinician_required
-def patient_summary(request: HttpRequest, patient_id: int) -> HttpResponse:
+def patient_summary(request: SignedInRequest, patient_id: int) -> HttpResponse:
     """The printable summary for a visit (the browser prints it or saves it as PDF)."""
     patient = get_object_or_404(patients_visible_to(request.user), pk=patient_id)
     return render(request, "web/summary.html", visit_summary(patient, now=timezone.now(), for_patient=False))
@@ -326,7 +347,7 @@ AUTONOMY_DAYS = 90
 
 @require_GET
 @clinician_required
-def autonomy(request: HttpRequest) -> HttpResponse:
+def autonomy(request: SignedInRequest) -> HttpResponse:
     """What the autonomy did, per care team: every automatic release of the last 90 days with its
     evidence and the bounds that allowed it, and the share of steps released automatically."""
     since = timezone.now() - dt.timedelta(days=AUTONOMY_DAYS)

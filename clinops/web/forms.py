@@ -96,7 +96,9 @@ class PlanForm(forms.Form):
 
     def __init__(self, *args, rungs: list[str] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["max_auto_rung"].choices = [(i, f"rung {i + 1}: {label}") for i, label in enumerate(rungs or [])]
+        max_auto_rung = self.fields["max_auto_rung"]
+        assert isinstance(max_auto_rung, forms.TypedChoiceField)  # this form's copy of the field declared above
+        max_auto_rung.choices = [(i, f"rung {i + 1}: {label}") for i, label in enumerate(rungs or [])]
 
     def plan_settings(self) -> dict:
         """The cleaned values as plan settings (shares as fractions, exclusions as records)."""

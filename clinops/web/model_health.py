@@ -8,12 +8,12 @@ from typing import Any
 
 from django.contrib import messages
 from django.db.models import Q
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from clinops.base.errors import ApplicationError
-from clinops.web.access import clinician_required
+from clinops.web.access import SignedInRequest, clinician_required
 from monitoring.bp import registry
 from monitoring.health.model_health import autonomy_suspension_lift
 from monitoring.models import AutonomySuspension, MonitoringReportKind, OperatorAlert
@@ -62,7 +62,7 @@ def _seen_by(reports: list, view: Callable[[dict[str, Any]], dict[str, Any]]) ->
 
 @require_GET
 @clinician_required
-def model_health(request: HttpRequest) -> HttpResponse:
+def model_health(request: SignedInRequest) -> HttpResponse:
     accuracy = latest_reports(MonitoringReportKind.ACCURACY)
     population = latest_reports(MonitoringReportKind.POPULATION)
     alerts = OperatorAlert.objects.filter(resolved_at__isnull=True).order_by("severity", "-raised_at")
@@ -97,7 +97,7 @@ def model_health(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @clinician_required
-def suspension_lift(request: HttpRequest, suspension_id: int) -> HttpResponse:
+def suspension_lift(request: SignedInRequest, suspension_id: int) -> HttpResponse:
     suspension = get_object_or_404(AutonomySuspension, pk=suspension_id)
     try:
         autonomy_suspension_lift(actor=request.user, suspension_id=suspension.pk, reason=request.POST.get("reason", ""))

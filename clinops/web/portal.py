@@ -6,13 +6,13 @@ from __future__ import annotations
 import datetime as dt
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from clinops.base.errors import ApplicationError
-from clinops.web.access import patient_required
+from clinops.web.access import SignedInRequest, patient_required
 from monitoring.bp import cuff_calibration
 from monitoring.models import Arm, CuffSource, Position
 from monitoring.selectors import bp_mean_since, bp_trend
@@ -42,9 +42,11 @@ def _in_words(mean: dict, plan, series: CuffSeries | None) -> list[str]:
 
     words = []
     if series is not None and series.n_readings:
-        words.append(f"Your home cuff readings this week: average {series.mean_sbp_mmhg:.0f}/{series.mean_dbp_mmhg:.0f} "
+        cuff_sbp, cuff_dbp = series.mean_sbp_mmhg, series.mean_dbp_mmhg
+        assert cuff_sbp is not None and cuff_dbp is not None  # a series' means are None only without readings
+        words.append(f"Your home cuff readings this week: average {cuff_sbp:.0f}/{cuff_dbp:.0f} "
                      f"from {series.n_readings} readings on {series.n_days} days"
-                     f"{against_target(series.mean_sbp_mmhg, series.mean_dbp_mmhg)}.")
+                     f"{against_target(cuff_sbp, cuff_dbp)}.")
         if not series.complete:
             words.append(f"Your weekly home series is not complete yet: {series.missing[0].split(': ', 1)[-1]}.")
     elif plan is not None:
@@ -130,7 +132,7 @@ def _care_team_acted(patient, *, now: dt.datetime) -> list[dict]:
 
 @require_GET
 @patient_required
-def home(request: HttpRequest) -> HttpResponse:
+def home(request: SignedInRequest) -> HttpResponse:
     patient = request.user.patient
     plan = plan_current(patient)
     now = timezone.now()
@@ -179,7 +181,7 @@ def _reminders(patient, plan, page: dict, *, now: dt.datetime) -> list[str]:
 
 @require_GET
 @patient_required
-def summary(request: HttpRequest) -> HttpResponse:
+def summary(request: SignedInRequest) -> HttpResponse:
     """A page to print or show the patient's doctor: the last 30 days of home cuff readings and
     wearable estimates (each labelled for what it is), the medicines and their changes, and the
     reports. Nothing of the care team's internal reasoning."""
@@ -188,7 +190,7 @@ def summary(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @patient_required
-def dose_log(request: HttpRequest) -> HttpResponse:
+def dose_log(request: SignedInRequest) -> HttpResponse:
     """One tap: this dose taken (or missed). htmx swaps the dose's row."""
     patient = request.user.patient
     error = None
@@ -218,7 +220,7 @@ def dose_log(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @patient_required
-def acknowledge(request: HttpRequest, suggestion_id: int) -> HttpResponse:
+def acknowledge(request: SignedInRequest, suggestion_id: int) -> HttpResponse:
     suggestion = get_object_or_404(Suggestion.objects.filter(patient=request.user.patient), pk=suggestion_id)
     try:
         services.suggestion_acknowledge(actor=request.user, suggestion_id=suggestion.pk)
@@ -229,7 +231,7 @@ def acknowledge(request: HttpRequest, suggestion_id: int) -> HttpResponse:
 
 
 @patient_required
-def cuff_reading(request: HttpRequest) -> HttpResponse:
+def cuff_reading(request: SignedInRequest) -> HttpResponse:
     patient = request.user.patient
     cuffs = list(patient.devices.filter(kind=DeviceKind.CUFF, revoked_at__isnull=True).order_by("-registered_at"))
     errors: dict[str, str] = {}
@@ -304,7 +306,7 @@ def _series_progress(patient) -> str:
 
 
 @patient_required
-def symptoms(request: HttpRequest) -> HttpResponse:
+def symptoms(request: SignedInRequest) -> HttpResponse:
     patient = request.user.patient
     errors: dict = {}
     if request.method == "POST":
@@ -331,13 +333,13 @@ def symptoms(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @patient_required
-def devices(request: HttpRequest) -> HttpResponse:
+def devices(request: SignedInRequest) -> HttpResponse:
     return render(request, "web/portal/devices.html", {"devices": request.user.patient.devices.order_by("-registered_at")})
 
 
 @require_GET
 @patient_required
-def history(request: HttpRequest) -> HttpResponse:
+def history(request: SignedInRequest) -> HttpResponse:
     patient = request.user.patient
     changes = _explained(released_changes(patient.suggestions.all()))
     return render(request, "web/portal/history.html", {"changes": changes, "plan": plan_current(patient)})

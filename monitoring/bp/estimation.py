@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import structlog
@@ -33,8 +34,6 @@ from monitoring.signals import pipeline
 
 log = structlog.get_logger(__name__)
 
-log = structlog.get_logger(__name__)
-
 # --- BP estimates ------------------------------------------------------------------------------
 
 # Default limit on calibration age (days); the therapy plan sets its own per patient.
@@ -51,8 +50,6 @@ def window_estimate(*, window_id: int, now: dt.datetime | None = None) -> list[B
     return windows_estimate(window_ids=[window_id]).get(window_id, [])
 
 
-
-
 def windows_estimate(*, window_ids: Sequence[int], analyses: dict[int, WindowAnalysis] | None = None
                      ) -> dict[int, list[BPEstimate]]:
     """window_estimate for many windows at once: returns {window id: its estimates ([] when it has
@@ -63,9 +60,45 @@ def windows_estimate(*, window_ids: Sequence[int], analyses: dict[int, WindowAna
     worker has just made), and one INSERT of the new estimates. A concurrent run that stores an
     estimate first makes the insert fall back to one row at a time, keeping whichever came first."""
     ids = list(dict.fromkeys(window_ids))
-    given = analyses or {}
+    rows = _analyses_to_estimate(ids, analyses or {})
+    out: dict[int, list[BPEstimate]] = {i: [] for i in ids}
+    if not rows:
+        return out
+    windows = [a.window for a in rows.values()]
+    calibrations_touching(windows=windows)
+    calibrations = calibrations_at(windows)
+    active, shadows = _models_in_use()
+    versions = [v for v in (active, *shadows) if v is not None]
+    made = _estimates_made(rows, versions)
+    pending: list[tuple[int, BPEstimate]] = []  # (index in out[window], estimate to insert)
+    # One predict call per model version for the whole batch (per-call overhead dominates a row).
+    batches: dict[int, _ModelBatch] = {}  # by model version id
+    for window_id, analysis in rows.items():
+        calibration = calibrations.get(window_id)
+        if calibration is None:
+            log.info("window.no_estimate", window_id=window_id, reason="no calibration")
+            continue
+        out[window_id], new = _window_estimates(window_id=window_id, analysis=analysis, calibration=calibration,
+                                                versions=versions, active=active, made=made.get(window_id, []),
+                                                batches=batches)
+        pending += new
+    for batch in batches.values():
+        _batch_predict(batch)
+    _new_estimates_store(pending, out)
+    _upload_to_estimate_observe([e for i, e in pending if out[e.window_id][i] is e])  # not a concurrent run's
+    agreement_pairs_touching(estimates=[e for _, e in pending])
+    for window_id in rows:
+        if out[window_id]:
+            log.info("window.estimated", window_id=window_id, models=[e.model_version_id for e in out[window_id]])
+    return out
+
+
+def _analyses_to_estimate(ids: list[int], given: dict[int, WindowAnalysis]) -> dict[int, WindowAnalysis]:
+    """The usable analysis (current pipeline) of each window of `ids` that is processed, in that
+    order, with its window: one given is taken as it is when its window is loaded; the others are
+    read in one query."""
     rows = {i: given[i] for i in ids if i in given and given[i].usable
-            and given[i].pipeline_version == pipeline.PIPELINE_VERSION and "window" in given[i]._state.fields_cache}
+            and given[i].pipeline_version == pipeline.PIPELINE_VERSION and WindowAnalysis.window.is_cached(given[i])}
     missing = [i for i in ids if i not in rows]
     if missing:
         for analysis in (
@@ -76,89 +109,107 @@ def windows_estimate(*, window_ids: Sequence[int], analyses: dict[int, WindowAna
                     pipeline_version=pipeline.PIPELINE_VERSION, usable=True)
         ):
             rows[analysis.window_id] = analysis
-    rows = {i: rows[i] for i in ids if i in rows and rows[i].window.status == WindowStatus.PROCESSED}
-    out: dict[int, list[BPEstimate]] = {i: [] for i in ids}
-    if not rows:
-        return out
-    windows = [a.window for a in rows.values()]
-    calibrations_touching(windows=windows)
-    calibrations = calibrations_at(windows)
-    active, shadows = _models_in_use()
-    versions = [v for v in (active, *shadows) if v is not None]
-    stale = [i for i, a in rows.items() if not getattr(a, "created_now", False)]
+    return {i: rows[i] for i in ids if i in rows and rows[i].window.status == WindowStatus.PROCESSED}
+
+
+def _estimates_made(rows: dict[int, WindowAnalysis], versions: list[BPModelVersion]) -> dict[int, list[BPEstimate]]:
+    """The estimates the windows have already (window id -> its estimates), in one query; none is
+    looked for when there is no model, or for an analysis this worker has just made."""
+    stale = [i for i, a in rows.items() if not a.created_now]
     made: dict[int, list[BPEstimate]] = {}
     if stale and versions:
         for estimate in BPEstimate.objects.filter(window_id__in=stale):
             made.setdefault(estimate.window_id, []).append(estimate)
-    pending: list[tuple[int, BPEstimate]] = []  # (index in out[window], estimate to insert)
-    # One predict call per model version for the whole batch (per-call overhead dominates a row).
-    to_predict: dict[int, tuple[BPModelVersion, object, list[BPEstimate], list[np.ndarray], list[list[float]]]] = {}
-    for window_id, analysis in rows.items():
-        window = analysis.window
-        calibration = calibrations.get(window_id)
-        if calibration is None:
-            log.info("window.no_estimate", window_id=window_id, reason="no calibration")
+    return made
+
+
+@dataclass
+class _ModelBatch:
+    """The new estimates of one model version, predicted in one call: for each, the feature
+    changes from its calibration (the model's input) and the calibration's cuff SBP and DBP (mmHg)."""
+
+    version: BPModelVersion
+    estimator: object
+    estimates: list[BPEstimate] = field(default_factory=list)
+    feature_changes: list[np.ndarray] = field(default_factory=list)
+    calibration_bp: list[list[float]] = field(default_factory=list)
+
+
+def _window_estimates(*, window_id: int, analysis: WindowAnalysis, calibration: Calibration,
+                      versions: list[BPModelVersion], active: BPModelVersion | None, made: list[BPEstimate],
+                      batches: dict[int, _ModelBatch]) -> tuple[list[BPEstimate], list[tuple[int, BPEstimate]]]:
+    """One window's estimates, a model version at a time: the one it has (`made`), else a new one,
+    unsaved, added to its version's batch to be predicted; a shadow model whose file fails its
+    check is skipped. Returns the estimates and the new ones with their index among them."""
+    window = analysis.window
+    age_days = (window.recorded_at - calibration.calibrated_at).total_seconds() / 86400.0
+    reference = feature_deltas.Calibration(sbp_mmhg=calibration.cuff_reading.sbp_mmhg,
+                                           dbp_mmhg=calibration.cuff_reading.dbp_mmhg, features=calibration.features)
+    # calibration_refresh pairs only windows within CALIBRATION_PAIRING of the reading: a window
+    # farther away cannot be part of it, and needs no query to say so.
+    in_own_calibration = (abs(window.recorded_at - calibration.calibrated_at) <= CALIBRATION_PAIRING
+                          and calibration.windows.filter(pk=window_id).exists())
+    estimates: list[BPEstimate] = []
+    new: list[tuple[int, BPEstimate]] = []
+    for version in versions:
+        shadow = version != active
+        existing = next((e for e in made if e.model_version_id == version.pk), None)
+        if existing is None and not shadow:
+            # A window keeps the one live estimate it got, even if another model is active now.
+            existing = next((e for e in made if not e.shadow), None)
+        if existing is not None:
+            estimates.append(existing)
             continue
-        age_days = (window.recorded_at - calibration.calibrated_at).total_seconds() / 86400.0
-        reference = feature_deltas.Calibration(sbp_mmhg=calibration.cuff_reading.sbp_mmhg, dbp_mmhg=calibration.cuff_reading.dbp_mmhg,
-                                   features=calibration.features)
-        # calibration_refresh pairs only windows within CALIBRATION_PAIRING of the reading: a window
-        # farther away cannot be part of it, and needs no query to say so.
-        in_own_calibration = (abs(window.recorded_at - calibration.calibrated_at) <= CALIBRATION_PAIRING
-                              and calibration.windows.filter(pk=window_id).exists())
-        existing_rows = made.get(window_id, [])
-        for version in versions:
-            shadow = version != active
-            existing = next((e for e in existing_rows if e.model_version_id == version.pk), None)
-            if existing is None and not shadow:
-                # A window keeps the one live estimate it got, even if another model is active now.
-                existing = next((e for e in existing_rows if not e.shadow), None)
-            if existing is not None:
-                out[window_id].append(existing)
-                continue
-            try:
-                estimator = _estimator(version)
-            except registry.ModelFileTampered:
-                if not shadow:
-                    raise
-                log.error("shadow_model.unusable", model_version=version.version)
-                continue
-            flags = estimate_flags(
-                version=version, analysis=analysis, calibration=calibration, age_days=age_days,
-                in_own_calibration=in_own_calibration,
-            )
-            estimate = BPEstimate(
-                window=window, analysis=analysis, patient_id=window.patient_id, model_version=version,
-                calibration=calibration, recorded_at=window.recorded_at, interval_level=version.interval_level,
-                shadow=shadow, calibration_age_days=age_days, flags=flags,
-            )
-            group = to_predict.setdefault(version.pk, (version, estimator, [], [], []))
-            group[2].append(estimate)
-            group[3].append(feature_deltas.feature_vector(analysis.features, reference.features, version.features))
-            group[4].append([reference.sbp_mmhg, reference.dbp_mmhg])
-            out[window_id].append(estimate)
-            pending.append((len(out[window_id]) - 1, estimate))
-    for version, estimator, estimates, xs, references in to_predict.values():
-        # = learning.estimate_bp, row by row: calibration BP + predicted change, +/- the conformal half-widths.
-        predicted = learning.predict_bp(estimator, np.vstack(xs), np.array(references, dtype=np.float64)).tolist()
-        for estimate, (sbp, dbp) in zip(estimates, predicted, strict=True):
-            estimate.sbp_mmhg, estimate.dbp_mmhg = sbp, dbp
-            estimate.sbp_low_mmhg, estimate.sbp_high_mmhg = sbp - version.interval_sbp_mmhg, sbp + version.interval_sbp_mmhg
-            estimate.dbp_low_mmhg, estimate.dbp_high_mmhg = dbp - version.interval_dbp_mmhg, dbp + version.interval_dbp_mmhg
-    if pending:
         try:
-            with transaction.atomic():
-                BPEstimate.objects.bulk_create([e for _, e in pending])
-                estimate_day_totals_add([e for _, e in pending])
-        except IntegrityError:  # a concurrent run made some of them first: one by one, the first stands
-            for position, estimate in pending:
-                out[estimate.window_id][position] = _estimate_store(estimate)
-    _upload_to_estimate_observe([e for i, e in pending if out[e.window_id][i] is e])  # not a concurrent run's
-    agreement_pairs_touching(estimates=[e for _, e in pending])
-    for window_id in rows:
-        if out[window_id]:
-            log.info("window.estimated", window_id=window_id, models=[e.model_version_id for e in out[window_id]])
-    return out
+            estimator = _estimator(version)
+        except registry.ModelFileTampered:
+            if not shadow:
+                raise
+            log.error("shadow_model.unusable", model_version=version.version)
+            continue
+        flags = estimate_flags(version=version, analysis=analysis, calibration=calibration, age_days=age_days,
+                               in_own_calibration=in_own_calibration)
+        estimate = BPEstimate(
+            window=window, analysis=analysis, patient_id=window.patient_id, model_version=version,
+            calibration=calibration, recorded_at=window.recorded_at, interval_level=version.interval_level,
+            shadow=shadow, calibration_age_days=age_days, flags=flags,
+        )
+        batch = batches.get(version.pk)
+        if batch is None:
+            batch = batches[version.pk] = _ModelBatch(version, estimator)
+        batch.estimates.append(estimate)
+        batch.feature_changes.append(feature_deltas.feature_vector(analysis.features, reference.features,
+                                                                   version.features))
+        batch.calibration_bp.append([reference.sbp_mmhg, reference.dbp_mmhg])
+        estimates.append(estimate)
+        new.append((len(estimates) - 1, estimate))
+    return estimates, new
+
+
+def _batch_predict(batch: _ModelBatch) -> None:
+    """Set the batch's estimates and their intervals (mmHg): as learning.estimate_bp row by row,
+    calibration BP + predicted change, +/- the version's conformal half-widths."""
+    version = batch.version
+    predicted = learning.predict_bp(batch.estimator, np.vstack(batch.feature_changes),
+                                    np.array(batch.calibration_bp, dtype=np.float64)).tolist()
+    for estimate, (sbp, dbp) in zip(batch.estimates, predicted, strict=True):
+        estimate.sbp_mmhg, estimate.dbp_mmhg = sbp, dbp
+        estimate.sbp_low_mmhg, estimate.sbp_high_mmhg = sbp - version.interval_sbp_mmhg, sbp + version.interval_sbp_mmhg
+        estimate.dbp_low_mmhg, estimate.dbp_high_mmhg = dbp - version.interval_dbp_mmhg, dbp + version.interval_dbp_mmhg
+
+
+def _new_estimates_store(pending: list[tuple[int, BPEstimate]], out: dict[int, list[BPEstimate]]) -> None:
+    """Store the new estimates, with their day totals, in one INSERT; if a concurrent run stored
+    some first, one at a time instead, the first standing (in `out`, at its index)."""
+    if not pending:
+        return
+    try:
+        with transaction.atomic():
+            BPEstimate.objects.bulk_create([e for _, e in pending])
+            estimate_day_totals_add([e for _, e in pending])
+    except IntegrityError:  # a concurrent run made some of them first: one by one, the first stands
+        for position, estimate in pending:
+            out[estimate.window_id][position] = _estimate_store(estimate)
 
 
 def _upload_to_estimate_observe(estimates: list[BPEstimate]) -> None:

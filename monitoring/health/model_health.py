@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Callable, Mapping
 
 import structlog
 from django.db import transaction
@@ -238,7 +239,9 @@ def autonomy_suspension_lift(*, actor, suspension_id: int, reason: str) -> Auton
 def operational_alerts_sync(report: MonitoringReport) -> list[OperatorAlert]:
     """Operator alerts from a stored pipeline-health or agreement report (no autonomy narrowing:
     those are about operations and people, not about whether the model's numbers hold)."""
-    rules = {MonitoringReportKind.PIPELINE: ("pipeline.", quality.pipeline_findings),
-             MonitoringReportKind.AGREEMENT: ("agreement.", quality.agreement_findings)}
+    # Keyed by str: report.kind is the stored text, which a MonitoringReportKind member equals.
+    rules: dict[str, tuple[str, Callable[[Mapping], list[quality.Finding]]]] = {
+        MonitoringReportKind.PIPELINE: ("pipeline.", quality.pipeline_findings),
+        MonitoringReportKind.AGREEMENT: ("agreement.", quality.agreement_findings)}
     prefix, findings_of = rules[report.kind]
     return _sync_alerts(prefix, report.scope, findings_of(report.payload), report, report.period_end)

@@ -48,7 +48,7 @@ def feature_reference(samples: Sequence[Mapping[str, float | int | None]], names
     the model version; drift is measured against it)."""
     reference: dict[str, list[float]] = {}
     for name in names:
-        values = np.array([float(s[name]) for s in samples if s.get(name) is not None and math.isfinite(float(s[name]))])
+        values = np.array([float(v) for s in samples if (v := s.get(name)) is not None and math.isfinite(float(v))])
         if values.size:
             reference[name] = np.quantile(values, np.linspace(0, 1, points)).round(4).tolist()
     return reference
@@ -89,8 +89,9 @@ class FeatureDrift:
                 f"{self.reference_median:.4g} in training, {self.current_median:.4g} now")
 
 
-def feature_drift(feature: str, reference: Sequence[float], current: Sequence[float]) -> FeatureDrift:
-    """Drift of one feature: PSI and KS of the current values against the training quantiles."""
+def feature_drift(feature: str, reference: Sequence[float], current: Sequence[float | int | None]) -> FeatureDrift:
+    """Drift of one feature: PSI and KS of the current values (None: not computed, left out) against
+    the training quantiles."""
     cur = [float(v) for v in current if v is not None and math.isfinite(float(v))]
     if len(cur) < MIN_DRIFT_WINDOWS or not reference:
         return FeatureDrift(feature, len(cur), None, None, None, None, None, None)
@@ -184,9 +185,16 @@ def drift_findings(drifts: Sequence[FeatureDrift], *, group: str = "") -> list[F
     """One finding per drifting feature; `group` (e.g. a device model and firmware) makes it the
     group's own signal, "drift.<feature>@<group>"."""
     suffix, where = (f"@{group}", f" ({group})") if group else ("", "")
-    return [Finding(f"drift.{d.feature}{suffix}", d.severity, d.ks_statistic,
-                    KS_D_CRITICAL if d.severity == "critical" else KS_D_WARNING,
-                    f"data drift{where}: {d.describe()}") for d in drifts if d.severity]
+    findings: list[Finding] = []
+    for d in drifts:
+        if not d.severity:
+            continue
+        # feature_drift gives a severity only with the KS statistic it rests on (stored reports keep both).
+        assert d.ks_statistic is not None
+        findings.append(Finding(f"drift.{d.feature}{suffix}", d.severity, d.ks_statistic,
+                                KS_D_CRITICAL if d.severity == "critical" else KS_D_WARNING,
+                                f"data drift{where}: {d.describe()}"))
+    return findings
 
 
 def age_band(age_years: int | None) -> str:

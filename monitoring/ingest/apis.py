@@ -28,7 +28,7 @@ from monitoring.ingest.serializers import AwareDateTimeField, BatchInput, Window
 from monitoring.models import Arm, CuffReading, CuffSource, Position
 from monitoring.selectors import windows_visible_to
 from patients.models import Device, DeviceKind, Role
-from patients.permissions import DeviceAPIKeyAuthentication, DevicePrincipal, IsDevice
+from patients.permissions import DeviceAPIKeyAuthentication, DevicePrincipal, IsDevice, calling_device
 from patients.selectors import patients_visible_to
 
 log = structlog.get_logger(__name__)
@@ -71,6 +71,10 @@ class DeviceUploadThrottle(SimpleRateThrottle):
 
     scope = "device_upload"
     cache_format = "throttle_window_%(scope)s_%(ident)s"  # a list, not DRF's pickled history
+    # Set by SimpleRateThrottle.__init__ from parse_rate(rate) (None when there is no rate); DRF's
+    # stubs leave them out.
+    num_requests: int | None
+    duration: int | None
 
     def get_cache_key(self, request, view):
         if isinstance(request.user, DevicePrincipal):
@@ -111,8 +115,11 @@ def _sliding_window_script(cache):
     client_side = backend._cache
     script = getattr(client_side, "_clinops_sliding_window", None)
     if script is None:
-        client = redis.Redis(connection_pool=client_side._get_connection_pool(True))
-        script = client_side._clinops_sliding_window = client.register_script(_SLIDING_WINDOW_LUA)
+        # Django's RedisCache offers no public way to its connection pool; the private method is the
+        # one its own commands use (the throttle tests cover it on every Django upgrade).
+        pool = client_side._get_connection_pool(True)  # type: ignore[attr-defined]
+        script = redis.Redis(connection_pool=pool).register_script(_SLIDING_WINDOW_LUA)
+        setattr(client_side, "_clinops_sliding_window", script)  # kept with the client: one per backend
     return script
 
 
@@ -154,7 +161,7 @@ class DeviceUploadApi(APIView):
         reverse() and build_absolute_uri() (which checks the Host header against ALLOWED_HOSTS)
         per window were 0.03 ms of CPU each in a batch. The URL is the reversed one with the id put
         in place of a placeholder id (the route's <int:window_id> is the id's decimal digits)."""
-        serial = request.user.device.serial
+        serial = calling_device(request).serial
         placeholder = str(_PLACEHOLDER_ID)
         url = request.build_absolute_uri(reverse("monitoring:window-detail", args=[_PLACEHOLDER_ID]))
         before, _, after = url.rpartition(placeholder)
@@ -194,7 +201,7 @@ class DeviceUploadApi(APIView):
         )
 
     def _receive(self, request: Request, payload) -> tuple[dict, bool]:
-        device = request.user.device
+        device = calling_device(request)
         window, created = intake.window_receive(device=device, upload=self._validated(device, payload))
         return self._accepted(request, window), created
 
@@ -232,7 +239,7 @@ class WindowBatchUploadApi(DeviceUploadApi):
             raise serializers.ValidationError({"windows": ['The body must be {"windows": [...]}.']})
         batch = BatchInput(data=request.data)
         batch.is_valid(raise_exception=True)
-        device = request.user.device
+        device = calling_device(request)
         # Every window is checked first; a rejected one stores nothing. The valid ones are then
         # stored together (one duplicate lookup, one insert, one enqueue: intake.windows_receive),
         # each still answered on its own, in the order sent.
@@ -343,7 +350,7 @@ class DeviceCuffReadingApi(APIView):
     def post(self, request: Request) -> Response:
         payload = CuffReadingInput(data=request.data)
         payload.is_valid(raise_exception=True)
-        device = request.user.device
+        device = calling_device(request)
         # A connected cuff is the cuff that measured; a wearable relaying a reading names no cuff.
         cuff = device if device.kind == DeviceKind.CUFF else None
         reading = cuff_calibration.cuff_reading_record(actor=device, patient=device.patient, source=CuffSource.DEVICE,

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 INT16_MISSING = -32768
-DTYPES = {"int16": np.dtype("<i2"), "float32": np.dtype("<f4")}
+DTYPES: dict[str, np.dtype[np.int16] | np.dtype[np.float32]] = {"int16": np.dtype("<i2"), "float32": np.dtype("<f4")}
 
 
 class EncodingError(ValueError):
@@ -108,7 +108,9 @@ def pack_window(channels: dict[str, Channel]) -> bytes:
     if all(a.ndim == 1 and a.dtype.str in _PLAIN_DTYPES for a in arrays.values()):
         return _plain_npz(arrays)
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    # numpy's stub lets a ** key fill savez's allow_pickle: bool, and mypy cannot see that these keys
+    # are "<channel>_raw" and "<channel>_meta", never "allow_pickle".
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
     return buffer.getvalue()
 
 

@@ -200,9 +200,9 @@ def windows_process(*, window_ids: Sequence[int]) -> dict[int, WindowAnalysis]:
         if window.raw_purged_at is not None:
             _window_note_purged(window)
             continue
-        analysis = _analyse(window)
-        if analysis is not None:
-            new.append(analysis)
+        made = _analyse(window)
+        if made is not None:
+            new.append(made)
     if new:
         try:
             with transaction.atomic():
@@ -249,7 +249,7 @@ def _analyse(window: SignalWindow) -> WindowAnalysis | None:
         window_id=window.pk, pipeline_version=pipeline.PIPELINE_VERSION, usable=result.usable,
         reasons=list(result.reasons),
         issues=[{"reason": i.reason.value, "channel": i.channel, "detail": i.detail} for i in result.issues],
-        features=features, beat_count=int(features.get("beat_count", 0)),
+        features=features, beat_count=int(result.features.beat_count) if result.features else 0,
         heart_rate_bpm=features.get("heart_rate_bpm_median"), pat_foot_ms=features.get("pat_foot_ms_median"),
         processing_ms=processing_ms,
     )

@@ -180,6 +180,8 @@ def raw_windows_purge(*, now: dt.datetime, retention_days: int, batch_size: int 
         result = RawPurgeResult(purged=purged, kept_for_decision=kept, bytes_freed=freed, cutoff=cutoff,
                                 retention_days=retention_days, longest_look_back_days=longest, complete=complete)
         if purged or kept:
+            # Counts grow only in a batch, and each batch sets `last` at once.
+            assert last is not None
             with transaction.atomic():
                 # The trail names one row per event: the last window the run examined (oldest first).
                 audit_record(actor=SYSTEM, action="window.raw_purge", target=SignalWindow(pk=last[1]),

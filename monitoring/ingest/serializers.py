@@ -48,7 +48,10 @@ class ChannelInput(serializers.Serializer):
     fs = serializers.FloatField(min_value=rules.MIN_FS_HZ, max_value=rules.MAX_FS_HZ, help_text="Sampling rate (Hz), 125-1000.")
     samples = serializers.ListField(child=serializers.FloatField(allow_null=True), required=False, allow_empty=False,
                                     help_text="JSON encoding: the samples; null marks a missing sample.")
-    data = Base64Field(required=False, help_text="Compact encoding: base64 of little-endian int16 or float32 samples.")
+    # The wire name is "data". DRF's SerializerMetaclass takes declared fields out of the class, so
+    # Serializer.data stays the property; the stubs cannot say so.
+    data = Base64Field(  # type: ignore[assignment]
+        required=False, help_text="Compact encoding: base64 of little-endian int16 or float32 samples.")
     dtype = serializers.ChoiceField(choices=sorted(DTYPES), required=False, help_text="Compact encoding: int16 (-32768 = missing) or float32.")
     scale = serializers.FloatField(required=False, default=1.0, help_text="Physical value = raw x scale + offset.")
     offset = serializers.FloatField(required=False, default=0.0)
@@ -145,7 +148,9 @@ class WindowInput(serializers.Serializer):
                 except SkipField:
                     pass
             for name in rules.CHANNELS:
-                channel = fields[name].quick_validation(data.get(name))
+                channel_field = fields[name]
+                assert isinstance(channel_field, ChannelInput)  # ecg and ppg are declared as such above
+                channel = channel_field.quick_validation(data.get(name))
                 if channel is None:
                     return None
                 attrs[name] = channel

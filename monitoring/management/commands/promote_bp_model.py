@@ -3,7 +3,7 @@ previous active model, or turn shadow mode on or off. Every step is audited."""
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from clinops.base.audit import SYSTEM
+from clinops.base.audit import SYSTEM, Actor
 from clinops.base.errors import ApplicationError
 from monitoring.bp import registry
 from monitoring.models import BPModelVersion
@@ -20,15 +20,16 @@ class Command(BaseCommand):
         parser.add_argument("--as-user", help="Username of the approver (recorded); default: system.")
 
     def handle(self, *args, version, rollback, shadow, no_shadow, as_user, **options):
-        actor = SYSTEM
+        actor: Actor = SYSTEM
         if as_user:
-            actor = get_user_model().objects.filter(username=as_user).first()
-            if actor is None:
+            user = get_user_model().objects.filter(username=as_user).first()
+            if user is None:
                 raise CommandError(f"No user {as_user!r}.")
+            actor = user
         try:
             if rollback:
-                model = registry.model_version_rollback(actor=actor)
-                self.stdout.write(f"Rolled back: {model.version} is active again.")
+                restored = registry.model_version_rollback(actor=actor)
+                self.stdout.write(f"Rolled back: {restored.version} is active again.")
                 return
             if not version:
                 raise CommandError("Name the model version (see the admin, or train_bp_model's output).")

@@ -77,6 +77,8 @@ class Command(BaseCommand):
                 failures += 1
                 self.stdout.write(f"device {device['serial']}: upload refused (HTTP {status}): {body}")
                 continue
+            # The API answers a 2xx with a JSON object; _post returns text only for an error or no answer.
+            assert isinstance(body, dict)
             self.stdout.write(
                 f"device {device['serial']} ({device['patient_username']}): record {device['record']}, "
                 f"{body['accepted']} windows accepted, {body['duplicates']} duplicates, {body['rejected']} rejected"
@@ -106,6 +108,7 @@ class Command(BaseCommand):
                 status, body = self._post(url, device["api_key"], payload, path="/api/v1/windows/")
                 who = f"device {device['serial']} ({device['patient_username']})"
                 if status in (200, 202):
+                    assert isinstance(body, dict)  # a 2xx answer is the API's JSON object (see handle)
                     self._say(f"{who}: live window of {recorded_at:%H:%M:%S} accepted (id {body['id']})")
                 else:
                     self._say(f"{who}: live window refused (HTTP {status}): {body}")
