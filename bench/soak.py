@@ -97,7 +97,7 @@ from _lib import (  # noqa: E402
     start_gunicorn,
     start_redis,
     stop,
-    stop_on_signals,  # noqa: E402
+    stop_on_signals,
     temporary_postgres,
     wait_healthy,
     workers_shape,

@@ -49,7 +49,7 @@ from ingest import stop_on_signals  # noqa: E402
 
 from clinops.localservices import free_port, start_redis, stop, temporary_postgres  # noqa: E402
 
-TARGET_MS = 300.0  # the web issue: each page renders in under 300 ms (p50, server side)
+TARGET_MS = 300.0  # README "Benchmarks": each page renders in under 300 ms (p50, server side)
 SMALL_TEAM = 20
 GIVEN = ["Ada", "Bea", "Carl", "Dina", "Emil", "Fay", "Gus", "Hana", "Ivo", "Jun", "Kai", "Lena", "Milo", "Nora",
          "Otto", "Pia", "Quin", "Rosa", "Sven", "Tara", "Uma", "Vik", "Wren", "Xena", "Yuri", "Zoe", "Amir", "Bruno",

@@ -51,7 +51,7 @@ from _lib import (  # noqa: E402
     run_checked,
     start_redis,
     stop,
-    stop_on_signals,  # noqa: E402
+    stop_on_signals,
     temporary_postgres,
 )
 

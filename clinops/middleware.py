@@ -65,7 +65,6 @@ def own_not_found_page(get_response: Callable[[HttpRequest], HttpResponse]) -> C
     """The app's own 404 page in every mode. With DEBUG on (the demo) Django answers an unknown
     address or another team's patient with its technical page, which lists every URL pattern;
     a clinician or patient should see the same page as in production."""
-
     def middleware(request: HttpRequest) -> HttpResponse:
         response = get_response(request)
         if (settings.DEBUG and response.status_code == 404 and not getattr(response, OWN_PAGE_FLAG, False)

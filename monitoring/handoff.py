@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
 if TYPE_CHECKING:
@@ -38,3 +39,13 @@ def new_evidence_handler() -> NewEvidenceHandler:
     if not _HANDLERS:
         raise ImproperlyConfigured("no handler for new BP evidence is registered (is the therapy app installed?)")
     return _HANDLERS[0]
+
+
+@checks.register()
+def new_evidence_handler_check(**_: object) -> list[checks.CheckMessage]:
+    """`manage.py check` (and every deploy's migrate) fails while nobody handles new evidence."""
+    if _HANDLERS:
+        return []
+    return [checks.Error("No handler for new BP estimates and cuff readings: escalation would stop.",
+                         hint="Install the therapy app (it registers one in TherapyConfig.ready).", id="monitoring.E001")]
+

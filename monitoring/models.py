@@ -1,6 +1,8 @@
 """Signal windows uploaded by devices, and what the pipeline made of them."""
 from __future__ import annotations
 
+import datetime as dt
+
 from django.db import models
 from django.utils import timezone
 
@@ -224,6 +226,11 @@ class AgreementPair(models.Model):
 
     def __str__(self) -> str:
         return f"agreement pair of patient {self.patient_id} at {self.measured_at:%Y-%m-%d %H:%M}"
+
+
+# A calibration pairs a cuff reading with the usable windows recorded this close to it (the selectors'
+# "waiting for an estimate" and the calibration itself, monitoring/bp/cuff_calibration.py, both use it).
+CALIBRATION_PAIRING = dt.timedelta(minutes=10)
 
 
 class Calibration(models.Model):

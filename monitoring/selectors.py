@@ -10,8 +10,8 @@ from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from monitoring.bp import learning
-from monitoring.bp.cuff_calibration import CALIBRATION_PAIRING
 from monitoring.models import (
+    CALIBRATION_PAIRING,
     BPEstimate,
     BPModelVersion,
     Calibration,
@@ -29,7 +29,7 @@ from patients.selectors import patients_visible_to
 def windows_visible_to(caller: Any) -> QuerySet[SignalWindow]:
     """A device sees its own windows; clinicians of the care team and admins see the patient's.
 
-    Patients see their BP, not raw windows (portal issue), so they get none here.
+    Patients see their BP, not raw windows (README "Clinician app and patient portal"), so they get none here.
     """
     windows = SignalWindow.objects.select_related("device").prefetch_related("analyses").defer("raw")
     if isinstance(caller, DevicePrincipal):
@@ -56,7 +56,6 @@ def windows_processed_without_estimate(*, processed_before: dt.datetime, process
     analysis and the estimate (the batch message waits for the visibility timeout). Windows no
     calibration covers are left alone: for them no estimate is the rule, not a loss. Never a window
     whose raw bytes were purged (the purge waits a day after processing: monitoring/ingest/retention.py)."""
-
     calibrated = Calibration.objects.filter(patient_id=OuterRef("patient_id"),
                                             calibrated_at__lte=OuterRef("recorded_at") + CALIBRATION_PAIRING)
     return list(
@@ -72,7 +71,6 @@ def windows_waiting_for_estimate(*, patient_id: int, recorded_from: dt.datetime,
     """Ids of a patient's usable processed windows (current pipeline) recorded from `recorded_from`
     on that have no live estimate yet, oldest first: those that found no calibration when they
     were processed."""
-
     return list(
         SignalWindow.objects.filter(
             patient_id=patient_id, status=WindowStatus.PROCESSED, recorded_at__gte=recorded_from,
@@ -142,7 +140,6 @@ def bp_mean_since(patient: Any, *, since: dt.datetime) -> dict[str, float | int 
     """Mean SBP/DBP (mmHg) and count of the patient's live estimates since `since`, and how many of
     them the carry-forward baseline made (`n_repeating_cuff`: they repeat a cuff reading, they
     measure nothing); one query."""
-
     return BPEstimate.objects.filter(patient=patient, shadow=False, recorded_at__gte=since).aggregate(
         sbp=Avg("sbp_mmhg"), dbp=Avg("dbp_mmhg"), n=Count("id"),
         n_repeating_cuff=Count("id", filter=Q(model_version__hyperparameters__estimator=learning.CARRY_FORWARD)))
@@ -150,14 +147,12 @@ def bp_mean_since(patient: Any, *, since: dt.datetime) -> dict[str, float | int 
 
 def latest_reports(kind: str) -> list:
     """The newest stored report of `kind` for each scope (one query; scopes in name order)."""
-
     newest = MonitoringReport.objects.filter(kind=kind, scope=OuterRef("scope")).order_by("-computed_at").values("pk")[:1]
     return list(MonitoringReport.objects.filter(kind=kind, pk=Subquery(newest)).order_by("scope"))
 
 
 def cuff_is_validated(cuff: Any) -> bool:
     """The cuff (a registered cuff Device, or None) is of a model an administrator marked validated."""
-
     if cuff is None:
         return False
     return CuffModel.objects.filter(make=cuff.make, model=cuff.model, validated=True).exists()

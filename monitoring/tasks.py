@@ -11,10 +11,10 @@ from redis.exceptions import RedisError
 
 from monitoring import selectors
 from monitoring.bp import estimation
-from monitoring.handoff import new_evidence_handler
+from monitoring.handoff import NewEvidenceHandler, new_evidence_handler
 from monitoring.health.model_health import accuracy_reports_compute, drift_reports_compute
 from monitoring.ingest import intake, retention
-from monitoring.models import WindowStatus
+from monitoring.models import BPEstimate, WindowStatus
 
 
 @worker_process_init.connect
@@ -48,9 +48,10 @@ def process_window(window_id: int) -> None:
     task overhead, and no processed window left waiting for an estimate task that a broker outage
     lost). A re-run or a redelivery changes nothing: both steps are idempotent, and a transient
     error in either retries the whole task."""
+    handler = new_evidence_handler()  # before any write: with none, the window waits for the sweep
     analysis = intake.window_process(window_id=window_id)
     if analysis is not None and analysis.usable:
-        _check_escalations(estimation.windows_estimate(window_ids=[window_id], analyses={window_id: analysis}))
+        _check_escalations(handler, estimation.windows_estimate(window_ids=[window_id], analyses={window_id: analysis}))
 
 
 @shared_task(name="monitoring.tasks.process_windows", **RETRY_TRANSIENT)
@@ -59,10 +60,11 @@ def process_windows(window_ids: list[int]) -> None:
     devices), in one task: each window is still
     analysed, judged and estimated on its own (and idempotently: a redelivered batch changes
     nothing), while the queries and inserts are made once per batch instead of once per window."""
+    handler = new_evidence_handler()  # before any write: with none, the windows wait for the sweep
     analyses = intake.windows_process(window_ids=window_ids)
     usable = [window_id for window_id, analysis in analyses.items() if analysis.usable]
     if usable:
-        _check_escalations(estimation.windows_estimate(window_ids=usable, analyses=analyses))
+        _check_escalations(handler, estimation.windows_estimate(window_ids=usable, analyses=analyses))
 
 
 @shared_task(name="monitoring.tasks.estimate_window", **RETRY_TRANSIENT)
@@ -71,16 +73,18 @@ def estimate_window(window_id: int) -> None:
     live estimates are checked for escalation (_check_escalations). The processing tasks
     estimate themselves and the sweep and calibrations send estimate_windows; this one stays for
     re-running an estimate alone and for messages an earlier version queued before an upgrade."""
-    _check_escalations(estimation.windows_estimate(window_ids=[window_id]))
+    handler = new_evidence_handler()  # before any write: with none, nothing is estimated unchecked
+    _check_escalations(handler, estimation.windows_estimate(window_ids=[window_id]))
 
 
-def _check_escalations(estimates: dict[int, list]) -> None:
+def _check_escalations(handler: NewEvidenceHandler, estimates: dict[int, list[BPEstimate]]) -> None:
     """Hand the estimates just stored to therapy (monitoring/handoff.py), which checks each live one
     for escalation in O(1) and asks for a crisis- or low-level patient's evaluation at once
-    (therapy/receivers.py). Its errors (a broker outage) fail this task, which retries."""
+    (therapy/receivers.py). Its errors (a broker outage) fail this task, which retries. The handler
+    is looked up before the estimates are written, so a missing one stores nothing unchecked."""
     stored = [e for rows in estimates.values() for e in rows]
     if stored:
-        new_evidence_handler().estimates_stored(stored)
+        handler.estimates_stored(stored)
 
 
 # Windows processed this long ago without an estimate are left to the broker's redelivery (the
@@ -92,7 +96,8 @@ ESTIMATE_SWEEP_LOOK_BACK = dt.timedelta(hours=2)
 def estimate_windows(window_ids: list[int]) -> None:
     """estimate_window for many windows at once (the sweep's re-sends, the windows a new calibration
     covers); a re-run changes nothing."""
-    _check_escalations(estimation.windows_estimate(window_ids=window_ids))
+    handler = new_evidence_handler()  # before any write: with none, nothing is estimated unchecked
+    _check_escalations(handler, estimation.windows_estimate(window_ids=window_ids))
 
 
 def _resend(window_ids: list[int], *, task, now: dt.datetime, status: str) -> int:

@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 import rules
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
@@ -175,3 +176,17 @@ class IsDeviceOrPerson(permissions.BasePermission):
 
     def has_permission(self, request: Any, view: Any) -> bool:
         return IsDevice().has_permission(request, view) or IsPerson().has_permission(request, view)
+
+
+# Registered with drf-spectacular when this module loads (PatientsConfig.ready).
+class DeviceAPIKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "patients.permissions.DeviceAPIKeyAuthentication"
+    name = "DeviceApiKey"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": "A device's key, issued at registration: `Authorization: Api-Key <prefix>.<secret>`.",
+        }

@@ -1,7 +1,8 @@
 """What therapy does when monitoring stores new evidence: the handler monitoring hands it to
-(monitoring/handoff.py), registered in TherapyConfig.ready. Both run on the escalation path: their
-errors reach the caller, whose task retries (a worker) or whose request fails (a cuff reading), so
-a lost escalation is never silent."""
+(monitoring/handoff.py), registered in TherapyConfig.ready. New estimates: a broker error asking
+for an urgent evaluation reaches the worker's task, which retries. A new cuff reading: its
+evaluations are sent once the reading commits (enqueue_on_commit), where a broker error is logged
+and the reading stands; the patient's daily evaluation then sees it."""
 from __future__ import annotations
 
 from kombu.exceptions import OperationalError as BrokerOperationalError

@@ -227,7 +227,6 @@ def home_evidence_of(patient: Patient, plan: PlanVersion, *, now: dt.datetime) -
 
 def active_model_for_advice() -> ActiveModel | None:
     """The active BP model as the plan editor's warnings need it (None: no model is active)."""
-
     model = registry.model_active()
     if model is None:
         return None
@@ -313,7 +312,6 @@ def overdue_for(user, *, now: dt.datetime | None = None) -> dict[str, list[Overd
 def patients_due_for_evaluation(*, evaluated_before: dt.datetime, limit: int) -> list[int]:
     """Ids of up to `limit` patients with a plan who were never evaluated, then of those whose latest
     evaluation is older than `evaluated_before`, oldest first."""
-
     never = list(Patient.objects.filter(latest_evaluation__isnull=True)
                  .filter(Exists(PlanVersion.objects.filter(patient=OuterRef("pk"))))
                  .order_by("pk").values_list("pk", flat=True)[:limit])
@@ -324,7 +322,6 @@ def patients_due_for_evaluation(*, evaluated_before: dt.datetime, limit: int) ->
 
 def evaluations_overdue(*, evaluated_before: dt.datetime) -> int:
     """How many patients with a plan were last evaluated before `evaluated_before` (or never)."""
-
     never = (Patient.objects.filter(latest_evaluation__isnull=True)
              .filter(Exists(PlanVersion.objects.filter(patient=OuterRef("pk")))).count())
     return never + LatestEvaluation.objects.filter(evaluated_at__lt=evaluated_before).count()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from django.conf import settings
+from django.conf import settings as django_settings
 from django.db import transaction
 from django.db.models import Field
 from django.forms.models import model_to_dict
@@ -50,7 +50,7 @@ PLAN_FIELDS = (
 # A patient's symptom report asks for an evaluation now (a red flag raises an alert for the care
 # team): it goes to the window workers' queue, at their CPU priority, not behind the therapy
 # queue's bursts of debounced evaluations and the daily run.
-REPORT_EVALUATION_QUEUE = settings.CELERY_TASK_DEFAULT_QUEUE
+REPORT_EVALUATION_QUEUE = django_settings.CELERY_TASK_DEFAULT_QUEUE
 # therapy.tasks.evaluate_patient, sent by name: the tasks module imports this one.
 EVALUATE_PATIENT = "therapy.tasks.evaluate_patient"
 
@@ -172,7 +172,6 @@ def plan_rung_move(*, actor: Any, patient: Patient, to_rung: int, reason: str) -
 
 def _close_alerts(*, actor: User, suggestion) -> None:
     """A decided escalation closes the alerts that pointed at it."""
-
     for alert in Alert.objects.select_for_update().filter(suggestion=suggestion, closed_at__isnull=True):
         alert.closed_at, alert.closed_by = timezone.now(), actor
         alert.save(update_fields=["closed_at", "closed_by", "updated_at"])
@@ -190,7 +189,6 @@ def _decided(suggestion, *, actor: User, reason: str) -> None:
 @transaction.atomic
 def suggestion_approve(*, actor: Any, suggestion_id: int, note: str = ""):
     """Approve the proposed step as it stands: it is released to the patient and the rung moves."""
-
     note = clean_text("note", note, max_length=MAX_REASON_LENGTH)
     suggestion = _pending_for_decision(actor=actor, suggestion_id=suggestion_id)
     if suggestion.kind == SuggestionKind.ESCALATE and suggestion.to_rung == suggestion.from_rung:
@@ -210,7 +208,6 @@ def suggestion_approve(*, actor: Any, suggestion_id: int, note: str = ""):
 @transaction.atomic
 def suggestion_modify(*, actor: Any, suggestion_id: int, to_rung: int, reason: str):
     """Release another rung than proposed (at most one rung from the current one), with a reason."""
-
     reason = clean_text("reason", reason, max_length=MAX_REASON_LENGTH, required=True, what="Say why the step is modified.")
     suggestion = _pending_for_decision(actor=actor, suggestion_id=suggestion_id)
     ladder = plans.ladder_of(suggestion.plan_version)
@@ -236,7 +233,6 @@ def suggestion_modify(*, actor: Any, suggestion_id: int, to_rung: int, reason: s
 @transaction.atomic
 def suggestion_reject(*, actor: Any, suggestion_id: int, reason: str):
     """Reject the suggestion with a reason; nothing reaches the patient."""
-
     reason = clean_text("reason", reason, max_length=MAX_REASON_LENGTH, required=True,
                         what="Say why the suggestion is rejected.")
     suggestion = _pending_for_decision(actor=actor, suggestion_id=suggestion_id)
@@ -255,7 +251,6 @@ def escalation_act(*, actor: Any, suggestion_id: int, step: str, note: str, to_r
     "advised" keep it in the queue (the patient may still need to be seen); "resolved" closes it
     and its alerts, keeping the current rung or moving one rung (`to_rung`) as a modified decision.
     Returns the escalation."""
-
     note = clean_text("note", note, max_length=MAX_REASON_LENGTH, required=True, what="Say what was said or done.")
     if step not in EscalationStep.values:
         raise ApplicationError("Choose what was done.",
@@ -276,7 +271,6 @@ def escalation_act(*, actor: Any, suggestion_id: int, step: str, note: str, to_r
 @transaction.atomic
 def suggestion_acknowledge(*, actor: Any, suggestion_id: int):
     """The patient confirms they have seen a released change (their own only)."""
-
     suggestion = Suggestion.objects.select_for_update().select_related("patient").get(pk=suggestion_id)
     if not (isinstance(actor, User) and suggestion.patient.user_id == actor.pk):
         raise ApplicationError("Only the patient acknowledges their own change.", status_code=403)
@@ -309,7 +303,6 @@ def dose_log_record(*, actor: Any, patient: Patient, day: dt.date, drug: str, sl
     """Log one scheduled dose of the current regimen (drug, day, intake slot 1..3) as taken or
     missed. Returns (log, created). The first answer stands: the same answer again is accepted and
     changes nothing, a contradicting one is refused (409)."""
-
     _require_patient_or_care_team(actor, patient)
     Patient.objects.select_for_update(no_key=True).filter(pk=patient.pk).first()
     plan = plan_current(patient)
@@ -347,7 +340,6 @@ def symptom_report_record(*, actor: Any, patient: Patient, kind: str, symptom: s
     """Store a symptom (from the list; "other symptom" needs a description) or a side effect (a
     description, optionally the drug). The patient is evaluated at once after the commit: a red
     flag, a low-pressure symptom or a side effect becomes an urgent item for the care team."""
-
     _require_patient_or_care_team(actor, patient)
     detail = clean_text("detail", detail, max_length=_text_limit(SymptomReport._meta.get_field("detail").max_length))
     drug = clean_text("drug", drug, max_length=_text_limit(SymptomReport._meta.get_field("drug").max_length))
@@ -381,7 +373,6 @@ MAX_SNOOZE_DAYS = 7
 def alert_snooze(*, actor: Any, alert_id: int, reason: str, days: float, now: dt.datetime | None = None):
     """Take an open alert out of the queue and the counter for `days` (0 < days <= 7), with a
     reason (care team only). It comes back when the time is up, or at once if the patient worsens."""
-
     alert = Alert.objects.select_for_update().select_related("patient").get(pk=alert_id)
     _require_care_team_clinician(actor, alert.patient)
     if alert.closed_at is not None:

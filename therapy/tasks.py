@@ -91,7 +91,6 @@ def evaluate_due_patients() -> int:
     """Every minute: patients with a plan whose latest evaluation is older than
     THERAPY_EVALUATION_INTERVAL_S (a day by default), or who have none, oldest first, are evaluated
     (data can go stale, and titration waits for this run). Returns how many were sent."""
-
     now = timezone.now()
     interval_s = settings.THERAPY_EVALUATION_INTERVAL_S
     due = patients_due_for_evaluation(

@@ -9,7 +9,3 @@ class BaseConfig(AppConfig):
     name = "clinops.base"
     label = "clinops"
     default_auto_field = "django.db.models.BigAutoField"
-
-    def ready(self) -> None:
-        # Registers the OpenAPI extensions (the device API key scheme, the error responses).
-        from clinops.base import schema  # noqa: F401

@@ -113,7 +113,6 @@ def audit_record(
 def audit_trail_verify() -> list[str]:
     """Walk the whole trail in id order and recompute every hash; each break in words (empty when
     intact): a changed row, a removed row, or rows out of order."""
-
     problems: list[str] = []
     previous = ""
     for event in AuditEvent.objects.order_by("id").iterator(chunk_size=2000):

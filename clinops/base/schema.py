@@ -1,19 +1,5 @@
-"""OpenAPI (drf-spectacular) description of the device API-key authentication."""
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
-
-
-class DeviceAPIKeyScheme(OpenApiAuthenticationExtension):
-    target_class = "patients.permissions.DeviceAPIKeyAuthentication"
-    name = "DeviceApiKey"
-
-    def get_security_definition(self, auto_schema):
-        return {
-            "type": "apiKey",
-            "in": "header",
-            "name": "Authorization",
-            "description": "A device's key, issued at registration: `Authorization: Api-Key <prefix>.<secret>`.",
-        }
-
+"""OpenAPI (drf-spectacular): the error responses every operation can give (the device API-key scheme
+is described beside its authentication class, patients/permissions.py)."""
 
 # Every operation can answer these with the API's error envelope (clinops.base.errors.api_exception_handler):
 # field errors, no or bad credentials, not allowed, unknown or not-yours id, decided twice, throttled;

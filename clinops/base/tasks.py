@@ -7,7 +7,7 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
-from celery import Signature, Task, current_app, shared_task
+from celery import Task, current_app, shared_task
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -36,13 +36,15 @@ def tasks_not_sent() -> Iterator[None]:
         _NOT_SENT.reset(token)
 
 
-def task_named(name: str) -> Signature:
+def task_named(name: str) -> Task:
     """The task registered under `name` (its `shared_task(name=...)`), for a service that sends its
-    own app's tasks: the tasks module imports the services, so the services do not import it back."""
-    return current_app.signature(name)
+    own app's tasks: the tasks module imports the services, so the services do not import it back.
+    The task itself, not a signature by name, so that its options (ignore_result) hold; an unknown
+    name raises celery's NotRegistered at once. Each app's ready() imports its tasks module."""
+    return current_app.tasks[name]
 
 
-def enqueue_on_commit(task: Task | Signature, *args: Any, queue: str | None = None, countdown: float | None = None,
+def enqueue_on_commit(task: Task, *args: Any, queue: str | None = None, countdown: float | None = None,
                       **kwargs: Any) -> None:
     """Send `task` only once the current transaction commits (never if it rolls back), to `queue`
     if given, else to the queue its route names (settings.CELERY_TASK_ROUTES); to run `countdown`

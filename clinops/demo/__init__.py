@@ -1,0 +1,2 @@
+"""The demo clinic and its months of history (seed_demo, run_demo), written through the same services
+as production."""

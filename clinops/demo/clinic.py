@@ -284,7 +284,6 @@ def demo_history_seed(*, until: dt.datetime | None = None, recordings_dir: Path 
 
 def demo_patient_states() -> list[DemoPatientState]:
     """Each demo patient's counts and where the therapy engine left them (for the seed's report)."""
-
     states = []
     for (username, *_), course in zip(PATIENTS, DEMO_COURSES, strict=True):
         patient = Patient.objects.get(user__username=username)
@@ -320,7 +319,6 @@ def demo_seed(*, history: bool = True, until: dt.datetime | None = None, recordi
     keys and adds nothing else. Needs no broker or worker.
 
     history=False: the clinic alone, created now, and no model (quick, for tests of the clinic)."""
-
     until = until or timezone.now()
     recordings_dir = recordings_dir or settings.RECORDINGS_DIR
     creating = not User.objects.filter(username=ADMIN_USERNAME).exists()

@@ -42,12 +42,12 @@ from django.utils import timezone
 
 from clinops.base.tasks import tasks_not_sent
 from monitoring import selectors as monitoring_selectors
-from monitoring.bp.cuff_calibration import CALIBRATION_PAIRING, cuff_reading_record
+from monitoring.bp.cuff_calibration import cuff_reading_record
 from monitoring.bp.estimation import windows_estimate
 from monitoring.ingest.devicesim import window_payload
 from monitoring.ingest.intake import WindowUpload, windows_process, windows_receive
 from monitoring.ingest.serializers import WindowInput
-from monitoring.models import Arm, CuffSource, Position
+from monitoring.models import CALIBRATION_PAIRING, Arm, CuffSource, Position
 from monitoring.signals import pipeline
 from monitoring.signals.recordings import RecordingWindow, iter_windows, load_challenge2015, with_pleth_delay_removed
 from patients.models import Device, Patient, User

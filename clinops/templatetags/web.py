@@ -63,7 +63,6 @@ def audit_words(action: str) -> str:
 @register.inclusion_tag("web/_bp_category.html")
 def bp_category_badge(sbp_mmhg, dbp_mmhg):
     """A measured pressure's ACC/AHA 2017 category as a coloured badge with words."""
-
     category = bp_category(sbp_mmhg, dbp_mmhg)
     if category is None:  # no reading to put in words
         return {"category": None, "words": "", "css": ""}

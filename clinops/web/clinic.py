@@ -202,7 +202,6 @@ def patient_list(request: SignedInRequest) -> HttpResponse:
 @clinician_required
 def overdue(request: SignedInRequest) -> HttpResponse:
     """Follow-up: the care teams' patients overdue for a reading, a cuff reading or an acknowledgement."""
-
     lists = overdue_for(request.user)
     sections = [
         ("no_reading", f"No reading for {OVERDUE_NO_READING_DAYS} days", "neither the wearable nor a cuff sent anything",
@@ -282,7 +281,6 @@ def plan_edit(request: SignedInRequest, patient_id: int) -> HttpResponse:
 
 def _plan_warnings(form: PlanForm, plan) -> list[str]:
     """What the bounds shown mean with the active model (those posted, else the saved plan's)."""
-
     if form.is_bound and form.is_valid():
         draft = PlanVersion(**{**_plan_defaults(), **form.plan_settings()})
     elif plan is not None:

@@ -21,6 +21,7 @@ from monitoring.bp import feature_deltas
 from monitoring.handoff import new_evidence_handler
 from monitoring.ingest.intake import in_batches
 from monitoring.models import (
+    CALIBRATION_PAIRING,
     AgreementPair,
     BPEstimate,
     Calibration,
@@ -34,12 +35,9 @@ from patients.models import Device, DeviceKind, User
 
 log = structlog.get_logger(__name__)
 
-log = structlog.get_logger(__name__)
 
 # --- Cuff readings and calibration -----------------------------------------------------------
 
-# A calibration pairs a cuff reading with the usable windows recorded this close to it.
-CALIBRATION_PAIRING = dt.timedelta(minutes=10)
 # Older readings cannot calibrate anything the therapy engine may use.
 CUFF_READING_MAX_AGE = dt.timedelta(days=365)
 

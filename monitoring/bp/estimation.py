@@ -15,12 +15,12 @@ from django.db.models import Q
 from clinops.base import metrics
 from monitoring.bp import feature_deltas, learning, registry
 from monitoring.bp.cuff_calibration import (
-    CALIBRATION_PAIRING,
     agreement_pairs_touching,
     calibrations_at,
     calibrations_touching,
 )
 from monitoring.models import (
+    CALIBRATION_PAIRING,
     BPEstimate,
     BPModelVersion,
     Calibration,

@@ -1,0 +1,1 @@
+"""Model health: production accuracy, drift and subgroups, their alerts and autonomy suspensions."""

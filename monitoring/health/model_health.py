@@ -220,7 +220,6 @@ def autonomy_suspension_lift(*, actor, suspension_id: int, reason: str) -> Auton
     """A clinical lead of a care team (or an administrator) re-enables automatic releases for the
     model version, with a reason (audited): monitoring suspended them for every patient of the
     model, so it is a decision for someone who answers for a team's autonomy, not any clinician."""
-
     if not (isinstance(actor, User) and (actor.is_clinops_admin or is_clinical_lead(actor))):
         raise ApplicationError("Only a clinical lead of a care team or an administrator may re-enable automatic "
                                "releases.", status_code=403)

@@ -287,7 +287,7 @@ def pipeline_findings(payload: Mapping) -> list[Finding]:
 
 
 def agreement_findings(payload: Mapping) -> list[Finding]:
-    """Operator alerts from a clinician-AI agreement report (therapy.reports.agreement_report)."""
+    """Operator alerts from a clinician-AI agreement report (therapy.reports.agreement_reports)."""
     findings = []
     override = payload.get("override_pct_steps_only")
     if payload.get("reviewed", 0) >= MIN_REVIEWED and override is not None and override > MAX_OVERRIDE_PCT:

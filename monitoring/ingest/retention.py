@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from typing import Protocol
 
 import structlog
+from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import Q
@@ -86,6 +87,15 @@ def raw_window_keeper_register(keeper: RawWindowKeeper) -> None:
     _KEEPERS[:] = [keeper]
 
 
+@checks.register()
+def raw_window_keeper_check(**_: object) -> list[checks.CheckMessage]:
+    """`manage.py check` fails while nobody says which raw windows decisions rest on."""
+    if _KEEPERS:
+        return []
+    return [checks.Error("No raw-window keeper is registered: the purge refuses to run.",
+                         hint="Install the therapy app (it registers one in TherapyConfig.ready).", id="monitoring.E002")]
+
+
 def _the_keeper() -> RawWindowKeeper:
     # Fails closed: with nobody to say which windows decisions rest on, nothing is purged.
     if not _KEEPERS:
@@ -118,8 +128,6 @@ def raw_purge_cutoff(*, now: dt.datetime, retention_days: int, longest_look_back
         raise ValueError("the raw-window retention is at least one day")
     days = max(float(retention_days), longest_look_back_days + LOOK_BACK_MARGIN_DAYS)
     return now - dt.timedelta(days=days)
-
-
 
 
 def raw_windows_purge(*, now: dt.datetime, retention_days: int, batch_size: int = DEFAULT_BATCH_SIZE,
@@ -191,8 +199,6 @@ def raw_windows_purge(*, now: dt.datetime, retention_days: int, batch_size: int 
     return result
 
 
-
-
 def _out_of_time(started: float, max_seconds: float | None) -> bool:
     return max_seconds is not None and time.monotonic() - started > max_seconds
 
@@ -210,8 +216,6 @@ def _batch_purge(*, window_ids: list[int], keep: set[int], now: dt.datetime) -> 
         if kept:
             SignalWindow.objects.filter(pk__in=kept).update(raw_kept_at=now)
     return len(purge), len(kept), sum(n for pk, n in rows if pk not in keep)
-
-
 
 
 def chunks(ids: Iterable[int]) -> Iterator[list[int]]:

@@ -1,0 +1,1 @@
+"""The signal pipeline (quality gate, beats, features) and the shipped recordings' reader; pure."""

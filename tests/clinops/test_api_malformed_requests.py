@@ -91,7 +91,7 @@ MALFORMED_PER_OPERATION = int(os.environ.get("CLINOPS_MALFORMED_EXAMPLES", "500"
 RAW_PER_OPERATION = int(os.environ.get("CLINOPS_RAW_EXAMPLES", "500"))
 # In the PostgreSQL pass, for what PostgreSQL does differently (the count is the SQLite pass's).
 RAW_PER_OPERATION_POSTGRES = int(os.environ.get("CLINOPS_RAW_EXAMPLES_POSTGRES", "150"))
-# The count the fuzzing issue asks for, per operation, both generators together.
+# The count README "Security" promises (>= 1,000 malformed requests), per operation, both generators together.
 REQUIRED_PER_OPERATION = int(os.environ.get("CLINOPS_MALFORMED_REQUIRED", "1000"))
 
 # Malformed requests sent and answered, per operation label ("POST /api/v1/windows/").

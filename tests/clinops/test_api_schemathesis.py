@@ -11,8 +11,8 @@ team's patient, a spare device, a processed window, a pending suggestion.
 
 Cost: EXAMPLES_PER_OPERATION fuzzed requests per operation (22 operations), plus schemathesis'
 examples and coverage phases (a fixed few hundred in all). At 50 the file takes about 1-1.5 min
-per pass. Over HTTP a request costs several times what it costs in process, so the fuzzing issue's
-1,000 malformed requests per route are sent by test_api_malformed_requests.py, in process, with
+per pass. Over HTTP a request costs several times what it costs in process, so the
+1,000 malformed requests (README "Security") per route are sent by test_api_malformed_requests.py, in process, with
 this file's schema loader, hooks, clinic and checks (CLINOPS_FUZZ_EXAMPLES=1000 here takes
 roughly 25 min per pass: a nightly job at most).
 """

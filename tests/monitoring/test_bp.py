@@ -1,7 +1,8 @@
 """Calibrated BP estimation: reference BP, the fixed protocol, split, conformal intervals, the
 evaluation math, the promotion gates, and a real end-to-end train whose skops file round-trips.
 
-No database: monitoring.bp is pure apart from reading WFDB folders.
+No database: the pure modules of monitoring.bp (arterial_reference, protocol, feature_deltas, learning,
+conformal, accuracy, promotion_gates) read nothing but WFDB folders.
 """
 from __future__ import annotations
 

@@ -3,13 +3,14 @@ handlers therapy registers as it loads (monitoring may not import therapy). Both
 no handler, a new estimate or cuff reading is an error, not a skipped escalation, and the purge
 drops nothing."""
 import pytest
+from django.core.checks import run_checks
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from monitoring import handoff, tasks
 from monitoring.bp import cuff_calibration
 from monitoring.ingest import retention
-from monitoring.models import CuffReading
+from monitoring.models import CuffReading, WindowAnalysis, WindowStatus
 from tests.factories import make_patient
 from tests.monitoring.test_raw_window_retention import BLOB, window_at
 from tests.therapy.conftest import NOW, clinic  # noqa: F401 - fixture
@@ -30,9 +31,21 @@ def nobody_registered(monkeypatch):
     monkeypatch.setattr(retention, "_KEEPERS", [])
 
 
-def test_new_estimates_with_no_handler_fail_the_task_instead_of_skipping_escalation(nobody_registered):
-    with pytest.raises(ImproperlyConfigured):
-        tasks._check_escalations({1: [object()]})
+def test_with_no_handler_the_system_check_fails(nobody_registered):
+    ids = {message.id for message in run_checks()}
+    assert {"monitoring.E001", "monitoring.E002"} <= ids
+
+
+def test_with_the_apps_loaded_the_system_check_passes():
+    assert not {"monitoring.E001", "monitoring.E002"} & {message.id for message in run_checks()}
+
+
+def test_a_window_with_no_handler_fails_its_task_before_anything_is_written(clinic, nobody_registered):
+    window = window_at(clinic, days_ago=0.01, status=WindowStatus.RECEIVED, analysed=False)
+    result = tasks.process_windows.apply(args=[[window.pk]])
+    assert isinstance(result.result, ImproperlyConfigured)
+    window.refresh_from_db()
+    assert window.status == WindowStatus.RECEIVED and not WindowAnalysis.objects.filter(window=window).exists()
 
 
 def test_a_cuff_reading_with_no_handler_is_refused_and_not_stored(nobody_registered):

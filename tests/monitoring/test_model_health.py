@@ -237,22 +237,22 @@ def test_the_model_health_page_shows_reports_alerts_and_lets_a_clinical_lead_lif
 def test_pipeline_and_agreement_thresholds_raise_operator_alerts(db):
     from monitoring.models import MonitoringReportKind
 
-    pipeline = {"judged": 100, "rejected_pct": 55.0, "period_hours": 24, "silent_devices": [{"device_id": 1}],
-                "silent_after_hours": 48, "latency_ms": {"p95": 1200.0}, "queue": {"oldest_waiting_minutes": 40.0},
-                "evaluation": {"patients_overdue": 12, "oldest_overdue_minutes": 45.0}, "failed": {"count": 0}}
-    signals_ = {f.signal: f.severity for f in quality.pipeline_findings(pipeline)}
+    pipeline_report = {"judged": 100, "rejected_pct": 55.0, "period_hours": 24, "silent_devices": [{"device_id": 1}],
+                       "silent_after_hours": 48, "latency_ms": {"p95": 1200.0}, "queue": {"oldest_waiting_minutes": 40.0},
+                       "evaluation": {"patients_overdue": 12, "oldest_overdue_minutes": 45.0}, "failed": {"count": 0}}
+    signals_ = {f.signal: f.severity for f in quality.pipeline_findings(pipeline_report)}
     assert signals_ == {"pipeline.rejected_pct": "warning", "pipeline.silent_devices": "warning",
                         "pipeline.oldest_waiting_minutes": "critical", "pipeline.evaluation_overdue_minutes": "critical"}
-    behind = next(f for f in quality.pipeline_findings(pipeline) if f.signal == "pipeline.evaluation_overdue_minutes")
+    behind = next(f for f in quality.pipeline_findings(pipeline_report) if f.signal == "pipeline.evaluation_overdue_minutes")
     assert "12 patient(s)" in behind.message and "45 min" in behind.message
-    on_time = {**pipeline, "evaluation": {"patients_overdue": 40, "oldest_overdue_minutes": 1.5}}
+    on_time = {**pipeline_report, "evaluation": {"patients_overdue": 40, "oldest_overdue_minutes": 1.5}}
     assert "pipeline.evaluation_overdue_minutes" not in {f.signal for f in quality.pipeline_findings(on_time)}
     assert quality.agreement_findings({"reviewed": 12, "override_pct_steps_only": 75.0,
                                        "time_to_decision_hours": {"p95": 10.0}})[0].signal == "agreement.override_pct"
     assert quality.agreement_findings({"reviewed": 3, "override_pct_steps_only": 100.0}) == []  # too few to judge
     now = timezone.now()
     report = MonitoringReport.objects.create(kind=MonitoringReportKind.PIPELINE, scope="all", period_start=now, period_end=now,
-                                             payload=pipeline)
+                                             payload=pipeline_report)
     model_health.operational_alerts_sync(report)
     assert OperatorAlert.objects.filter(resolved_at=None).count() == 4
     assert not AutonomySuspension.objects.exists()  # operations, not model trust: autonomy is untouched
