@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import TypedDict
+from collections.abc import Mapping
+from typing import Any
 
 import structlog
 from django.db import InterfaceError, OperationalError, transaction
@@ -79,38 +80,9 @@ def _quiet_days(patient: Patient, start: dt.datetime, now: dt.datetime) -> tuple
     return days, sorted({d.model_version for d in days})
 
 
-class _DayTotalsRow(TypedDict):
-    """One EstimateDayTotals row as _quiet_days reads it (.values())."""
-
-    day: dt.date
-    n: int
-    sum_sbp_mmhg: float
-    sum_dbp_mmhg: float
-    sum_sq_sbp_mmhg2: float
-    sum_sq_dbp_mmhg2: float
-    min_sbp_mmhg: float
-    max_sbp_mmhg: float
-    min_dbp_mmhg: float
-    max_dbp_mmhg: float
-    sum_sbp_halfwidth_mmhg: float
-    sum_dbp_halfwidth_mmhg: float
-    min_interval_level: float
-    n_flagged: int
-    flags: list[str] | None
-    first_at: dt.datetime
-    last_at: dt.datetime
-    model_version__version: str
-
-
-def _estimate_day(row: _DayTotalsRow) -> EstimateDay:
-    return EstimateDay(
-        day=row["day"], n=row["n"], sum_sbp_mmhg=row["sum_sbp_mmhg"], sum_dbp_mmhg=row["sum_dbp_mmhg"],
-        sum_sq_sbp_mmhg2=row["sum_sq_sbp_mmhg2"], sum_sq_dbp_mmhg2=row["sum_sq_dbp_mmhg2"],
-        min_sbp_mmhg=row["min_sbp_mmhg"], max_sbp_mmhg=row["max_sbp_mmhg"], min_dbp_mmhg=row["min_dbp_mmhg"],
-        max_dbp_mmhg=row["max_dbp_mmhg"], sum_sbp_halfwidth_mmhg=row["sum_sbp_halfwidth_mmhg"],
-        sum_dbp_halfwidth_mmhg=row["sum_dbp_halfwidth_mmhg"], min_interval_level=row["min_interval_level"],
-        n_flagged=row["n_flagged"], first_at=row["first_at"], last_at=row["last_at"],
-        flags=tuple(row["flags"] or ()), model_version=row["model_version__version"])
+def _estimate_day(row: Mapping[str, Any]) -> EstimateDay:
+    values: dict[str, Any] = {k: v for k, v in row.items() if k not in ("flags", "model_version__version")}
+    return EstimateDay(**values, flags=tuple(row["flags"] or ()), model_version=row["model_version__version"])
 
 
 def _evidence(patient: Patient, plan: PlanVersion, now: dt.datetime
