@@ -6,13 +6,15 @@ handler's errors reach the caller (a worker's task retries, a request fails), an
 registered the call fails instead of passing silently."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
 if TYPE_CHECKING:
     from monitoring.models import BPEstimate, CuffReading
+
+H = TypeVar("H")
 
 
 class NewEvidenceHandler(Protocol):
@@ -26,26 +28,36 @@ class NewEvidenceHandler(Protocol):
         ...
 
 
-_HANDLERS: list[NewEvidenceHandler] = []
+class HandlerSlot(Generic[H]):
+    """The one handler an app above monitoring registers as it loads, for what monitoring may not
+    import. Fails closed: asking an empty slot raises ImproperlyConfigured, and `manage.py check`
+    (every deploy's migrate too) reports it under `check_id`."""
+
+    def __init__(self, *, what: str, consequence: str, check_id: str) -> None:
+        self._what, self._consequence, self._check_id = what, consequence, check_id
+        self._handler: H | None = None
+
+        def system_check(**_: object) -> list[checks.CheckMessage]:
+            return self.check()
+
+        checks.register(system_check)  # a function: the registry tags it, which a bound method refuses
+
+    def register(self, handler: H) -> None:
+        """Register the handler (a second registration replaces the first)."""
+        self._handler = handler
+
+    def get(self) -> H:
+        if self._handler is None:
+            raise ImproperlyConfigured(f"no {self._what} is registered (is the therapy app installed?): "
+                                       f"{self._consequence}")
+        return self._handler
+
+    def check(self) -> list[checks.CheckMessage]:
+        if self._handler is not None:
+            return []
+        return [checks.Error(f"No {self._what} is registered: {self._consequence}.",
+                             hint="Install the therapy app (it registers one in TherapyConfig.ready).", id=self._check_id)]
 
 
-def new_evidence_handler_register(handler: NewEvidenceHandler) -> None:
-    """Register the handler (a second registration replaces the first)."""
-    _HANDLERS[:] = [handler]
-
-
-def new_evidence_handler() -> NewEvidenceHandler:
-    """The registered handler; fails closed when there is none (escalation would silently stop)."""
-    if not _HANDLERS:
-        raise ImproperlyConfigured("no handler for new BP evidence is registered (is the therapy app installed?)")
-    return _HANDLERS[0]
-
-
-@checks.register()
-def new_evidence_handler_check(**_: object) -> list[checks.CheckMessage]:
-    """`manage.py check` (and every deploy's migrate) fails while nobody handles new evidence."""
-    if _HANDLERS:
-        return []
-    return [checks.Error("No handler for new BP estimates and cuff readings: escalation would stop.",
-                         hint="Install the therapy app (it registers one in TherapyConfig.ready).", id="monitoring.E001")]
-
+new_evidence_handler: HandlerSlot[NewEvidenceHandler] = HandlerSlot(
+    what="handler for new BP estimates and cuff readings", consequence="escalation would stop", check_id="monitoring.E001")

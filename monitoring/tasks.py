@@ -48,7 +48,7 @@ def process_window(window_id: int) -> None:
     task overhead, and no processed window left waiting for an estimate task that a broker outage
     lost). A re-run or a redelivery changes nothing: both steps are idempotent, and a transient
     error in either retries the whole task."""
-    handler = new_evidence_handler()  # before any write: with none, the window waits for the sweep
+    handler = new_evidence_handler.get()  # before any write: with none, the window waits for the sweep
     analysis = intake.window_process(window_id=window_id)
     if analysis is not None and analysis.usable:
         _check_escalations(handler, estimation.windows_estimate(window_ids=[window_id], analyses={window_id: analysis}))
@@ -60,7 +60,7 @@ def process_windows(window_ids: list[int]) -> None:
     devices), in one task: each window is still
     analysed, judged and estimated on its own (and idempotently: a redelivered batch changes
     nothing), while the queries and inserts are made once per batch instead of once per window."""
-    handler = new_evidence_handler()  # before any write: with none, the windows wait for the sweep
+    handler = new_evidence_handler.get()  # before any write: with none, the windows wait for the sweep
     analyses = intake.windows_process(window_ids=window_ids)
     usable = [window_id for window_id, analysis in analyses.items() if analysis.usable]
     if usable:
@@ -73,7 +73,7 @@ def estimate_window(window_id: int) -> None:
     live estimates are checked for escalation (_check_escalations). The processing tasks
     estimate themselves and the sweep and calibrations send estimate_windows; this one stays for
     re-running an estimate alone and for messages an earlier version queued before an upgrade."""
-    handler = new_evidence_handler()  # before any write: with none, nothing is estimated unchecked
+    handler = new_evidence_handler.get()  # before any write: with none, nothing is estimated unchecked
     _check_escalations(handler, estimation.windows_estimate(window_ids=[window_id]))
 
 
@@ -96,7 +96,7 @@ ESTIMATE_SWEEP_LOOK_BACK = dt.timedelta(hours=2)
 def estimate_windows(window_ids: list[int]) -> None:
     """estimate_window for many windows at once (the sweep's re-sends, the windows a new calibration
     covers); a re-run changes nothing."""
-    handler = new_evidence_handler()  # before any write: with none, nothing is estimated unchecked
+    handler = new_evidence_handler.get()  # before any write: with none, nothing is estimated unchecked
     _check_escalations(handler, estimation.windows_estimate(window_ids=window_ids))
 
 

@@ -12,12 +12,12 @@ class TherapyConfig(AppConfig):
         # its suggestions rest on, through the handlers monitoring asks for (monitoring may not
         # import therapy).
         from clinops.base import metrics
-        from monitoring.handoff import new_evidence_handler_register
+        from monitoring.handoff import new_evidence_handler
         from monitoring.ingest import retention
         from therapy.domain import EscalationKind
         from therapy.receivers import TherapyHearsOfNewEvidence
         from therapy.retention import SuggestionsKeepTheirWindows
 
-        new_evidence_handler_register(TherapyHearsOfNewEvidence())
-        retention.raw_window_keeper_register(SuggestionsKeepTheirWindows())
+        new_evidence_handler.register(TherapyHearsOfNewEvidence())
+        retention.raw_window_keeper.register(SuggestionsKeepTheirWindows())
         metrics.escalation_causes_export(kind.value for kind in EscalationKind)

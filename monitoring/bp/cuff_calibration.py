@@ -78,7 +78,7 @@ def cuff_reading_record(
                         "pulse_bpm": pulse_bpm, "arm": arm, "position": position, "cuff_id": cuff.pk if cuff else None},
             )
             # Therapy evaluates the patient once this commits (therapy/receivers.py).
-            new_evidence_handler().cuff_reading_stored(reading)
+            new_evidence_handler.get().cuff_reading_stored(reading)
     except IntegrityError:  # the same reading, sent twice at once
         return CuffReading.objects.get(patient=patient, measured_at=measured_at, source=source)
     calibration_refresh(cuff_reading=reading)

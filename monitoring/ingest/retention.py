@@ -32,12 +32,11 @@ from dataclasses import asdict, dataclass
 from typing import Protocol
 
 import structlog
-from django.core import checks
-from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import Q
 
 from clinops.base.audit import SYSTEM, audit_record
+from monitoring.handoff import HandlerSlot
 from monitoring.models import FINAL_STATUSES, SignalWindow
 
 log = structlog.get_logger(__name__)
@@ -79,29 +78,9 @@ class RawWindowKeeper(Protocol):
         ...
 
 
-_KEEPERS: list[RawWindowKeeper] = []
-
-
-def raw_window_keeper_register(keeper: RawWindowKeeper) -> None:
-    """Register the keeper (once; a second registration replaces the first)."""
-    _KEEPERS[:] = [keeper]
-
-
-@checks.register()
-def raw_window_keeper_check(**_: object) -> list[checks.CheckMessage]:
-    """`manage.py check` fails while nobody says which raw windows decisions rest on."""
-    if _KEEPERS:
-        return []
-    return [checks.Error("No raw-window keeper is registered: the purge refuses to run.",
-                         hint="Install the therapy app (it registers one in TherapyConfig.ready).", id="monitoring.E002")]
-
-
-def _the_keeper() -> RawWindowKeeper:
-    # Fails closed: with nobody to say which windows decisions rest on, nothing is purged.
-    if not _KEEPERS:
-        raise ImproperlyConfigured("no raw-window keeper is registered (is the therapy app installed?): "
-                                   "nothing is purged")
-    return _KEEPERS[0]
+# Fails closed: with nobody to say which windows decisions rest on, nothing is purged.
+raw_window_keeper: HandlerSlot[RawWindowKeeper] = HandlerSlot(
+    what="raw-window keeper", consequence="the purge refuses to run (nothing is purged)", check_id="monitoring.E002")
 
 
 @dataclass(frozen=True)
@@ -145,7 +124,7 @@ def raw_windows_purge(*, now: dt.datetime, retention_days: int, batch_size: int 
     SYSTEM) per run that purged or kept anything, with the counts and the cut-off."""
     if batch_size < 1 or page_size < 1 or (max_windows is not None and max_windows < 1):
         raise ValueError("batch_size, page_size and max_windows are at least 1")
-    keeper = _the_keeper()
+    keeper = raw_window_keeper.get()
     longest = keeper.longest_look_back_days(current=True)
     longest_ever = dt.timedelta(days=keeper.longest_look_back_days(current=False))
     cutoff = raw_purge_cutoff(now=now, retention_days=retention_days, longest_look_back_days=longest)

@@ -21,14 +21,14 @@ pytestmark = pytest.mark.django_db
 
 
 def test_therapy_is_the_registered_handler_and_keeper_once_the_apps_are_loaded():
-    assert isinstance(handoff.new_evidence_handler(), TherapyHearsOfNewEvidence)
-    assert isinstance(retention._the_keeper(), SuggestionsKeepTheirWindows)
+    assert isinstance(handoff.new_evidence_handler.get(), TherapyHearsOfNewEvidence)
+    assert isinstance(retention.raw_window_keeper.get(), SuggestionsKeepTheirWindows)
 
 
 @pytest.fixture
 def nobody_registered(monkeypatch):
-    monkeypatch.setattr(handoff, "_HANDLERS", [])
-    monkeypatch.setattr(retention, "_KEEPERS", [])
+    monkeypatch.setattr(handoff.new_evidence_handler, "_handler", None)
+    monkeypatch.setattr(retention.raw_window_keeper, "_handler", None)
 
 
 def test_with_no_handler_the_system_check_fails(nobody_registered):

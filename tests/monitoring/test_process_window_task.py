@@ -84,5 +84,5 @@ def test_a_broker_error_while_a_crisis_estimate_asks_for_its_evaluation_is_retri
     estimates = {10: [estimate(1, 185)], 11: [estimate(2, 95)], 12: [estimate(3, 140), estimate(4, 190, shadow=True)],
                  13: [estimate(5, 140, 121)]}
     with pytest.raises(BrokerOperationalError):
-        tasks._check_escalations(new_evidence_handler(), estimates)
+        tasks._check_escalations(new_evidence_handler.get(), estimates)
     assert sent == [[2], [5]]  # 1 refused; 3 ordinary; 4 a shadow model's (never acted on)
