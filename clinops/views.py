@@ -112,6 +112,7 @@ _BROKER_QUEUES = BrokerQueues()
 if not settings.PROMETHEUS_MULTIPROC_DIR:
     REGISTRY.register(_BROKER_QUEUES)
 
+
 def exposition() -> bytes:
     """Every metric in Prometheus' text format: added up over this machine's processes in
     multiprocess mode, else this process's own."""

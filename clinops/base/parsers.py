@@ -43,8 +43,12 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 def holds_lone_surrogate(value: Any) -> bool:
     """Whether any string of a parsed JSON value holds a lone UTF-16 surrogate ("\\ud800"): JSON
-    lets one be escaped, but it is not text, and neither database nor UTF-8 can keep it."""
-    return _any_string(value, lambda text: _LONE_SURROGATE.search(text) is not None)
+    lets one be escaped, but it is not text, and neither database nor UTF-8 can keep it.
+
+    A lone surrogate is never ASCII, and str.isascii() reads a flag CPython keeps on every string (no
+    scan), so only a non-ASCII string is searched: a 30-s window's two base64 strings (~40 KB) cost
+    0.13 ms of CPU per window when searched character by character, an eighth of an upload's."""
+    return _any_string(value, lambda text: not text.isascii() and _LONE_SURROGATE.search(text) is not None)
 
 
 LONE_SURROGATE_MESSAGE = "not valid text: holds a lone UTF-16 surrogate (\\ud800-\\udfff)"

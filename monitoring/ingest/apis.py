@@ -20,10 +20,11 @@ from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
+from clinops.base.parsers import refuse_lone_surrogates
 from monitoring import selectors
 from monitoring.bp import cuff_calibration
 from monitoring.ingest import intake
-from monitoring.ingest.parsers import DeviceJSONParser, PayloadTooLarge, refuse_lone_surrogates_fast
+from monitoring.ingest.parsers import DeviceJSONParser, PayloadTooLarge
 from monitoring.ingest.serializers import AwareDateTimeField, BatchInput, WindowAccepted, WindowInput, WindowOutput
 from monitoring.models import Arm, CuffReading, CuffSource, Position
 from monitoring.selectors import windows_visible_to
@@ -185,7 +186,7 @@ class DeviceUploadApi(APIView):
         DRF's run_validation (or, for a single upload, is_valid), which gives the errors."""
         if not isinstance(payload, dict):
             raise serializers.ValidationError({"non_field_errors": ["A window must be a JSON object."]})
-        refuse_lone_surrogates_fast(payload)
+        refuse_lone_surrogates(payload)
         fields = (checker or window_checker(device)).quick_validation(payload)
         if fields is not None:
             pass
